@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs everything the project's demos and tests need on a fresh Debian 12
+# machine. Idempotent: packages already present are skipped by apt.
+set -euo pipefail
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "setup.sh: run as root (it installs Debian packages)" >&2
+  exit 1
+fi
+
+packages=(
+  # build
+  protobuf-compiler pkg-config gcc
+  # kernel tooling used by tests and the lab
+  iproute2 iputils-ping nftables iperf3 sockperf tshark python3-scapy jq
+  # lease store
+  etcd-server etcd-client
+  # CNI reference plugins (chaining, benchmarks) and real runtimes
+  containernetworking-plugins containerd runc podman busybox-static
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup.sh: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# tshark asks whether non-root users may capture; we run as root, so the
+# answer does not matter, but the package must not block on the question.
+command -v cargo >/dev/null || { echo "setup.sh: cargo not found; install Rust (rustup) first" >&2; exit 1; }
+echo "setup.sh: ready"

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Runs every test of the project on a fresh Debian 12 machine, as root:
+# installs the packages, builds, then runs unit, kernel and end-to-end tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+./scripts/setup.sh
+
+# Kernel tests create namespaces with unique prefixes and remove them; a
+# previous crashed run may have left some behind.
+./scripts/clean-test-netns.sh || true
+
+cargo build --workspace --all-targets
+cargo test --workspace --no-fail-fast -- --include-ignored
