@@ -4,4 +4,15 @@
 //! free of an async runtime so that the short-lived CNI binary can use them.
 //! The stores (feature `store`, and `etcd`) are async.
 
+pub mod config;
+pub mod key;
+pub mod lease;
 pub mod subnet_env;
+
+#[cfg(feature = "store")]
+pub mod store;
+
+pub use config::NetworkConfig;
+pub use lease::{Lease, LeaseAttrs};
+#[cfg(feature = "store")]
+pub use store::{AcquireRequest, LeaseEvent, LeaseStore, LeaseWatch, Revision, StoreError, WatchUpdate};

@@ -1,0 +1,108 @@
+//! The datapath seam: from the desired set of peers, make the kernel match.
+//!
+//! A backend is chosen at runtime from net-conf.json's `Backend.Type`. The
+//! daemon drives it in three steps:
+//! 1. `prepare` before the lease is acquired: create or adopt the device and
+//!    say what to publish with the lease (backend type and data, e.g. the
+//!    VTEP MAC) and the overlay MTU;
+//! 2. `attach` once the lease is known: put the lease's address on the
+//!    device;
+//! 3. `reconcile`, on every lease event and periodically: compare the desired
+//!    peers with what the kernel has (netlink dumps) and fix the difference,
+//!    touching only entries the backend owns.
+//!
+//! OWNER: the "dp" engineer (datapath) implements the backends behind this
+//! trait; the "daemon" engineer calls it. Changes to this file are agreed
+//! with the lead.
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use lease_store::{Lease, NetworkConfig};
+
+/// The node this daemon runs on, as detected at start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalNode {
+    /// The underlay interface (the one holding `public_ip`, or the one
+    /// chosen by `--iface`).
+    pub iface_name: String,
+    pub iface_index: u32,
+    pub iface_mtu: u32,
+    /// The address used as the tunnel source (`--iface` address).
+    pub iface_addr: Ipv4Addr,
+    /// The address peers send to (`--public-ip`, default `iface_addr`).
+    pub public_ip: Ipv4Addr,
+}
+
+/// What `prepare` tells the daemon.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prepared {
+    /// `BackendType` to publish with the lease (`vxlan`, `host-gw`, ...).
+    pub backend_type: String,
+    /// `BackendData` to publish (`{"VNI":1,"VtepMAC":"..."}` for VXLAN),
+    /// or `None`.
+    pub backend_data: Option<serde_json::Value>,
+    /// The MTU pods must use (goes into subnet.env).
+    pub mtu: u32,
+}
+
+/// A peer node as the datapath needs it (built from its lease).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub subnet: Ipv4Net,
+    pub public_ip: Ipv4Addr,
+    pub backend_type: String,
+    pub backend_data: Option<serde_json::Value>,
+}
+
+impl Peer {
+    /// A peer from a lease; `None` for an IPv6-only lease (not programmed yet).
+    pub fn from_lease(lease: &Lease) -> Option<Peer> {
+        Some(Peer {
+            subnet: lease.subnet?,
+            public_ip: lease.attrs.public_ip,
+            backend_type: lease.attrs.backend_type.clone(),
+            backend_data: lease.attrs.backend_data.clone(),
+        })
+    }
+}
+
+/// What one reconcile pass did: the daemon turns it into metrics and logs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReconcileReport {
+    /// Netlink requests that changed something, by kind (e.g. "route_add").
+    pub changes: Vec<(&'static str, u64)>,
+    /// Peers that could not be programmed, with the reason; the others were.
+    pub errors: Vec<String>,
+    /// Peers programmed after this pass.
+    pub peers: usize,
+    /// True when the device itself had to be (re)created.
+    pub device_recreated: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("backend type {0:?} is not supported (supported: vxlan, host-gw)")]
+    Unsupported(String),
+    #[error("invalid Backend options in net-conf.json: {0}")]
+    Config(String),
+    #[error("{op}: {reason}")]
+    Netlink { op: String, reason: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A datapath driver.
+#[async_trait::async_trait]
+pub trait Backend: Send {
+    /// Creates or adopts the device (reusing a compatible one left by a
+    /// previous run, so pod traffic never stops across restarts).
+    async fn prepare(&mut self, node: &LocalNode, config: &NetworkConfig) -> Result<Prepared, BackendError>;
+
+    /// Configures the device for this node's lease.
+    async fn attach(&mut self, lease: &Lease) -> Result<(), BackendError>;
+
+    /// Makes the kernel match `peers` (the complete desired set, own lease
+    /// excluded). Idempotent; also recreates the device if it vanished.
+    async fn reconcile(&mut self, peers: &[Peer]) -> Result<ReconcileReport, BackendError>;
+}

@@ -1,0 +1,130 @@
+//! The `LeaseStore` seam: what the daemon needs from the cluster's lease
+//! table, whatever keeps it (etcd, Kubernetes Node objects, a local file).
+//! Every implementation passes the same conformance suite
+//! (`tests/conformance/`).
+
+use std::net::Ipv4Addr;
+use std::pin::Pin;
+
+use futures::Stream;
+use ipnet::{Ipv4Net, Ipv6Net};
+
+use crate::config::{ConfigError, NetworkConfig};
+use crate::lease::{Lease, LeaseAttrs};
+
+/// A store revision (etcd's mod revision; a counter in other stores).
+/// Watching from revision `r` delivers every change made after `r`.
+pub type Revision = i64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No free subnet is left in the configured range.
+    #[error("out of subnets: all {total} subnets of {range} are taken ({leased} leased, {reserved} reserved); widen Network or SubnetMin/SubnetMax, or lengthen SubnetLen")]
+    OutOfSubnets {
+        range: String,
+        total: u64,
+        leased: usize,
+        reserved: usize,
+    },
+    /// The network configuration is missing from the store.
+    #[error("network configuration not found at {0}: write net-conf.json there first")]
+    ConfigMissing(String),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Our own lease is gone and its subnet was taken by another node in the
+    /// meantime: the caller must acquire a new lease (and reprogram).
+    #[error("lease {key} was lost: the subnet now belongs to {holder}")]
+    LeaseLost { key: String, holder: Ipv4Addr },
+    /// The lease or key does not exist.
+    #[error("lease {0} not found")]
+    NotFound(String),
+    /// A value in the store could not be decoded.
+    #[error("cannot decode {key}: {reason}")]
+    Decode { key: String, reason: String },
+    /// The store could not be reached or answered with an error; retrying
+    /// later may succeed.
+    #[error("lease store unavailable ({op}): {reason}")]
+    Unavailable { op: &'static str, reason: String },
+    /// Gave up after retries (for example a lost creation race every time).
+    #[error("{op} failed after {attempts} attempts: {reason}")]
+    Exhausted {
+        op: &'static str,
+        attempts: u32,
+        reason: String,
+    },
+    #[error("{op}: {source}")]
+    Io {
+        op: &'static str,
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// What a node asks for when it acquires its lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcquireRequest {
+    pub attrs: LeaseAttrs,
+    /// The subnet this node held before (read back from subnet.env), tried
+    /// after the node's own lease and before a random free one.
+    pub previous_subnet: Option<Ipv4Net>,
+    pub previous_ipv6_subnet: Option<Ipv6Net>,
+}
+
+/// A change to the lease table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseEvent {
+    /// A lease was created or its attributes changed.
+    Added(Lease),
+    /// A lease was released, expired or deleted. It carries the attributes
+    /// it had (for example the VTEP MAC), so the datapath can remove exactly
+    /// the entries it made for it.
+    Removed(Lease),
+}
+
+/// What a watch delivers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchUpdate {
+    /// Changes, in order, up to and including `revision`.
+    Events {
+        events: Vec<LeaseEvent>,
+        revision: Revision,
+    },
+    /// The requested revision was compacted away (or the store resynced):
+    /// this is the whole table at `revision`; the consumer replaces its view.
+    Snapshot {
+        leases: Vec<Lease>,
+        revision: Revision,
+    },
+}
+
+/// A stream of watch updates; it ends only on an unrecoverable error
+/// (transient errors are retried inside, with backoff).
+pub type LeaseWatch = Pin<Box<dyn Stream<Item = Result<WatchUpdate>> + Send>>;
+
+/// The lease table.
+#[async_trait::async_trait]
+pub trait LeaseStore: Send + Sync {
+    /// The cluster's network configuration.
+    async fn network_config(&self) -> Result<NetworkConfig>;
+
+    /// Acquires a lease for this node: its own existing lease (same public
+    /// IP, still inside the configured range) is reused and its attributes
+    /// updated; else `previous_subnet` when free; else a random free subnet.
+    async fn acquire(&self, req: &AcquireRequest) -> Result<Lease>;
+
+    /// Extends a lease's TTL. If the key vanished (deleted by hand, or
+    /// expired while the store was unreachable), it is re-created when the
+    /// subnet is still free; if another node took it, `LeaseLost`.
+    async fn renew(&self, lease: &Lease) -> Result<Lease>;
+
+    /// Gives a lease back (the daemon does this only when asked to).
+    async fn release(&self, lease: &Lease) -> Result<()>;
+
+    /// Every lease and reservation, with the revision the list was read at.
+    async fn list(&self) -> Result<(Vec<Lease>, Revision)>;
+
+    /// Watches the table from `from` (exclusive). Changes to `own` (matched
+    /// by subnet) are not delivered: a node does not peer with itself.
+    async fn watch(&self, from: Revision, own: Option<Lease>) -> Result<LeaseWatch>;
+}

@@ -1,0 +1,183 @@
+//! Calling a CNI plugin directly the way a runtime does: config on stdin,
+//! CNI_* environment, result or error JSON on stdout.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::cmd::{self, CmdError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CniError {
+    #[error(transparent)]
+    Cmd(#[from] CmdError),
+    #[error("{plugin} {command} failed (exit {status}): code {code:?}, msg {msg:?}; stdout: {stdout}; stderr: {stderr}")]
+    Plugin {
+        plugin: String,
+        command: String,
+        status: String,
+        code: Option<i64>,
+        msg: Option<String>,
+        stdout: String,
+        stderr: String,
+    },
+    #[error("{plugin} {command} printed something that is not JSON: {stdout:?}")]
+    NotJson {
+        plugin: String,
+        command: String,
+        stdout: String,
+    },
+}
+
+/// One invocation's environment.
+#[derive(Debug, Clone)]
+pub struct CniEnv {
+    pub command: String,
+    pub container_id: String,
+    /// None sends an empty CNI_NETNS (allowed for DEL).
+    pub netns: Option<PathBuf>,
+    pub ifname: String,
+    pub cni_path: String,
+    pub args: String,
+}
+
+impl CniEnv {
+    pub fn new(command: &str, container_id: &str, netns: Option<&Path>, ifname: &str) -> Self {
+        CniEnv {
+            command: command.to_string(),
+            container_id: container_id.to_string(),
+            netns: netns.map(Path::to_path_buf),
+            ifname: ifname.to_string(),
+            cni_path: crate::bins::REFERENCE_PLUGIN_DIR.to_string(),
+            args: String::new(),
+        }
+    }
+
+    /// The command for `plugin` with this environment, optionally wrapped
+    /// (e.g. `Netns::exec`) so the plugin runs in a node namespace.
+    pub fn apply(&self, cmd: &mut Command) {
+        let netns = self
+            .netns
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        cmd.env("CNI_COMMAND", &self.command)
+            .env("CNI_CONTAINERID", &self.container_id)
+            .env("CNI_NETNS", netns)
+            .env("CNI_IFNAME", &self.ifname)
+            .env("CNI_PATH", &self.cni_path)
+            .env("CNI_ARGS", &self.args);
+    }
+}
+
+/// Runs the prepared plugin command (`cmd` already names the plugin, possibly
+/// behind `nsenter`) with `env` and `config`, returning the parsed stdout
+/// (empty stdout, as DEL prints, gives `Value::Null`).
+pub fn invoke(
+    mut cmd: Command,
+    plugin: &str,
+    env: &CniEnv,
+    config: &[u8],
+) -> Result<serde_json::Value, CniError> {
+    env.apply(&mut cmd);
+    let out = cmd::output_with_stdin(&mut cmd, Some(config))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let parsed = if stdout.trim().is_empty() {
+        Ok(serde_json::Value::Null)
+    } else {
+        serde_json::from_str::<serde_json::Value>(&stdout)
+    };
+    if !out.status.success() {
+        let err = parsed.as_ref().ok();
+        return Err(CniError::Plugin {
+            plugin: plugin.to_string(),
+            command: env.command.clone(),
+            status: out.status.to_string(),
+            code: err.and_then(|v| v.get("code")).and_then(|c| c.as_i64()),
+            msg: err
+                .and_then(|v| v.get("msg"))
+                .and_then(|m| m.as_str())
+                .map(str::to_string),
+            stdout,
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        });
+    }
+    parsed.map_err(|_| CniError::NotJson {
+        plugin: plugin.to_string(),
+        command: env.command.clone(),
+        stdout,
+    })
+}
+
+/// Addresses (`"10.244.7.2/24"`) of a CNI result's `ips` list.
+pub fn result_addresses(result: &serde_json::Value) -> Vec<String> {
+    result
+        .get("ips")
+        .and_then(|ips| ips.as_array())
+        .map(|ips| {
+            ips.iter()
+                .filter_map(|ip| ip.get("address")?.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// flannel's subnet.env text (see FLANNEL-COMPAT.md); `subnet` is the first
+/// usable address with the prefix, e.g. `10.244.7.1/24`.
+pub fn subnet_env_text(network: &str, subnet: &str, mtu: u32, ipmasq: bool) -> String {
+    format!(
+        "FLANNEL_NETWORK={network}\nFLANNEL_SUBNET={subnet}\nFLANNEL_MTU={mtu}\nFLANNEL_IPMASQ={ipmasq}\n"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_come_from_ips() {
+        let v = serde_json::json!({"ips":[{"address":"10.244.7.2/24"},{"address":"fd00::2/64"}]});
+        assert_eq!(result_addresses(&v), vec!["10.244.7.2/24", "fd00::2/64"]);
+        assert!(result_addresses(&serde_json::Value::Null).is_empty());
+    }
+
+    #[test]
+    fn plugin_error_json_is_decoded() {
+        let env = CniEnv::new("ADD", "c1", None, "eth0");
+        let mut cmd = Command::new("sh");
+        cmd.args([
+            "-c",
+            r#"cat >/dev/null; echo '{"cniVersion":"1.0.0","code":7,"msg":"bad config"}'; exit 1"#,
+        ]);
+        match invoke(cmd, "fake", &env, b"{}") {
+            Err(CniError::Plugin { code, msg, .. }) => {
+                assert_eq!(code, Some(7));
+                assert_eq!(msg.as_deref(), Some("bad config"));
+            }
+            other => panic!("expected a plugin error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn env_reaches_the_plugin() {
+        let env = CniEnv::new("DEL", "cid-9", None, "eth1");
+        let mut cmd = Command::new("sh");
+        cmd.args([
+            "-c",
+            r#"cat >/dev/null; printf '{"c":"%s","id":"%s","ns":"%s","if":"%s"}' "$CNI_COMMAND" "$CNI_CONTAINERID" "$CNI_NETNS" "$CNI_IFNAME""#,
+        ]);
+        let v = invoke(cmd, "fake", &env, b"{}").unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"c":"DEL","id":"cid-9","ns":"","if":"eth1"})
+        );
+    }
+
+    #[test]
+    fn subnet_env_has_flannel_keys() {
+        let t = subnet_env_text("10.244.0.0/16", "10.244.7.1/24", 1450, true);
+        assert_eq!(
+            t,
+            "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.7.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n"
+        );
+    }
+}

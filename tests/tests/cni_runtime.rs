@@ -1,0 +1,265 @@
+//! A real container runtime (podman 4.3, CNI backend) attaches two containers
+//! through our conflist (`flannel-rs` then Debian's `portmap`); they ping each
+//! other and the gateway, a hostPort reaches one of them from another
+//! machine, and removing the containers undoes everything (CNI DEL).
+//!
+//! The same scenario runs with Debian's reference `bridge` + `host-local` as a
+//! control: when it passes and ours fails, the fault is in the plugin, not in
+//! the harness or the machine. Needs root.
+
+use std::path::{Path, PathBuf};
+use std::thread::sleep;
+use std::time::Duration;
+
+use e2e::bins;
+use e2e::netns::Netns;
+use e2e::podman::Podman;
+
+type R = Result<(), Box<dyn std::error::Error>>;
+
+const NETWORK: &str = "fctnet";
+const GATEWAY: &str = "10.244.7.1";
+const SUBNET_PREFIX: &str = "10.244.7.";
+const MTU: u32 = 1450;
+const NODE_UPLINK: &str = "198.51.100.1";
+const CLIENT_ADDR: &str = "198.51.100.2";
+const HOST_PORT: &str = "8080";
+
+/// The first plugin of the chain; `portmap` always follows it.
+enum FirstPlugin {
+    FlannelRs,
+    ReferenceBridge,
+}
+
+struct Setup {
+    first: serde_json::Value,
+    plugin_dirs: Vec<PathBuf>,
+    ipam_dir: PathBuf,
+}
+
+fn setup(kind: FirstPlugin, state: &Path) -> Result<Setup, Box<dyn std::error::Error>> {
+    let ipam_dir = state.join("ipam");
+    match kind {
+        FirstPlugin::FlannelRs => {
+            let plugin = bins::flannel_rs()?;
+            // A dir holding only our plugin, so podman cannot pick up some
+            // other binary from the cargo target dir.
+            let bin_dir = state.join("bin");
+            std::fs::create_dir_all(&bin_dir)?;
+            std::os::unix::fs::symlink(&plugin, bin_dir.join("flannel-rs"))?;
+            let subnet_file = state.join("subnet.env");
+            std::fs::write(
+                &subnet_file,
+                e2e::cni::subnet_env_text("10.244.0.0/16", &format!("{GATEWAY}/24"), MTU, true),
+            )?;
+            Ok(Setup {
+                first: serde_json::json!({
+                    "type": "flannel-rs",
+                    "bridge": "cni0",
+                    "subnetFile": subnet_file,
+                    "dataDir": ipam_dir,
+                    "isDefaultGateway": true,
+                }),
+                plugin_dirs: vec![bin_dir, PathBuf::from(bins::REFERENCE_PLUGIN_DIR)],
+                ipam_dir,
+            })
+        }
+        FirstPlugin::ReferenceBridge => Ok(Setup {
+            first: serde_json::json!({
+                "type": "bridge",
+                "bridge": "cni0",
+                "isGateway": true,
+                "isDefaultGateway": true,
+                "mtu": MTU,
+                "ipam": {
+                    "type": "host-local",
+                    "dataDir": ipam_dir,
+                    "ranges": [[{"subnet": "10.244.7.0/24", "gateway": GATEWAY}]],
+                },
+            }),
+            plugin_dirs: vec![PathBuf::from(bins::REFERENCE_PLUGIN_DIR)],
+            ipam_dir,
+        }),
+    }
+}
+
+/// Retries `f` a few times: a freshly started server or a new bridge port may
+/// need a moment.
+fn eventually<T>(
+    what: &str,
+    mut f: impl FnMut() -> Result<T, Box<dyn std::error::Error>>,
+) -> Result<T, Box<dyn std::error::Error>> {
+    let mut last = None;
+    for _ in 0..10 {
+        match f() {
+            Ok(v) => return Ok(v),
+            Err(e) => last = Some(e),
+        }
+        sleep(Duration::from_millis(300));
+    }
+    Err(format!(
+        "{what}: still failing after 10 tries: {}",
+        last.map(|e| e.to_string()).unwrap_or_default()
+    )
+    .into())
+}
+
+/// IP reservation files (named by address) in host-local's layout.
+fn reservations(ipam_dir: &Path) -> Vec<String> {
+    std::fs::read_dir(ipam_dir.join(NETWORK))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.parse::<std::net::Ipv4Addr>().is_ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A second namespace on the node's uplink (198.51.100.0/24), standing in
+/// for another machine that connects to a hostPort.
+fn client_on_uplink(node: &Netns) -> Result<Netns, Box<dyn std::error::Error>> {
+    let client = Netns::create("rt-client")?;
+    node.run(
+        "ip",
+        &[
+            "link",
+            "add",
+            "up0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            client.name(),
+        ],
+    )?;
+    node.run(
+        "ip",
+        &["addr", "add", &format!("{NODE_UPLINK}/24"), "dev", "up0"],
+    )?;
+    node.run("ip", &["link", "set", "up0", "up"])?;
+    client.run(
+        "ip",
+        &["addr", "add", &format!("{CLIENT_ADDR}/24"), "dev", "eth0"],
+    )?;
+    client.run("ip", &["link", "set", "eth0", "up"])?;
+    // Routing between uplink and bridge is the node's job (flanneld sets it
+    // on a real node); this is the test's own namespace.
+    node.run("sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
+    Ok(client)
+}
+
+fn two_containers(kind: FirstPlugin) -> R {
+    e2e::root::require_root("the podman runtime test")?;
+    let node = Netns::create("rt-node")?;
+    let client = client_on_uplink(&node)?;
+    let state = e2e::temp::temp_dir("rt-state")?;
+    let s = setup(kind, state.path())?;
+    let dirs: Vec<&Path> = s.plugin_dirs.iter().map(PathBuf::as_path).collect();
+    let podman = Podman::new(&node, &dirs)?;
+    podman.add_conflist(
+        NETWORK,
+        &serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": NETWORK,
+            "plugins": [s.first, {"type": "portmap", "capabilities": {"portMappings": true}}],
+        }),
+    )?;
+
+    let id1 = podman.run_detached("c1", NETWORK, &["--cap-add", "NET_RAW"], &["sleep", "120"])?;
+    let id2 = podman.run_detached(
+        "c2",
+        NETWORK,
+        &["--cap-add", "NET_RAW", "-p", &format!("{HOST_PORT}:80")],
+        &[
+            "sh",
+            "-c",
+            "echo fct-hello > /www/index.html && exec httpd -f -p 80 -h /www",
+        ],
+    )?;
+    let ip1 = podman.ip_of("c1", NETWORK)?;
+    let ip2 = podman.ip_of("c2", NETWORK)?;
+    for ip in [&ip1, &ip2] {
+        assert!(
+            ip.starts_with(SUBNET_PREFIX) && ip != GATEWAY,
+            "address {ip:?} is not a pod address in 10.244.7.0/24"
+        );
+    }
+    assert_ne!(ip1, ip2, "both containers got the same address");
+
+    // The address is on eth0 with the subnet's MTU and a default route via
+    // the bridge.
+    let addr = podman.exec("c1", &["ip", "-o", "-4", "addr", "show", "dev", "eth0"])?;
+    assert!(addr.contains(&format!("{ip1}/24")), "c1 eth0: {addr}");
+    let mtu = podman.exec("c1", &["cat", "/sys/class/net/eth0/mtu"])?;
+    assert_eq!(mtu.trim(), MTU.to_string(), "c1 eth0 MTU");
+    let routes = podman.exec("c1", &["ip", "route"])?;
+    assert!(
+        routes.contains(&format!("default via {GATEWAY}")),
+        "c1 routes: {routes}"
+    );
+
+    // host-local's on-disk layout: one file per address holding the ID.
+    let mut held = reservations(&s.ipam_dir);
+    held.sort();
+    let mut want = vec![ip1.clone(), ip2.clone()];
+    want.sort();
+    assert_eq!(held, want, "IP reservations in {}", s.ipam_dir.display());
+    let owner = std::fs::read_to_string(s.ipam_dir.join(NETWORK).join(&ip1))?;
+    assert!(
+        owner.starts_with(&id1),
+        "reservation of {ip1} holds {owner:?}, want container {id1}"
+    );
+
+    for (from, to) in [("c1", &ip2), ("c2", &ip1), ("c1", &GATEWAY.to_string())] {
+        eventually(&format!("ping {from} -> {to}"), || {
+            Ok(podman.exec(from, &["ping", "-c", "1", "-W", "2", to])?)
+        })?;
+    }
+
+    // portmap, chained after the first plugin, publishes c2's port 80 on
+    // the node; another machine reaches it through the uplink.
+    let url = format!("http://{NODE_UPLINK}:{HOST_PORT}/");
+    let body = eventually("hostPort from the client namespace", || {
+        Ok(client.run("busybox", &["wget", "-q", "-O", "-", "-T", "3", &url])?)
+    })?;
+    assert_eq!(body.trim(), "fct-hello", "body served through the hostPort");
+
+    // Removing the containers runs DEL through the chain: reservations,
+    // veths and port-forwarding rules go away.
+    podman.run(&["rm", "--force", "--time", "0", "c1", "c2"])?;
+    assert!(
+        reservations(&s.ipam_dir).is_empty(),
+        "reservations left after DEL: {:?}",
+        reservations(&s.ipam_dir)
+    );
+    let veths = node.run("ip", &["-o", "link", "show", "type", "veth"])?;
+    assert!(
+        !veths.contains("veth"),
+        "veths left on the node after DEL: {veths}"
+    );
+    let nat = node.run("iptables", &["-t", "nat", "-S"])?;
+    assert!(
+        !nat.contains(&id2),
+        "portmap rules for c2 left after DEL: {nat}"
+    );
+    assert!(
+        !nat.contains("--to-destination"),
+        "DNAT rules left after DEL: {nat}"
+    );
+    drop(podman);
+    drop(client);
+    Ok(())
+}
+
+#[test]
+fn podman_flannel_rs_then_portmap_two_containers() -> R {
+    two_containers(FirstPlugin::FlannelRs)
+}
+
+#[test]
+fn podman_reference_bridge_control() -> R {
+    two_containers(FirstPlugin::ReferenceBridge)
+}
