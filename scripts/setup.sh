@@ -10,13 +10,13 @@ fi
 
 packages=(
   # build
-  protobuf-compiler pkg-config gcc
+  protobuf-compiler pkg-config gcc openssl
   # kernel tooling used by tests and the lab
   iproute2 iputils-ping nftables iperf3 sockperf tshark python3-scapy jq
   # lease store
   etcd-server etcd-client
   # CNI reference plugins (chaining, benchmarks) and real runtimes
-  containernetworking-plugins containerd runc podman busybox-static
+  containernetworking-plugins iptables containerd runc podman busybox-static
 )
 
 missing=()

@@ -22,7 +22,10 @@ pub enum ConfigError {
     #[error("invalid configuration: {0}")]
     Invalid(String),
     #[error("unsupported field {field}: {why}")]
-    Unsupported { field: &'static str, why: &'static str },
+    Unsupported {
+        field: &'static str,
+        why: &'static str,
+    },
 }
 
 impl From<ConfigError> for CniError {
@@ -216,7 +219,10 @@ fn validate(raw: RawConf, version: Version) -> Result<Config, ConfigError> {
 impl Config {
     /// The one IPv4 address the runtime asks for, from `runtimeConfig.ips`,
     /// `args.cni.ips` or `IP=` in CNI_ARGS. Entries may carry a prefix.
-    pub fn requested_ip(&self, cni_args_ip: Option<Ipv4Addr>) -> Result<Option<Ipv4Addr>, ConfigError> {
+    pub fn requested_ip(
+        &self,
+        cni_args_ip: Option<Ipv4Addr>,
+    ) -> Result<Option<Ipv4Addr>, ConfigError> {
         let mut found: Vec<Ipv4Addr> = Vec::new();
         for s in self.runtime_config.ips.iter().chain(self.args_ips.iter()) {
             let addr = s.split('/').next().unwrap_or(s);
@@ -275,7 +281,10 @@ mod tests {
         assert_eq!(c.runtime_config.port_mappings.len(), 2);
         assert_eq!(c.runtime_config.port_mappings[0].host_port, 8080);
         assert_eq!(c.runtime_config.port_mappings[1].container_port, 443);
-        assert_eq!(c.requested_ip(None).unwrap(), Some(Ipv4Addr::new(10, 244, 7, 9)));
+        assert_eq!(
+            c.requested_ip(None).unwrap(),
+            Some(Ipv4Addr::new(10, 244, 7, 9))
+        );
         assert!(c.requested_ip(Some(Ipv4Addr::new(10, 244, 7, 10))).is_err());
     }
 
@@ -286,7 +295,10 @@ mod tests {
         assert_eq!(code_of(b"[]"), 6);
         assert_eq!(code_of(br#"{"cniVersion":"0.2.0","name":"x"}"#), 1);
         assert_eq!(code_of(br#"{"cniVersions":["0.1.0"],"name":"x"}"#), 1);
-        assert_eq!(code_of(br#"{"cniVersion":"1.0.0","name":"x","mtu":"big"}"#), 6);
+        assert_eq!(
+            code_of(br#"{"cniVersion":"1.0.0","name":"x","mtu":"big"}"#),
+            6
+        );
         assert_eq!(code_of(br#"{"cniVersion":"1.0.0","name":""}"#), 7);
         assert_eq!(code_of(br#"{"cniVersion":"1.0.0","name":"../x"}"#), 7);
         assert_eq!(
@@ -294,8 +306,12 @@ mod tests {
             7
         );
         assert_eq!(code_of(br#"{"cniVersion":"1.0.0","name":"x","mtu":20}"#), 7);
-        assert_eq!(code_of(br#"{"cniVersion":"1.0.0","name":"x","ipMasq":true}"#), 2);
-        let c = parse(br#"{"cniVersion":"1.0.0","name":"x","runtimeConfig":{"ips":["nope"]}}"#).unwrap();
+        assert_eq!(
+            code_of(br#"{"cniVersion":"1.0.0","name":"x","ipMasq":true}"#),
+            2
+        );
+        let c = parse(br#"{"cniVersion":"1.0.0","name":"x","runtimeConfig":{"ips":["nope"]}}"#)
+            .unwrap();
         assert!(c.requested_ip(None).is_err());
     }
 
@@ -309,7 +325,10 @@ mod tests {
 
     #[test]
     fn requested_version_of_raw_input() {
-        assert_eq!(requested_version(br#"{"cniVersion":"0.4.0"}"#).as_deref(), Some("0.4.0"));
+        assert_eq!(
+            requested_version(br#"{"cniVersion":"0.4.0"}"#).as_deref(),
+            Some("0.4.0")
+        );
         assert_eq!(requested_version(b"junk"), None);
     }
 }

@@ -179,7 +179,10 @@ mod tests {
 
     #[test]
     fn cni_args_from_runtimes() {
-        let a = parse_cni_args("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0;IP=10.244.7.9").unwrap();
+        let a = parse_cni_args(
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0;IP=10.244.7.9",
+        )
+        .unwrap();
         assert_eq!(a.ip, Some(Ipv4Addr::new(10, 244, 7, 9)));
         assert_eq!(a.other["K8S_POD_NAME"], "web-0");
         assert_eq!(parse_cni_args("").unwrap(), CniArgs::default());
@@ -211,14 +214,23 @@ mod tests {
         let bad_if = getter(&[("CNI_CONTAINERID", "abc"), ("CNI_IFNAME", "a/b")]);
         assert!(matches!(
             attachment(&bad_if, false),
-            Err(EnvError::Invalid { var: "CNI_IFNAME", .. })
+            Err(EnvError::Invalid {
+                var: "CNI_IFNAME",
+                ..
+            })
         ));
-        let long_if = getter(&[("CNI_CONTAINERID", "abc"), ("CNI_IFNAME", "0123456789abcdef")]);
+        let long_if = getter(&[
+            ("CNI_CONTAINERID", "abc"),
+            ("CNI_IFNAME", "0123456789abcdef"),
+        ]);
         assert!(attachment(&long_if, false).is_err());
         let bad_id = getter(&[("CNI_CONTAINERID", "-x\n"), ("CNI_IFNAME", "eth0")]);
         assert!(matches!(
             attachment(&bad_id, false),
-            Err(EnvError::Invalid { var: "CNI_CONTAINERID", .. })
+            Err(EnvError::Invalid {
+                var: "CNI_CONTAINERID",
+                ..
+            })
         ));
         assert_eq!(
             attachment(&getter(&[]), false).unwrap_err(),

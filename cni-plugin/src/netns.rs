@@ -11,14 +11,16 @@ use crate::netlink::{Netlink, NetlinkError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetnsError {
-    #[error("network namespace {path} does not exist (the container is gone or CNI_NETNS is wrong)")]
+    #[error(
+        "network namespace {path} does not exist (the container is gone or CNI_NETNS is wrong)"
+    )]
     Missing { path: String },
     #[error("cannot open network namespace {path}: {source}")]
     Open {
         path: String,
         source: std::io::Error,
     },
-    #[error("{path} is not a network namespace")]
+    #[error("CNI_NETNS={path} is not a network namespace")]
     NotNetns { path: String },
     #[error("cannot enter network namespace {path}: {source}")]
     Enter {
@@ -31,32 +33,17 @@ pub enum NetnsError {
 
 impl From<NetnsError> for CniError {
     fn from(e: NetnsError) -> Self {
-        let c = match &e {
-            NetnsError::Missing { .. } => code::UNKNOWN_CONTAINER,
-            NetnsError::Open { .. } => code::IO_FAILURE,
-            NetnsError::NotNetns { .. } => code::INVALID_ENV,
-            NetnsError::Enter { .. } => code::NETNS,
-            NetnsError::Netlink(n) => return CniError::from(NetlinkError::clone_of(n)),
-        };
-        CniError::new(c, e.to_string())
-    }
-}
-
-impl NetlinkError {
-    fn clone_of(e: &NetlinkError) -> NetlinkError {
         match e {
-            NetlinkError::Socket { op, source } => NetlinkError::Socket {
-                op,
-                source: std::io::Error::new(source.kind(), source.to_string()),
-            },
-            NetlinkError::Kernel { what, errno } => NetlinkError::Kernel {
-                what: what.clone(),
-                errno: *errno,
-            },
-            NetlinkError::Decode { what, why } => NetlinkError::Decode {
-                what: what.clone(),
-                why: why.clone(),
-            },
+            NetnsError::Netlink(n) => n.into(),
+            other => {
+                let c = match &other {
+                    NetnsError::Missing { .. } => code::UNKNOWN_CONTAINER,
+                    NetnsError::Open { .. } => code::IO_FAILURE,
+                    NetnsError::NotNetns { .. } => code::INVALID_ENV,
+                    NetnsError::Enter { .. } | NetnsError::Netlink(_) => code::NETNS,
+                };
+                CniError::new(c, other.to_string())
+            }
         }
     }
 }
@@ -104,6 +91,15 @@ impl Netns {
                 }
             }
         })?;
+        // NS_GET_NSTYPE (linux/nsfs.h, _IO(0xb7, 0x3)): refuse a path that
+        // is not a network namespace here, with a clear message, rather than
+        // as an EINVAL from the kernel halfway through ADD.
+        const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+        // SAFETY: the ioctl takes no argument and only inspects the fd.
+        let kind = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE as _) };
+        if kind != libc::CLONE_NEWNET {
+            return Err(NetnsError::NotNetns { path: path.into() });
+        }
         Ok(Netns {
             path: path.into(),
             file,

@@ -100,7 +100,11 @@ impl CniResult {
             .map(|ip| {
                 let mut o = Map::new();
                 if version.has_ip_version_field() {
-                    let fam = if ip.address.addr().is_ipv4() { "4" } else { "6" };
+                    let fam = if ip.address.addr().is_ipv4() {
+                        "4"
+                    } else {
+                        "6"
+                    };
                     o.insert("version".into(), json!(fam));
                 }
                 o.insert("address".into(), json!(ip.address.to_string()));
@@ -148,12 +152,34 @@ mod tests {
     fn sample() -> CniResult {
         CniResult {
             interfaces: vec![
-                Interface { name: "cni0".into(), mac: "02:00:00:00:00:01".into(), sandbox: None, mtu: Some(1450) },
-                Interface { name: "vethabc".into(), mac: "02:00:00:00:00:02".into(), sandbox: None, mtu: Some(1450) },
-                Interface { name: "eth0".into(), mac: "02:00:00:00:00:03".into(), sandbox: Some("/var/run/netns/p".into()), mtu: Some(1450) },
+                Interface {
+                    name: "cni0".into(),
+                    mac: "02:00:00:00:00:01".into(),
+                    sandbox: None,
+                    mtu: Some(1450),
+                },
+                Interface {
+                    name: "vethabc".into(),
+                    mac: "02:00:00:00:00:02".into(),
+                    sandbox: None,
+                    mtu: Some(1450),
+                },
+                Interface {
+                    name: "eth0".into(),
+                    mac: "02:00:00:00:00:03".into(),
+                    sandbox: Some("/var/run/netns/p".into()),
+                    mtu: Some(1450),
+                },
             ],
-            ips: vec![IpConfig { address: "10.244.7.2/24".parse().unwrap(), gateway: Some("10.244.7.1".parse().unwrap()), interface: Some(2) }],
-            routes: vec![Route { dst: "10.244.0.0/16".parse().unwrap(), gw: Some("10.244.7.1".parse().unwrap()) }],
+            ips: vec![IpConfig {
+                address: "10.244.7.2/24".parse().unwrap(),
+                gateway: Some("10.244.7.1".parse().unwrap()),
+                interface: Some(2),
+            }],
+            routes: vec![Route {
+                dst: "10.244.0.0/16".parse().unwrap(),
+                gw: Some("10.244.7.1".parse().unwrap()),
+            }],
             dns: Value::Null,
         }
     }
@@ -169,8 +195,16 @@ mod tests {
             assert_eq!(j["ips"][0]["interface"], 2);
             assert_eq!(j["routes"][0]["gw"], "10.244.7.1");
             assert!(j["dns"].is_object());
-            assert_eq!(j["ips"][0].get("version").is_some(), v < Version::V1_0_0, "{v:?}");
-            assert_eq!(j["interfaces"][0].get("mtu").is_some(), v == Version::V1_1_0, "{v:?}");
+            assert_eq!(
+                j["ips"][0].get("version").is_some(),
+                v < Version::V1_0_0,
+                "{v:?}"
+            );
+            assert_eq!(
+                j["interfaces"][0].get("mtu").is_some(),
+                v == Version::V1_1_0,
+                "{v:?}"
+            );
         }
     }
 
@@ -182,7 +216,12 @@ mod tests {
             assert_eq!(back.routes, sample().routes);
         }
         let prev = CniResult {
-            interfaces: vec![Interface { name: "lo".into(), mac: String::new(), sandbox: Some("/x".into()), mtu: None }],
+            interfaces: vec![Interface {
+                name: "lo".into(),
+                mac: String::new(),
+                sandbox: Some("/x".into()),
+                mtu: None,
+            }],
             ..Default::default()
         };
         let chained = prev.chain(sample());

@@ -27,7 +27,9 @@ pub const NEWEST: Version = Version::V1_1_0;
 pub enum VersionError {
     #[error("cniVersion {0:?} is not supported (supported: 0.3.0, 0.3.1, 0.4.0, 1.0.0, 1.1.0)")]
     Unsupported(String),
-    #[error("none of cniVersions {0:?} is supported (supported: 0.3.0, 0.3.1, 0.4.0, 1.0.0, 1.1.0)")]
+    #[error(
+        "none of cniVersions {0:?} is supported (supported: 0.3.0, 0.3.1, 0.4.0, 1.0.0, 1.1.0)"
+    )]
     NoneSupported(Vec<String>),
 }
 

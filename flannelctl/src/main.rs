@@ -1,1 +1,39 @@
-fn main() {}
+//! flannelctl: the flannel-rs operator tool. This file only dispatches: each
+//! subcommand is a module under src/<name>/ with its own `Args` and `run`.
+
+mod lab;
+mod plan;
+
+use clap::{Parser, Subcommand};
+use std::fmt::Display;
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(name = "flannelctl", version, about = "Operator tool for flannel-rs")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// VPC IP budget: the AWS VPC CNI's IPs and max pods against an overlay's.
+    Plan(plan::PlanArgs),
+    /// A multi-node cluster in network namespaces on this machine.
+    Lab(lab::LabArgs),
+}
+
+/// Prints a subcommand's error and turns it into exit status 1.
+fn finish<E: Display>(result: Result<ExitCode, E>) -> ExitCode {
+    result.unwrap_or_else(|e| {
+        eprintln!("flannelctl: error: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Plan(args) => finish(plan::run(&args)),
+        Command::Lab(args) => finish(lab::run(&args)),
+    }
+}

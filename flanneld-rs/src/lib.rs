@@ -2,3 +2,10 @@
 //! these parts together; tests and `flannelctl` reuse them.
 
 pub mod backend;
+pub mod cli;
+pub mod daemon;
+pub mod http;
+pub mod masq;
+pub mod netlink;
+pub mod node;
+pub mod reconcile;

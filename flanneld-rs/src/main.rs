@@ -1,1 +1,136 @@
-fn main() {}
+//! `flanneld-rs`: parse the flags, set up logging, detect the node, open the
+//! store, pick the backend, serve health and metrics, and run the lease loop
+//! until SIGTERM or SIGINT, which exit 0 and leave the datapath, subnet.env
+//! and the lease in place.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use flanneld::cli::{Cli, LogFormat, Settings};
+use flanneld::daemon::{self, wiring, LeaseLoop, LoopSettings, Metrics, Parts, Readiness};
+use tracing::{error, info};
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// Installs the SIGTERM and SIGINT handlers now (so a signal during a slow
+/// start-up is handled, not fatal) and returns a future resolving on the
+/// first of them.
+fn stop_signal() -> Result<impl std::future::Future<Output = ()>, String> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let listen = |kind| signal(kind).map_err(|e| format!("cannot listen for signals: {e}"));
+    let mut term = listen(SignalKind::terminate())?;
+    let mut int = listen(SignalKind::interrupt())?;
+    Ok(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        info!(
+            signal = name,
+            "stopping; the datapath, subnet.env and lease stay in place"
+        );
+    })
+}
+
+async fn run(settings: Settings) -> Result<(), String> {
+    let metrics = Arc::new(Metrics::new());
+    let readiness = Arc::new(Readiness::default());
+
+    let stop = stop_signal()?;
+
+    let app = flanneld::http::router(readiness.clone(), metrics.clone());
+    if let Some(addr) = settings.healthz_addr {
+        let bound = flanneld::http::spawn(addr, app.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        info!(addr = %bound, "serving /healthz, /readyz and /metrics");
+    }
+    if let Some(addr) = settings.metrics_addr {
+        let bound = flanneld::http::spawn(addr, app)
+            .await
+            .map_err(|e| e.to_string())?;
+        info!(addr = %bound, "serving /metrics");
+    }
+
+    let work = async {
+        let node = flanneld::node::netlink::detect(&settings.iface, settings.public_ip)
+            .await
+            .map_err(|e| e.to_string())?;
+        let net_conf = wiring::read_net_conf(settings.net_config_path.as_deref())
+            .map_err(|e| e.to_string())?;
+        let store = wiring::open_store(&settings.store, settings.lease_ttl, net_conf.as_deref())
+            .await
+            .map_err(|e| e.to_string())?;
+        let config = daemon::load_config(settings.net_config_path.as_deref(), &store)
+            .await
+            .map_err(|e| e.to_string())?;
+        let backend = wiring::make_backend(&config).map_err(|e| e.to_string())?;
+        let masq = wiring::masquerade(settings.ip_masq)
+            .await
+            .map_err(|e| e.to_string())?;
+        let loop_settings = LoopSettings {
+            subnet_file: settings.subnet_file.clone(),
+            ip_masq: settings.ip_masq,
+            renew_margin: settings.renew_margin,
+            resync_period: settings.resync_period,
+        };
+        let parts = Parts {
+            config,
+            store,
+            backend,
+            masq,
+            node,
+        };
+        LeaseLoop::new(loop_settings, parts, metrics, readiness)
+            .run(std::future::pending())
+            .await
+            .map_err(|e| e.to_string())
+    };
+    let result = tokio::select! {
+        r = work => r,
+        _ = stop => Ok(()),
+    };
+    result
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match cli.settings() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("flanneld-rs: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(settings.log_format);
+    // One thread: the daemon waits on the store and netlink most of the
+    // time, and a small footprint matters on every node of a cluster.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("flanneld-rs: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -77,7 +77,11 @@ mod tests {
 
     #[test]
     fn flannel_examples_round_trip() {
-        for k in ["10.5.52.0-24", "10.12.13.0-24&fd00:12:13::-56", "fd00:12:13::-56"] {
+        for k in [
+            "10.5.52.0-24",
+            "10.12.13.0-24&fd00:12:13::-56",
+            "fd00:12:13::-56",
+        ] {
             let (a, b) = decode(k).unwrap();
             assert_eq!(encode(a, b), k);
         }
@@ -85,8 +89,67 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for k in ["", "10.5.52.0", "10.5.52.0-33", "10.5.52.1-24", "x-24", "10.5.52.0-24&10.5.53.0-24"] {
+        for k in [
+            "",
+            "10.5.52.0",
+            "10.5.52.0-33",
+            "10.5.52.1-24",
+            "x-24",
+            "10.5.52.0-24&10.5.53.0-24",
+        ] {
             assert!(decode(k).is_err(), "{k}");
+        }
+    }
+
+    #[test]
+    fn flannel_etcd_key_from_the_docs() {
+        // Documentation/reservations.md: /coreos.com/network/subnets/10.5.52.0-24
+        let (v4, v6) = decode("10.5.52.0-24").unwrap();
+        assert_eq!(v4, Some("10.5.52.0/24".parse().unwrap()));
+        assert_eq!(v6, None);
+        // IPv6 keys use the compressed lower-case form Go prints.
+        assert_eq!(
+            encode(
+                Some("10.12.13.0/24".parse().unwrap()),
+                Some("fd00:12:13:0::/56".parse().unwrap())
+            ),
+            "10.12.13.0-24&fd00:12:13::-56"
+        );
+        // The order of the parts does not matter when reading.
+        assert_eq!(
+            decode("fd00:12:13::-56&10.12.13.0-24").unwrap(),
+            decode("10.12.13.0-24&fd00:12:13::-56").unwrap()
+        );
+    }
+
+    #[test]
+    fn more_garbage() {
+        for k in [
+            "-24",
+            "10.5.52.0-",
+            "10.5.52.0-24&",
+            "&",
+            "10.5.52.0--24",
+            "fd00::-129",
+            "fd00::1-64",
+            "fd00::-64&fd01::-64",
+        ] {
+            assert!(decode(k).is_err(), "{k}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn round_trips_any_subnet(a: u32, la in 0u8..=32, b: u128, lb in 0u8..=128, which in 0u8..3) {
+            let v4 = (which != 1).then(|| Ipv4Net::new(a.into(), la).unwrap().trunc());
+            let v6 = (which != 0).then(|| Ipv6Net::new(b.into(), lb).unwrap().trunc());
+            let k = encode(v4, v6);
+            proptest::prop_assert_eq!(decode(&k).unwrap(), (v4, v6));
+        }
+
+        #[test]
+        fn decode_never_panics(s in "[0-9a-f:.&-]{0,40}") {
+            let _ = decode(&s);
         }
     }
 }

@@ -11,20 +11,86 @@ use serde::{Deserialize, Serialize};
 
 /// What a node publishes with its lease (the etcd value, or the node
 /// annotations in Kubernetes mode).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Serialised exactly as Go flannel's `LeaseAttrs` (field order, `PublicIPv6`
+/// always present and `null` when unset, the other optional fields omitted
+/// when empty). Parsed by Go's rules: keys match case-insensitively, unknown
+/// keys are ignored, a missing `PublicIP` is `0.0.0.0`, `null` means unset.
+/// Backend data is kept as a JSON value: its object keys come back sorted,
+/// which is the order Go's backends write them in (`VNI`, `VtepMAC`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LeaseAttrs {
     #[serde(rename = "PublicIP")]
     pub public_ip: Ipv4Addr,
-    #[serde(rename = "PublicIPv6", default)]
+    #[serde(rename = "PublicIPv6")]
     pub public_ipv6: Option<Ipv6Addr>,
-    #[serde(rename = "BackendType", default, skip_serializing_if = "String::is_empty")]
+    #[serde(rename = "BackendType", skip_serializing_if = "String::is_empty")]
     pub backend_type: String,
     /// Backend-specific data (for VXLAN `{"VNI":1,"VtepMAC":"..."}`), kept
     /// raw: the backend parses it.
-    #[serde(rename = "BackendData", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "BackendData", skip_serializing_if = "Option::is_none")]
     pub backend_data: Option<serde_json::Value>,
-    #[serde(rename = "BackendV6Data", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "BackendV6Data", skip_serializing_if = "Option::is_none")]
     pub backend_v6_data: Option<serde_json::Value>,
+}
+
+impl LeaseAttrs {
+    /// The attributes as flannel stores them (compact JSON).
+    pub fn to_json(&self) -> String {
+        // Serialising plain strings, addresses and JSON values cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Parses flannel's lease JSON.
+    pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+}
+
+impl<'de> Deserialize<'de> for LeaseAttrs {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let obj = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
+        let field = |name: &str| crate::config::get(&obj, name).filter(|v| !v.is_null());
+        let public_ip = match field("PublicIP") {
+            None => Ipv4Addr::UNSPECIFIED,
+            Some(serde_json::Value::String(s)) => s
+                .parse()
+                .map_err(|_| D::Error::custom(format!("PublicIP {s:?} is not an IPv4 address")))?,
+            Some(v) => {
+                return Err(D::Error::custom(format!(
+                    "PublicIP must be a string, found {v}"
+                )))
+            }
+        };
+        let public_ipv6 = match field("PublicIPv6") {
+            None => None,
+            Some(serde_json::Value::String(s)) => Some(s.parse().map_err(|_| {
+                D::Error::custom(format!("PublicIPv6 {s:?} is not an IPv6 address"))
+            })?),
+            Some(v) => {
+                return Err(D::Error::custom(format!(
+                    "PublicIPv6 must be a string, found {v}"
+                )))
+            }
+        };
+        let backend_type = match field("BackendType") {
+            None => String::new(),
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(v) => {
+                return Err(D::Error::custom(format!(
+                    "BackendType must be a string, found {v}"
+                )))
+            }
+        };
+        Ok(LeaseAttrs {
+            public_ip,
+            public_ipv6,
+            backend_type,
+            backend_data: field("BackendData").cloned(),
+            backend_v6_data: field("BackendV6Data").cloned(),
+        })
+    }
 }
 
 /// A lease as the store hands it out.

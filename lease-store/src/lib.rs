@@ -3,7 +3,12 @@
 //! The core modules (formats, allocation, `subnet.env`) are synchronous and
 //! free of an async runtime so that the short-lived CNI binary can use them.
 //! The stores (feature `store`, and `etcd`) are async.
+//!
+//! Features: none = the core; `store` = the [`LeaseStore`] trait and the
+//! embedded single-host store; `etcd` (default) = plus the etcd backend;
+//! `conformance` = the test suite every backend must pass.
 
+pub mod alloc;
 pub mod config;
 pub mod key;
 pub mod lease;
@@ -12,7 +17,18 @@ pub mod subnet_env;
 #[cfg(feature = "store")]
 pub mod store;
 
+#[cfg(feature = "store")]
+pub mod embedded;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+#[cfg(feature = "etcd")]
+pub mod etcd;
+
 pub use config::NetworkConfig;
 pub use lease::{Lease, LeaseAttrs};
 #[cfg(feature = "store")]
-pub use store::{AcquireRequest, LeaseEvent, LeaseStore, LeaseWatch, Revision, StoreError, WatchUpdate};
+pub use store::{
+    AcquireRequest, LeaseEvent, LeaseStore, LeaseWatch, Revision, StoreError, WatchUpdate,
+};

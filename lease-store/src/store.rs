@@ -1,7 +1,7 @@
 //! The `LeaseStore` seam: what the daemon needs from the cluster's lease
 //! table, whatever keeps it (etcd, Kubernetes Node objects, a local file).
 //! Every implementation passes the same conformance suite
-//! (`tests/conformance/`).
+//! (`lease_store::conformance`, feature `conformance`).
 
 use std::net::Ipv4Addr;
 use std::pin::Pin;
@@ -52,11 +52,34 @@ pub enum StoreError {
         attempts: u32,
         reason: String,
     },
+    /// A reservation was asked for a subnet another node holds.
+    #[error(
+        "subnet {key} is held by {holder}: release that lease first or reserve another subnet"
+    )]
+    SubnetTaken { key: String, holder: Ipv4Addr },
     #[error("{op}: {source}")]
     Io {
         op: &'static str,
         source: std::io::Error,
     },
+}
+
+impl From<crate::alloc::AllocError> for StoreError {
+    fn from(e: crate::alloc::AllocError) -> Self {
+        match e {
+            crate::alloc::AllocError::OutOfSubnets {
+                range,
+                total,
+                leased,
+                reserved,
+            } => StoreError::OutOfSubnets {
+                range,
+                total,
+                leased,
+                reserved,
+            },
+        }
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -119,12 +142,27 @@ pub trait LeaseStore: Send + Sync {
     async fn renew(&self, lease: &Lease) -> Result<Lease>;
 
     /// Gives a lease back (the daemon does this only when asked to).
+    /// `NotFound` when the key is gone, `LeaseLost` when another node holds
+    /// it; a reservation is left in place (it belongs to the operator).
     async fn release(&self, lease: &Lease) -> Result<()>;
+
+    /// Writes an operator's reservation: a key with no TTL that is never
+    /// handed to another node and that the node with `attrs.public_ip`
+    /// takes as its own lease. Replaces a lease of that same node on the
+    /// subnet; `SubnetTaken` when another node holds it; the subnet(s) must
+    /// fit the network config.
+    async fn reserve(
+        &self,
+        subnet: Option<Ipv4Net>,
+        ipv6_subnet: Option<Ipv6Net>,
+        attrs: &LeaseAttrs,
+    ) -> Result<Lease>;
 
     /// Every lease and reservation, with the revision the list was read at.
     async fn list(&self) -> Result<(Vec<Lease>, Revision)>;
 
     /// Watches the table from `from` (exclusive). Changes to `own` (matched
-    /// by subnet) are not delivered: a node does not peer with itself.
+    /// by key) are not delivered, and a snapshot leaves it out: a node does
+    /// not peer with itself. A removal carries the lease's last attributes.
     async fn watch(&self, from: Revision, own: Option<Lease>) -> Result<LeaseWatch>;
 }

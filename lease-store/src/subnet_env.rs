@@ -386,7 +386,10 @@ mod tests {
     fn errors_name_the_key() {
         let e = SubnetEnv::parse("FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.300.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n").unwrap_err();
         assert!(e.to_string().contains("FLANNEL_SUBNET"), "{e}");
-        let e = SubnetEnv::parse("FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.4.1/24\nFLANNEL_IPMASQ=true\n").unwrap_err();
+        let e = SubnetEnv::parse(
+            "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.4.1/24\nFLANNEL_IPMASQ=true\n",
+        )
+        .unwrap_err();
         assert_eq!(e, SubnetEnvError::Missing { key: "FLANNEL_MTU" });
         let e = SubnetEnv::parse("FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.9.4.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n").unwrap_err();
         assert!(matches!(e, SubnetEnvError::OutsideNetwork { .. }), "{e}");
@@ -410,7 +413,10 @@ mod tests {
         let env = SubnetEnv::parse(FLANNEL_SAMPLE).unwrap();
         env.write_atomic(&path).unwrap();
         assert_eq!(SubnetEnv::read(&path).unwrap(), env);
-        assert_eq!(std::fs::read_dir(path.parent().unwrap()).unwrap().count(), 1);
+        assert_eq!(
+            std::fs::read_dir(path.parent().unwrap()).unwrap().count(),
+            1
+        );
     }
 
     proptest::proptest! {

@@ -10,22 +10,27 @@ use crate::cmd::{self, CmdError};
 pub enum CniError {
     #[error(transparent)]
     Cmd(#[from] CmdError),
-    #[error("{plugin} {command} failed (exit {status}): code {code:?}, msg {msg:?}; stdout: {stdout}; stderr: {stderr}")]
-    Plugin {
-        plugin: String,
-        command: String,
-        status: String,
-        code: Option<i64>,
-        msg: Option<String>,
-        stdout: String,
-        stderr: String,
-    },
+    #[error(transparent)]
+    Plugin(Box<PluginFailure>),
     #[error("{plugin} {command} printed something that is not JSON: {stdout:?}")]
     NotJson {
         plugin: String,
         command: String,
         stdout: String,
     },
+}
+
+/// A plugin that exited non-zero, with the CNI error it printed (if any).
+#[derive(Debug, thiserror::Error)]
+#[error("{plugin} {command} failed (exit {status}): code {code:?}, msg {msg:?}; stdout: {stdout}; stderr: {stderr}")]
+pub struct PluginFailure {
+    pub plugin: String,
+    pub command: String,
+    pub status: String,
+    pub code: Option<i64>,
+    pub msg: Option<String>,
+    pub stdout: String,
+    pub stderr: String,
 }
 
 /// One invocation's environment.
@@ -88,7 +93,7 @@ pub fn invoke(
     };
     if !out.status.success() {
         let err = parsed.as_ref().ok();
-        return Err(CniError::Plugin {
+        return Err(CniError::Plugin(Box::new(PluginFailure {
             plugin: plugin.to_string(),
             command: env.command.clone(),
             status: out.status.to_string(),
@@ -99,7 +104,7 @@ pub fn invoke(
                 .map(str::to_string),
             stdout,
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        });
+        })));
     }
     parsed.map_err(|_| CniError::NotJson {
         plugin: plugin.to_string(),
@@ -149,9 +154,9 @@ mod tests {
             r#"cat >/dev/null; echo '{"cniVersion":"1.0.0","code":7,"msg":"bad config"}'; exit 1"#,
         ]);
         match invoke(cmd, "fake", &env, b"{}") {
-            Err(CniError::Plugin { code, msg, .. }) => {
-                assert_eq!(code, Some(7));
-                assert_eq!(msg.as_deref(), Some("bad config"));
+            Err(CniError::Plugin(f)) => {
+                assert_eq!(f.code, Some(7));
+                assert_eq!(f.msg.as_deref(), Some("bad config"));
             }
             other => panic!("expected a plugin error, got {other:?}"),
         }

@@ -7,9 +7,15 @@
 pub mod bins;
 pub mod cmd;
 pub mod cni;
+pub mod containerd;
+pub mod etcd_http;
+pub mod lab;
 pub mod names;
 pub mod netns;
+pub mod oci;
 pub mod podman;
+pub mod procs;
 pub mod root;
 pub mod rootfs;
+pub mod stats;
 pub mod temp;

@@ -2,7 +2,9 @@
 //! `ip netns add fct-...`, and on drop its processes are killed and it is
 //! deleted, also when the test panics.
 
-use std::path::PathBuf;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::cmd::{self, CmdError};
@@ -11,6 +13,12 @@ use crate::cmd::{self, CmdError};
 pub enum NetnsError {
     #[error(transparent)]
     NotRoot(#[from] crate::root::NotRoot),
+    #[error("opening network namespace file {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("network namespace {name}: {source}")]
     Cmd {
         name: String,
@@ -67,6 +75,28 @@ impl Netns {
         c.arg(format!("--net={}", self.path().display()))
             .arg(program);
         c
+    }
+
+    /// `program` started directly inside the namespace (setns between fork
+    /// and exec): no wrapper process, so timings measure only the program.
+    /// Like [`Netns::enter`], the mount namespace (and /sys) stays the host's.
+    pub fn spawn_in(&self, program: &Path) -> Result<Command, NetnsError> {
+        let path = self.path();
+        let file =
+            std::fs::File::open(&path).map_err(|source| NetnsError::Open { path, source })?;
+        let mut c = Command::new(program);
+        // SAFETY: the closure only calls setns, which is async-signal-safe;
+        // it owns the file, so the fd is open until the child execs (it is
+        // O_CLOEXEC, so the child does not inherit it).
+        unsafe {
+            c.pre_exec(move || {
+                if libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        Ok(c)
     }
 
     /// Runs `program args` inside the namespace, failing on a non-zero exit.

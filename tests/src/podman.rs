@@ -170,6 +170,13 @@ impl Drop for Podman<'_> {
                 self.dir.path().display()
             );
         }
+        // conmon runs `podman container cleanup` on its own after a
+        // container exits; it would recreate files in the state dir while
+        // the temp dir is being removed. Let those finish, then kill stragglers.
+        crate::procs::wait_or_kill_mentioning(
+            &self.dir.path().display().to_string(),
+            std::time::Duration::from_secs(5),
+        );
     }
 }
 

@@ -15,7 +15,7 @@ use e2e::bins;
 use e2e::netns::Netns;
 use e2e::podman::Podman;
 
-type R = Result<(), Box<dyn std::error::Error>>;
+type R = anyhow::Result<()>;
 
 const NETWORK: &str = "fctnet";
 const GATEWAY: &str = "10.244.7.1";
@@ -37,7 +37,7 @@ struct Setup {
     ipam_dir: PathBuf,
 }
 
-fn setup(kind: FirstPlugin, state: &Path) -> Result<Setup, Box<dyn std::error::Error>> {
+fn setup(kind: FirstPlugin, state: &Path) -> anyhow::Result<Setup> {
     let ipam_dir = state.join("ipam");
     match kind {
         FirstPlugin::FlannelRs => {
@@ -85,10 +85,7 @@ fn setup(kind: FirstPlugin, state: &Path) -> Result<Setup, Box<dyn std::error::E
 
 /// Retries `f` a few times: a freshly started server or a new bridge port may
 /// need a moment.
-fn eventually<T>(
-    what: &str,
-    mut f: impl FnMut() -> Result<T, Box<dyn std::error::Error>>,
-) -> Result<T, Box<dyn std::error::Error>> {
+fn eventually<T>(what: &str, mut f: impl FnMut() -> anyhow::Result<T>) -> anyhow::Result<T> {
     let mut last = None;
     for _ in 0..10 {
         match f() {
@@ -97,11 +94,10 @@ fn eventually<T>(
         }
         sleep(Duration::from_millis(300));
     }
-    Err(format!(
-        "{what}: still failing after 10 tries: {}",
-        last.map(|e| e.to_string()).unwrap_or_default()
-    )
-    .into())
+    let last = last.map(|e| format!("{e:#}")).unwrap_or_default();
+    Err(anyhow::anyhow!(
+        "{what}: still failing after 10 tries: {last}"
+    ))
 }
 
 /// IP reservation files (named by address) in host-local's layout.
@@ -118,7 +114,7 @@ fn reservations(ipam_dir: &Path) -> Vec<String> {
 
 /// A second namespace on the node's uplink (198.51.100.0/24), standing in
 /// for another machine that connects to a hostPort.
-fn client_on_uplink(node: &Netns) -> Result<Netns, Box<dyn std::error::Error>> {
+fn client_on_uplink(node: &Netns) -> anyhow::Result<Netns> {
     let client = Netns::create("rt-client")?;
     node.run(
         "ip",
@@ -151,7 +147,8 @@ fn client_on_uplink(node: &Netns) -> Result<Netns, Box<dyn std::error::Error>> {
     Ok(client)
 }
 
-fn two_containers(kind: FirstPlugin) -> R {
+/// The scenario, with the conflist at `cni_version`.
+fn two_containers(kind: FirstPlugin, cni_version: &str) -> R {
     e2e::root::require_root("the podman runtime test")?;
     let node = Netns::create("rt-node")?;
     let client = client_on_uplink(&node)?;
@@ -162,7 +159,7 @@ fn two_containers(kind: FirstPlugin) -> R {
     podman.add_conflist(
         NETWORK,
         &serde_json::json!({
-            "cniVersion": "1.0.0",
+            "cniVersion": cni_version,
             "name": NETWORK,
             "plugins": [s.first, {"type": "portmap", "capabilities": {"portMappings": true}}],
         }),
@@ -195,6 +192,12 @@ fn two_containers(kind: FirstPlugin) -> R {
     assert!(addr.contains(&format!("{ip1}/24")), "c1 eth0: {addr}");
     let mtu = podman.exec("c1", &["cat", "/sys/class/net/eth0/mtu"])?;
     assert_eq!(mtu.trim(), MTU.to_string(), "c1 eth0 MTU");
+    // The node side: the bridge holds the gateway address.
+    let bridge = node.run("ip", &["-o", "-4", "addr", "show", "dev", "cni0"])?;
+    assert!(
+        bridge.contains(&format!("{GATEWAY}/24")),
+        "cni0 on the node: {bridge}"
+    );
     let routes = podman.exec("c1", &["ip", "route"])?;
     assert!(
         routes.contains(&format!("default via {GATEWAY}")),
@@ -221,11 +224,20 @@ fn two_containers(kind: FirstPlugin) -> R {
 
     // portmap, chained after the first plugin, publishes c2's port 80 on
     // the node; another machine reaches it through the uplink.
-    let url = format!("http://{NODE_UPLINK}:{HOST_PORT}/");
+    // busybox nc rather than wget: the static busybox's wget crashes on the
+    // host (glibc NSS in a static binary); an HTTP/1.0 request is one line.
     let body = eventually("hostPort from the client namespace", || {
-        Ok(client.run("busybox", &["wget", "-q", "-O", "-", "-T", "3", &url])?)
+        Ok(e2e::cmd::run_with_stdin(
+            client
+                .exec("busybox")
+                .args(["nc", "-w", "3", NODE_UPLINK, HOST_PORT]),
+            Some(b"GET / HTTP/1.0\r\n\r\n"),
+        )?)
     })?;
-    assert_eq!(body.trim(), "fct-hello", "body served through the hostPort");
+    assert!(
+        body.starts_with("HTTP/1.") && body.trim_end().ends_with("fct-hello"),
+        "reply through the hostPort: {body:?}"
+    );
 
     // Removing the containers runs DEL through the chain: reservations,
     // veths and port-forwarding rules go away.
@@ -256,10 +268,114 @@ fn two_containers(kind: FirstPlugin) -> R {
 
 #[test]
 fn podman_flannel_rs_then_portmap_two_containers() -> R {
-    two_containers(FirstPlugin::FlannelRs)
+    two_containers(FirstPlugin::FlannelRs, "1.0.0")
+}
+
+/// Older chains (containerd's CRI still runs 0.3.x/0.4.0 conflists): the
+/// result must have the old shape for portmap to parse it as prevResult.
+#[test]
+fn podman_flannel_rs_then_portmap_cni_0_4_0() -> R {
+    two_containers(FirstPlugin::FlannelRs, "0.4.0")
 }
 
 #[test]
 fn podman_reference_bridge_control() -> R {
-    two_containers(FirstPlugin::ReferenceBridge)
+    two_containers(FirstPlugin::ReferenceBridge, "1.0.0")
+}
+
+/// Runtimes start pods concurrently: parallel `podman run`s call ADD at the
+/// same time, and the plugin's IPAM lock must still hand out distinct
+/// addresses and record each owner.
+#[test]
+fn podman_parallel_starts_get_distinct_addresses() -> R {
+    const N: usize = 6;
+    e2e::root::require_root("the podman parallel start test")?;
+    let node = Netns::create("rt-par")?;
+    let state = e2e::temp::temp_dir("rt-par-state")?;
+    let s = setup(FirstPlugin::FlannelRs, state.path())?;
+    let dirs: Vec<&Path> = s.plugin_dirs.iter().map(PathBuf::as_path).collect();
+    let podman = Podman::new(&node, &dirs)?;
+    podman.add_conflist(
+        NETWORK,
+        &serde_json::json!({"cniVersion": "1.0.0", "name": NETWORK, "plugins": [s.first]}),
+    )?;
+    let ids: Vec<anyhow::Result<String>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..N)
+            .map(|i| {
+                let podman = &podman;
+                scope.spawn(move || {
+                    Ok(podman.run_detached(&format!("p{i}"), NETWORK, &[], &["sleep", "120"])?)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("podman run thread panicked")))
+            })
+            .collect()
+    });
+    let ids = ids.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+
+    let mut ips = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let ip = podman.ip_of(&format!("p{i}"), NETWORK)?;
+        let owner = std::fs::read_to_string(s.ipam_dir.join(NETWORK).join(&ip))?;
+        assert!(
+            owner.starts_with(id.as_str()),
+            "reservation of {ip} holds {owner:?}, want {id}"
+        );
+        ips.push(ip);
+    }
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), N, "addresses handed out twice: {ips:?}");
+    assert_eq!(reservations(&s.ipam_dir).len(), N);
+
+    podman.run(&["rm", "--all", "--force", "--time", "0"])?;
+    assert!(
+        reservations(&s.ipam_dir).is_empty(),
+        "left after DEL: {:?}",
+        reservations(&s.ipam_dir)
+    );
+    Ok(())
+}
+
+/// podman stop runs DEL and podman start runs ADD again: the reservation
+/// goes and comes back, and the restarted container is reachable.
+#[test]
+fn podman_stop_start_reattaches() -> R {
+    e2e::root::require_root("the podman stop/start test")?;
+    let node = Netns::create("rt-restart")?;
+    let state = e2e::temp::temp_dir("rt-restart-state")?;
+    let s = setup(FirstPlugin::FlannelRs, state.path())?;
+    let dirs: Vec<&Path> = s.plugin_dirs.iter().map(PathBuf::as_path).collect();
+    let podman = Podman::new(&node, &dirs)?;
+    podman.add_conflist(
+        NETWORK,
+        &serde_json::json!({"cniVersion": "1.0.0", "name": NETWORK, "plugins": [s.first]}),
+    )?;
+    podman.run_detached("r1", NETWORK, &[], &["sleep", "120"])?;
+    let before = podman.ip_of("r1", NETWORK)?;
+    assert_eq!(reservations(&s.ipam_dir), vec![before.clone()]);
+
+    podman.run(&["stop", "--time", "0", "r1"])?;
+    assert!(
+        reservations(&s.ipam_dir).is_empty(),
+        "reservation kept after stop: {:?}",
+        reservations(&s.ipam_dir)
+    );
+    let veths = node.run("ip", &["-o", "link", "show", "type", "veth"])?;
+    assert!(!veths.contains("veth"), "veth kept after stop: {veths}");
+
+    podman.run(&["start", "r1"])?;
+    let after = podman.ip_of("r1", NETWORK)?;
+    assert_eq!(reservations(&s.ipam_dir), vec![after.clone()]);
+    eventually("ping the restarted container from the node", || {
+        Ok(node.run("ping", &["-c", "1", "-W", "2", &after])?)
+    })?;
+    podman.run(&["rm", "--force", "--time", "0", "r1"])?;
+    assert!(reservations(&s.ipam_dir).is_empty());
+    Ok(())
 }

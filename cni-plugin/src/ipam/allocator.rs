@@ -21,7 +21,10 @@ pub enum AllocError {
     #[error("requested address {0} is already reserved by another attachment")]
     RequestedTaken(Ipv4Addr),
     #[error("the node subnet is now {subnet} but {stale:?} are still reserved from an earlier subnet; delete those pods (or drain the node) before adding new ones")]
-    SubnetChanged { subnet: Ipv4Net, stale: Vec<Ipv4Addr> },
+    SubnetChanged {
+        subnet: Ipv4Net,
+        stale: Vec<Ipv4Addr>,
+    },
 }
 
 impl From<AllocError> for CniError {
@@ -90,10 +93,16 @@ impl Pool {
     ) -> Result<Ipv4Addr, AllocError> {
         if let Some(ip) = requested {
             if !self.subnet.contains(&ip) {
-                return Err(AllocError::RequestedOutside { ip, subnet: self.subnet });
+                return Err(AllocError::RequestedOutside {
+                    ip,
+                    subnet: self.subnet,
+                });
             }
             if !self.usable(ip) {
-                return Err(AllocError::RequestedReserved { ip, subnet: self.subnet });
+                return Err(AllocError::RequestedReserved {
+                    ip,
+                    subnet: self.subnet,
+                });
             }
             if used.contains(&ip) {
                 return Err(AllocError::RequestedTaken(ip));
@@ -126,24 +135,31 @@ mod tests {
         let p = pool("10.244.7.1/24");
         assert_eq!(p.gateway, Ipv4Addr::new(10, 244, 7, 1));
         let mut used = HashSet::new();
-        assert_eq!(p.allocate(&used, None, None).unwrap(), Ipv4Addr::new(10, 244, 7, 2));
         assert_eq!(
-            p.allocate(&used, Some(Ipv4Addr::new(10, 244, 7, 2)), None).unwrap(),
+            p.allocate(&used, None, None).unwrap(),
+            Ipv4Addr::new(10, 244, 7, 2)
+        );
+        assert_eq!(
+            p.allocate(&used, Some(Ipv4Addr::new(10, 244, 7, 2)), None)
+                .unwrap(),
             Ipv4Addr::new(10, 244, 7, 3)
         );
         // Wraps from the top back to .2, skipping the gateway.
         assert_eq!(
-            p.allocate(&used, Some(Ipv4Addr::new(10, 244, 7, 254)), None).unwrap(),
+            p.allocate(&used, Some(Ipv4Addr::new(10, 244, 7, 254)), None)
+                .unwrap(),
             Ipv4Addr::new(10, 244, 7, 2)
         );
         used.insert(Ipv4Addr::new(10, 244, 7, 3));
         assert_eq!(
-            p.allocate(&used, Some(Ipv4Addr::new(10, 244, 7, 2)), None).unwrap(),
+            p.allocate(&used, Some(Ipv4Addr::new(10, 244, 7, 2)), None)
+                .unwrap(),
             Ipv4Addr::new(10, 244, 7, 4)
         );
         // A last position from another subnet restarts at the beginning.
         assert_eq!(
-            p.allocate(&used, Some(Ipv4Addr::new(10, 9, 9, 9)), None).unwrap(),
+            p.allocate(&used, Some(Ipv4Addr::new(10, 9, 9, 9)), None)
+                .unwrap(),
             Ipv4Addr::new(10, 244, 7, 2)
         );
     }
@@ -152,7 +168,10 @@ mod tests {
     fn exhaustion_and_small_subnets() {
         let p = pool("10.244.7.1/30");
         let used: HashSet<_> = [Ipv4Addr::new(10, 244, 7, 2)].into();
-        assert_eq!(p.allocate(&used, None, None), Err(AllocError::Exhausted(p.subnet)));
+        assert_eq!(
+            p.allocate(&used, None, None),
+            Err(AllocError::Exhausted(p.subnet))
+        );
         assert!(Pool::new("10.244.7.1/31".parse().unwrap()).is_err());
         assert_eq!(CniError::from(AllocError::Exhausted(p.subnet)).code, 101);
     }
@@ -163,11 +182,26 @@ mod tests {
         let used: HashSet<_> = [Ipv4Addr::new(10, 244, 7, 9)].into();
         let r = |ip: [u8; 4]| p.allocate(&used, None, Some(Ipv4Addr::from(ip)));
         assert_eq!(r([10, 244, 7, 10]).unwrap(), Ipv4Addr::new(10, 244, 7, 10));
-        assert!(matches!(r([10, 244, 7, 9]), Err(AllocError::RequestedTaken(_))));
-        assert!(matches!(r([10, 244, 8, 9]), Err(AllocError::RequestedOutside { .. })));
-        assert!(matches!(r([10, 244, 7, 1]), Err(AllocError::RequestedReserved { .. })));
-        assert!(matches!(r([10, 244, 7, 255]), Err(AllocError::RequestedReserved { .. })));
-        assert!(matches!(r([10, 244, 7, 0]), Err(AllocError::RequestedReserved { .. })));
+        assert!(matches!(
+            r([10, 244, 7, 9]),
+            Err(AllocError::RequestedTaken(_))
+        ));
+        assert!(matches!(
+            r([10, 244, 8, 9]),
+            Err(AllocError::RequestedOutside { .. })
+        ));
+        assert!(matches!(
+            r([10, 244, 7, 1]),
+            Err(AllocError::RequestedReserved { .. })
+        ));
+        assert!(matches!(
+            r([10, 244, 7, 255]),
+            Err(AllocError::RequestedReserved { .. })
+        ));
+        assert!(matches!(
+            r([10, 244, 7, 0]),
+            Err(AllocError::RequestedReserved { .. })
+        ));
     }
 
     #[test]

@@ -89,8 +89,9 @@ pub struct VethSpec<'a> {
     pub mtu: u32,
 }
 
-/// One request creates both ends, the pod end already in its namespace,
-/// both up, the host end already enslaved to the bridge.
+/// One request creates both ends, the pod end already in its namespace and
+/// the host end up and enslaved to the bridge. The pod end cannot be set up
+/// here: veth refuses to open before its peer exists (ENOTCONN).
 pub fn create_veth(s: &VethSpec) -> Request {
     let peer = link(
         vec![
@@ -99,7 +100,7 @@ pub fn create_veth(s: &VethSpec) -> Request {
             LinkAttribute::Mtu(s.mtu),
             LinkAttribute::NetNsFd(s.pod_netns_fd),
         ],
-        true,
+        false,
     );
     let m = link(
         vec![
@@ -171,6 +172,19 @@ pub fn add_address(index: u32, addr: Ipv4Net, replace: bool) -> Request {
     )
 }
 
+pub fn del_address(index: u32, addr: Ipv4Net) -> Request {
+    let mut m = AddressMessage::default();
+    m.header.family = AddressFamily::Inet;
+    m.header.prefix_len = addr.prefix_len();
+    m.header.index = index;
+    m.attributes = vec![AddressAttribute::Local(addr.addr().into())];
+    Request::new(
+        RouteNetlinkMessage::DelAddress(m),
+        NLM_F_ACK,
+        format!("remove address {addr} from interface #{index}"),
+    )
+}
+
 pub fn dump_addresses() -> Request {
     let mut m = AddressMessage::default();
     m.header.family = AddressFamily::Inet;
@@ -192,7 +206,9 @@ pub fn add_route(dst: Ipv4Net, gw: Ipv4Addr, oif: u32) -> Request {
     m.header.kind = RouteType::Unicast;
     if dst.prefix_len() > 0 {
         m.attributes
-            .push(RouteAttribute::Destination(RouteAddress::Inet(dst.network())));
+            .push(RouteAttribute::Destination(RouteAddress::Inet(
+                dst.network(),
+            )));
     }
     m.attributes
         .push(RouteAttribute::Gateway(RouteAddress::Inet(gw)));
@@ -220,11 +236,17 @@ mod tests {
     use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload};
 
     fn round_trip(r: Request) -> RouteNetlinkMessage {
-        let mut m = NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::InnerMessage(r.msg));
+        let mut m = NetlinkMessage::new(
+            NetlinkHeader::default(),
+            NetlinkPayload::InnerMessage(r.msg),
+        );
         m.finalize();
         let mut buf = vec![0; m.buffer_len()];
         m.serialize(&mut buf);
-        match NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf).unwrap().payload {
+        match NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf)
+            .unwrap()
+            .payload
+        {
             NetlinkPayload::InnerMessage(m) => m,
             other => panic!("unexpected payload {other:?}"),
         }
@@ -243,7 +265,9 @@ mod tests {
         };
         let r = create_veth(&spec);
         assert_eq!(r.flags, CREATE_EXCL);
-        let RouteNetlinkMessage::NewLink(m) = round_trip(r) else { panic!("not NewLink") };
+        let RouteNetlinkMessage::NewLink(m) = round_trip(r) else {
+            panic!("not NewLink")
+        };
         assert!(m.header.flags.contains(LinkFlags::Up));
         assert!(m.attributes.contains(&LinkAttribute::Controller(7)));
         assert!(m.attributes.contains(&LinkAttribute::Mtu(1450)));
@@ -259,18 +283,35 @@ mod tests {
             })
             .expect("peer info");
         assert!(peer.attributes.contains(&LinkAttribute::NetNsFd(42)));
-        assert!(peer.attributes.contains(&LinkAttribute::IfName("eth0".into())));
-        assert!(peer.header.flags.contains(LinkFlags::Up));
+        assert!(peer
+            .attributes
+            .contains(&LinkAttribute::IfName("eth0".into())));
+        assert!(!peer.header.change_mask.contains(LinkFlags::Up));
     }
 
     #[test]
     fn default_route_has_no_destination() {
-        let r = add_route("0.0.0.0/0".parse().unwrap(), Ipv4Addr::new(10, 244, 7, 1), 3);
-        let RouteNetlinkMessage::NewRoute(m) = round_trip(r) else { panic!("not NewRoute") };
+        let r = add_route(
+            "0.0.0.0/0".parse().unwrap(),
+            Ipv4Addr::new(10, 244, 7, 1),
+            3,
+        );
+        let RouteNetlinkMessage::NewRoute(m) = round_trip(r) else {
+            panic!("not NewRoute")
+        };
         assert_eq!(m.header.destination_prefix_length, 0);
-        assert!(!m.attributes.iter().any(|a| matches!(a, RouteAttribute::Destination(_))));
-        let r = add_route("10.244.0.0/16".parse().unwrap(), Ipv4Addr::new(10, 244, 7, 1), 3);
-        let RouteNetlinkMessage::NewRoute(m) = round_trip(r) else { panic!("not NewRoute") };
+        assert!(!m
+            .attributes
+            .iter()
+            .any(|a| matches!(a, RouteAttribute::Destination(_))));
+        let r = add_route(
+            "10.244.0.0/16".parse().unwrap(),
+            Ipv4Addr::new(10, 244, 7, 1),
+            3,
+        );
+        let RouteNetlinkMessage::NewRoute(m) = round_trip(r) else {
+            panic!("not NewRoute")
+        };
         assert_eq!(m.header.destination_prefix_length, 16);
         assert!(m.attributes.contains(&RouteAttribute::Oif(3)));
     }

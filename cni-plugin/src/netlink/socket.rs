@@ -9,6 +9,8 @@ use netlink_packet_core::{
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
+use super::messages;
+use super::parse::{self, Link};
 use crate::error::{code, CniError};
 
 #[derive(Debug, thiserror::Error)]
@@ -75,7 +77,8 @@ impl Netlink {
         let err = |op| move |source| NetlinkError::Socket { op, source };
         let mut sock = Socket::new(NETLINK_ROUTE).map_err(err("socket"))?;
         sock.bind_auto().map_err(err("bind"))?;
-        sock.connect(&SocketAddr::new(0, 0)).map_err(err("connect"))?;
+        sock.connect(&SocketAddr::new(0, 0))
+            .map_err(err("connect"))?;
         Ok(Netlink {
             sock,
             seq: 1,
@@ -109,10 +112,9 @@ impl Netlink {
             kinds.push(r.flags);
             whats.push(r.what);
         }
-        self.sock.send(&out, 0).map_err(|source| NetlinkError::Socket {
-            op: "send",
-            source,
-        })?;
+        self.sock
+            .send(&out, 0)
+            .map_err(|source| NetlinkError::Socket { op: "send", source })?;
 
         let n = whats.len();
         let mut results: Vec<Option<Result<Vec<RouteNetlinkMessage>, NetlinkError>>> =
@@ -123,10 +125,7 @@ impl Netlink {
             self.buf.clear();
             self.sock
                 .recv(&mut self.buf, 0)
-                .map_err(|source| NetlinkError::Socket {
-                    op: "recv",
-                    source,
-                })?;
+                .map_err(|source| NetlinkError::Socket { op: "recv", source })?;
             let mut off = 0;
             while off + 16 <= self.buf.len() {
                 let chunk = &self.buf[off..];
@@ -192,6 +191,18 @@ impl Netlink {
         self.exchange(vec![req])?
             .pop()
             .unwrap_or_else(|| Ok(Vec::new()))
+    }
+
+    /// Looks up an interface by name; ENODEV when there is none.
+    pub fn link(&mut self, name: &str) -> Result<Link, NetlinkError> {
+        let replies = self.request(messages::get_link(name))?;
+        replies
+            .iter()
+            .find_map(parse::link)
+            .ok_or_else(|| NetlinkError::Kernel {
+                what: format!("look up interface {name}"),
+                errno: libc::ENODEV,
+            })
     }
 
     /// Sends acked requests in one batch; the first failure is returned.

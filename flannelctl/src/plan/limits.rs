@@ -24,7 +24,9 @@ const COLUMNS: [&str; 10] = [
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum LimitsError {
-    #[error("limits table {source_name} is empty: expected a header line starting with `instance_type`")]
+    #[error(
+        "limits table {source_name} is empty: expected a header line starting with `instance_type`"
+    )]
     Empty { source_name: String },
     #[error("limits table {source_name}: header lacks column `{column}`; use a file with the columns of flannelctl/data/aws-eni-limits.csv")]
     MissingColumn { source_name: String, column: String },
@@ -49,9 +51,10 @@ pub enum LimitsError {
         line: usize,
         name: String,
     },
-    #[error("unknown instance type `{name}`{}; check the spelling, or pass --limits-file with a newer table", suggestion_text(.suggestions))]
+    #[error("unknown instance type `{name}`: not among the {known} types of the limits table{}; check the spelling, or pass --limits-file with a newer table", suggestion_text(.suggestions))]
     UnknownType {
         name: String,
+        known: usize,
         suggestions: Vec<String>,
     },
 }
@@ -84,7 +87,8 @@ pub struct InstanceLimits {
     pub network_cards: u32,
     pub enis_all_cards: u32,
     pub max_pods_secondary_ip: u32,
-    pub max_pods_pd_raw: u64,
+    /// Empty in the table for types without prefix delegation.
+    pub max_pods_pd_raw: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -139,7 +143,7 @@ impl LimitsTable {
                 network_cards: cell.number(index[6], COLUMNS[6])?,
                 enis_all_cards: cell.number(index[7], COLUMNS[7])?,
                 max_pods_secondary_ip: cell.number(index[8], COLUMNS[8])?,
-                max_pods_pd_raw: cell.number(index[9], COLUMNS[9])?,
+                max_pods_pd_raw: cell.optional_number(index[9], COLUMNS[9])?,
             };
             // An ENI with one address has no slot for pods; the formulas
             // would underflow, so such a row is a broken table.
@@ -184,14 +188,15 @@ impl LimitsTable {
             return Ok(row);
         }
         let mut scored: Vec<(usize, &str)> = self
-            .rows
-            .keys()
-            .map(|k| (edit_distance(&wanted, k), k.as_str()))
+            .iter()
+            .map(|row| row.instance_type.as_str())
+            .map(|k| (edit_distance(&wanted, k), k))
             .filter(|(d, _)| *d <= 3.max(wanted.len() / 4))
             .collect();
         scored.sort();
         Err(LimitsError::UnknownType {
             name: name.to_string(),
+            known: self.len(),
             suggestions: scored
                 .into_iter()
                 .take(3)
@@ -224,6 +229,18 @@ impl Cell<'_> {
         value
             .parse()
             .map_err(|_| self.bad(column, value, "a non-negative integer"))
+    }
+
+    fn optional_number<T: std::str::FromStr>(
+        &self,
+        i: usize,
+        column: &str,
+    ) -> Result<Option<T>, LimitsError> {
+        if self.fields[i].is_empty() {
+            Ok(None)
+        } else {
+            self.number(i, column).map(Some)
+        }
     }
 
     fn boolean(&self, i: usize, column: &str) -> Result<bool, LimitsError> {
@@ -283,7 +300,9 @@ mod tests {
                 "{}",
                 row.instance_type
             );
-            assert_eq!(row.max_pods_pd_raw, slots * 16 + 2, "{}", row.instance_type);
+            // The PD value is given exactly for the PD-capable types.
+            let expected_pd = row.prefix_delegation_supported.then_some(slots * 16 + 2);
+            assert_eq!(row.max_pods_pd_raw, expected_pd, "{}", row.instance_type);
         }
     }
 
@@ -299,7 +318,11 @@ mod tests {
                 capable += 1;
             }
             if row.hypervisor != Hypervisor::Unknown {
-                assert_eq!(row.prefix_delegation_supported, expected, "{}", row.instance_type);
+                assert_eq!(
+                    row.prefix_delegation_supported, expected,
+                    "{}",
+                    row.instance_type
+                );
             }
         }
         assert_eq!(capable, 1309);
@@ -309,7 +332,10 @@ mod tests {
     fn known_rows() {
         let table = LimitsTable::embedded().unwrap();
         let m5 = table.get("m5.large").unwrap();
-        assert_eq!((m5.max_enis, m5.ipv4_per_eni, m5.max_pods_secondary_ip), (3, 10, 29));
+        assert_eq!(
+            (m5.max_enis, m5.ipv4_per_eni, m5.max_pods_secondary_ip),
+            (3, 10, 29)
+        );
         assert_eq!(table.get("M5.Large").unwrap().instance_type, "m5.large");
         let t3 = table.get("t3.small").unwrap();
         assert_eq!((t3.max_enis, t3.ipv4_per_eni), (3, 4));
@@ -346,7 +372,11 @@ mod tests {
         let short = format!("{HEADER}\nm5.large,3,10\n");
         assert!(matches!(
             LimitsTable::parse(&short, "t.csv"),
-            Err(LimitsError::FieldCount { line: 2, found: 3, .. })
+            Err(LimitsError::FieldCount {
+                line: 2,
+                found: 3,
+                ..
+            })
         ));
         let dup = format!(
             "{HEADER}\nm5.large,3,10,nitro,false,true,1,3,29,434\nm5.large,3,10,nitro,false,true,1,3,29,434\n"

@@ -24,7 +24,9 @@ pub enum ModelError {
     SubnetSize { subnet: Ipv4Net, len: u8 },
     #[error("subnets {a} and {b} overlap: each VPC address can only be counted once")]
     Overlap { a: Ipv4Net, b: Ipv4Net },
-    #[error("--pod-subnet is for custom networking: add --custom-networking, or drop --pod-subnet")]
+    #[error(
+        "--pod-subnet is for custom networking: add --custom-networking, or drop --pod-subnet"
+    )]
     PodSubnetsWithoutCustom,
     #[error("custom networking takes pod IPs from the ENIConfig subnets: pass --pod-subnet CIDR (e.g. 100.64.0.0/16)")]
     CustomWithoutPodSubnets,
@@ -115,6 +117,22 @@ fn fig(value: u64, rule: impl Into<String>) -> Figure {
     }
 }
 
+/// A labelled figure in a side's per-node breakdown.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Detail {
+    pub label: String,
+    pub value: u64,
+    pub rule: String,
+}
+
+fn detail(label: &str, f: Figure) -> Detail {
+    Detail {
+        label: label.to_string(),
+        value: f.value,
+        rule: f.rule,
+    }
+}
+
 /// One set of subnets that nodes draw addresses from.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PoolUse {
@@ -140,7 +158,7 @@ pub struct SideReport {
     /// Pod IPs a node can ever get.
     pub pod_ip_capacity_per_node: Figure,
     /// Per-node breakdown (ENIs, prefixes, warm IPs ...), in display order.
-    pub details: Vec<(String, Figure)>,
+    pub details: Vec<Detail>,
     pub vpc_ips_per_node: Figure,
     pub cluster_vpc_ips: u64,
     pub pools: Vec<PoolUse>,
@@ -264,6 +282,16 @@ fn validate(input: &PlanInput) -> Result<(), ModelError> {
     Ok(())
 }
 
+/// flannel's SubnetLen default: /24 when the network is /22 or shorter,
+/// else prefix + 2.
+pub fn default_node_subnet_len(cluster_cidr: &Ipv4Net) -> u8 {
+    if cluster_cidr.prefix_len() <= 22 {
+        24
+    } else {
+        cluster_cidr.prefix_len() + 2
+    }
+}
+
 fn usable(subnet: &Ipv4Net) -> u64 {
     (1u64 << (32 - subnet.prefix_len())) - AWS_RESERVED_PER_SUBNET
 }
@@ -306,6 +334,8 @@ struct Holding {
     pod_ips: u64,
     /// Pod IPs this node could ever get under these settings.
     capacity: u64,
+    capacity_rule: String,
+    eni_rule: String,
     rule: String,
 }
 
@@ -350,7 +380,10 @@ fn vpc_cni_side(input: &PlanInput, warnings: &mut Vec<String>) -> Result<SideRep
 
     // Max pods (kubelet).
     let max_pods = if let Some(mp) = input.max_pods {
-        fig(u64::from(mp), "set with --max-pods (the node's kubelet --max-pods)")
+        fig(
+            u64::from(mp),
+            "set with --max-pods (the node's kubelet --max-pods)",
+        )
     } else if cni.prefix_delegation {
         let raw = formula_enis * s * PREFIX_IPS + 2;
         let vcpus = input.vcpus.ok_or_else(|| ModelError::VcpusUnknown {
@@ -396,7 +429,7 @@ fn vpc_cni_side(input: &PlanInput, warnings: &mut Vec<String>) -> Result<SideRep
     let n_ip = n - sg;
 
     let pooling = pooling(cni);
-    let h = holding(&pooling, n_ip, pod_enis, s, max_pods.value, warnings);
+    let h = holding(&pooling, n_ip, pod_enis, s, max_pods.value);
 
     // The primary ENI is always attached; outside custom networking it is
     // also the first pod ENI, so count it only when ipamd attached none.
@@ -410,24 +443,29 @@ fn vpc_cni_side(input: &PlanInput, warnings: &mut Vec<String>) -> Result<SideRep
     };
     let per_node_total = node_subnet_ips + pod_subnet_ips;
 
+    let eni_rule = if custom {
+        format!(
+            "1 primary (node subnet) + {} pod ENIs (ENIConfig subnet; {}){}",
+            h.enis,
+            h.eni_rule,
+            trunk_note(trunk)
+        )
+    } else {
+        format!("{}{}", h.eni_rule, trunk_note(trunk))
+    };
+    let slots_label = if cni.prefix_delegation {
+        "/28 prefixes"
+    } else {
+        "secondary IPs"
+    };
     let mut details = vec![
-        (
-            "ENIs attached".to_string(),
-            fig(
-                h.enis + u64::from(primary_separate) + trunk,
-                if custom {
-                    format!("1 primary (node subnet) + {} pod ENIs (ENIConfig subnet){}", h.enis, trunk_note(trunk))
-                } else {
-                    format!("{}{}", h.rule, trunk_note(trunk))
-                },
-            ),
+        detail(
+            "ENIs attached",
+            fig(h.enis + u64::from(primary_separate) + trunk, eni_rule),
         ),
-        (
-            if cni.prefix_delegation { "/28 prefixes" } else { "secondary IPs" }.to_string(),
-            fig(h.slots_used, h.rule.clone()),
-        ),
-        (
-            "warm (free) pod IPs".to_string(),
+        detail(slots_label, fig(h.slots_used, h.rule.clone())),
+        detail(
+            "warm (free) pod IPs",
             fig(
                 h.pod_ips.saturating_sub(n_ip),
                 format!("pod IPs held ({}) - pods using them ({n_ip})", h.pod_ips),
@@ -435,25 +473,32 @@ fn vpc_cni_side(input: &PlanInput, warnings: &mut Vec<String>) -> Result<SideRep
         ),
     ];
     if sg > 0 {
-        details.push((
-            "branch ENIs (SG pods)".to_string(),
-            fig(sg, "one branch ENI per security-group pod, 1 subnet IP each, not warm-pooled"),
+        details.push(detail(
+            "branch ENIs (SG pods)",
+            fig(
+                sg,
+                "one branch ENI per security-group pod, 1 subnet IP each, not warm-pooled",
+            ),
         ));
     }
     if custom {
-        details.push((
-            "IPs in node subnet".to_string(),
+        details.push(detail(
+            "IPs in node subnet",
             fig(1, "the primary ENI's address"),
         ));
-        details.push((
-            "IPs in ENIConfig subnet".to_string(),
+        details.push(detail(
+            "IPs in ENIConfig subnet",
             fig(
                 pod_subnet_ips,
                 format!(
                     "pod IPs held {} + one primary per pod ENI {}{}",
                     h.pod_ips,
                     h.enis,
-                    if trunk + sg > 0 { " + trunk and branch ENIs" } else { "" }
+                    if trunk + sg > 0 {
+                        " + trunk and branch ENIs"
+                    } else {
+                        ""
+                    }
                 ),
             ),
         ));
@@ -464,19 +509,30 @@ fn vpc_cni_side(input: &PlanInput, warnings: &mut Vec<String>) -> Result<SideRep
             "{} pod IPs held + {} ENI primary addresses{}",
             h.pod_ips,
             h.enis + u64::from(primary_separate),
-            if trunk + sg > 0 { " + trunk and branch ENIs" } else { "" }
+            if trunk + sg > 0 {
+                " + trunk and branch ENIs"
+            } else {
+                ""
+            }
         ),
     );
 
     let mut pools = Vec::new();
     if custom {
-        pools.push(pool("node subnets", &input.node_subnets, input.nodes, 1, None));
+        pools.push(pool(
+            "node subnets",
+            &input.node_subnets,
+            input.nodes,
+            1,
+            None,
+        ));
         pools.push(pool(
             "ENIConfig (pod) subnets",
             &input.pod_subnets,
             input.nodes,
             pod_subnet_ips,
-            cni.prefix_delegation.then_some((h.slots_used, h.enis + trunk + sg)),
+            cni.prefix_delegation
+                .then_some((h.slots_used, h.enis + trunk + sg)),
         ));
     } else {
         pools.push(pool(
@@ -484,8 +540,10 @@ fn vpc_cni_side(input: &PlanInput, warnings: &mut Vec<String>) -> Result<SideRep
             &input.node_subnets,
             input.nodes,
             node_subnet_ips,
-            cni.prefix_delegation
-                .then_some((h.slots_used, h.enis + u64::from(primary_separate) + trunk + sg)),
+            cni.prefix_delegation.then_some((
+                h.slots_used,
+                h.enis + u64::from(primary_separate) + trunk + sg,
+            )),
         ));
     }
 
@@ -500,14 +558,14 @@ fn vpc_cni_side(input: &PlanInput, warnings: &mut Vec<String>) -> Result<SideRep
     if n_ip > h.capacity {
         problems.push(format!(
             "does not fit: a node can get at most {} pod IPs ({}), but {n_ip} pods need one",
-            h.capacity, h.rule
+            h.capacity, h.capacity_rule
         ));
     }
     let side = finish_side(
         "AWS VPC CNI",
         mode_text(cni, &pooling),
         max_pods,
-        fig(h.capacity, h.rule.clone()),
+        fig(h.capacity, h.capacity_rule.clone()),
         details,
         vpc_ips_per_node,
         pools,
@@ -515,7 +573,7 @@ fn vpc_cni_side(input: &PlanInput, warnings: &mut Vec<String>) -> Result<SideRep
         None,
         problems,
     );
-    vpc_cni_warnings(input, &h, s, warnings);
+    vpc_cni_warnings(input, pod_enis, s, warnings);
     Ok(side)
 }
 
@@ -576,14 +634,7 @@ fn ip_targets_text(w: Option<u32>, m: Option<u32>) -> String {
 /// ipamd IP, on `pod_enis` ENIs of `s` slots, pool capped at `max_pods`
 /// (isDatastorePoolTooLow stops growing once total IPs >= max pods; we stop
 /// at the first allocation unit that reaches it).
-fn holding(
-    pooling: &Pooling,
-    n: u64,
-    pod_enis: u64,
-    s: u64,
-    max_pods: u64,
-    warnings: &mut Vec<String>,
-) -> Holding {
+fn holding(pooling: &Pooling, n: u64, pod_enis: u64, s: u64, max_pods: u64) -> Holding {
     let slots_max = pod_enis * s;
     match *pooling {
         Pooling::WarmEni(w) => {
@@ -591,17 +642,20 @@ fn holding(
             let needed = div_ceil(n, s);
             let cap = div_ceil(max_pods, s).max(needed);
             let enis = (needed + w).min(pod_enis).min(cap);
-            let mut rule = format!(
-                "WARM_ENI_TARGET: ENIs = min(max ENIs {pod_enis}, ceil(pods {n} / {s}) + {w}) = {enis}, each filled with {s} secondaries"
+            let mut eni_rule = format!(
+                "WARM_ENI_TARGET: min(pod ENIs {pod_enis}, ceil(pods {n} / {s}) + {w}) = {enis}"
             );
             if (needed + w).min(pod_enis) > cap {
-                rule.push_str(&format!("; pool stops at max pods {max_pods}"));
+                eni_rule.push_str(&format!("; the pool stops growing at max pods {max_pods}"));
             }
+            let rule = format!("{enis} ENIs x {s}: ipamd fills a new ENI at once");
             Holding {
+                eni_rule,
                 enis,
                 slots_used: enis * s,
                 pod_ips: enis * s,
                 capacity: slots_max,
+                capacity_rule: format!("{pod_enis} pod ENIs x {s} secondary IPs"),
                 rule,
             }
         }
@@ -610,51 +664,69 @@ fn holding(
             let total = target.min(slots_max).min(max_pods);
             let enis = div_ceil(total, s);
             let rule = format!(
-                "{how}: secondaries = min({target}, max ENIs {pod_enis} x {s}, max pods {max_pods}) = {total} on ceil({total} / {s}) = {enis} ENIs"
+                "{how}: min({target}, pod ENIs {pod_enis} x {s}, max pods {max_pods}) = {total}"
             );
             Holding {
+                eni_rule: format!("ceil(secondaries {total} / {s})"),
                 enis,
                 slots_used: total,
                 pod_ips: total,
                 capacity: capacity.min(slots_max),
+                capacity_rule: if w.is_none() {
+                    format!("MINIMUM_IP_TARGET only: ipamd stops at {}", m.unwrap_or(0))
+                } else {
+                    format!("{pod_enis} pod ENIs x {s} secondary IPs")
+                },
                 rule,
             }
         }
         Pooling::WarmPrefix(p) => {
             let p = u64::from(p);
             let target = div_ceil(n, PREFIX_IPS) + p;
-            let prefixes = target.min(slots_max).min(div_ceil(max_pods, PREFIX_IPS).max(div_ceil(n, PREFIX_IPS)));
+            let prefixes = target
+                .min(slots_max)
+                .min(div_ceil(max_pods, PREFIX_IPS).max(div_ceil(n, PREFIX_IPS)));
             let enis = div_ceil(prefixes, s);
             let rule = format!(
-                "WARM_PREFIX_TARGET: prefixes = ceil(pods {n} / 16) + {p} = {target}, at most {slots_max} slots and ceil(max pods {max_pods} / 16); {prefixes} prefixes on ceil({prefixes} / {s}) = {enis} ENIs"
+                "WARM_PREFIX_TARGET: ceil(pods {n} / 16) + {p} = {target}, at most pod ENIs {pod_enis} x {s} slots and ceil(max pods {max_pods} / 16)"
             );
             Holding {
+                eni_rule: format!("ceil(prefixes {prefixes} / {s} per ENI)"),
                 enis,
                 slots_used: prefixes,
                 pod_ips: prefixes * PREFIX_IPS,
                 capacity: slots_max * PREFIX_IPS,
+                capacity_rule: format!("{pod_enis} pod ENIs x {s} prefixes x 16"),
                 rule,
             }
         }
         Pooling::PrefixIp { w, m } => {
             let (target, capacity, how) = ip_target(n, w, m);
             let wanted = div_ceil(target, PREFIX_IPS);
-            let prefixes = wanted.min(slots_max).min(div_ceil(max_pods, PREFIX_IPS).max(div_ceil(n, PREFIX_IPS)));
+            let prefixes = wanted
+                .min(slots_max)
+                .min(div_ceil(max_pods, PREFIX_IPS).max(div_ceil(n, PREFIX_IPS)));
             let enis = div_ceil(prefixes, s);
-            if w.is_some() || m.is_some() {
-                warnings.push(
-                    "WARM_IP_TARGET/MINIMUM_IP_TARGET override WARM_PREFIX_TARGET in prefix mode (docs/prefix-and-ip-target.md)"
-                        .to_string(),
-                );
-            }
             let rule = format!(
-                "{how} in prefix mode: prefixes = ceil({target} / 16) = {wanted}, at most {slots_max}; {prefixes} prefixes on {enis} ENIs"
+                "{how} in prefix mode: ceil({target} / 16) = {wanted}, at most pod ENIs {pod_enis} x {s} slots and ceil(max pods {max_pods} / 16)"
             );
             Holding {
+                eni_rule: format!("ceil(prefixes {prefixes} / {s} per ENI)"),
                 enis,
                 slots_used: prefixes,
                 pod_ips: prefixes * PREFIX_IPS,
-                capacity: (capacity.div_ceil(PREFIX_IPS) * PREFIX_IPS).min(slots_max * PREFIX_IPS),
+                capacity: capacity
+                    .div_ceil(PREFIX_IPS)
+                    .saturating_mul(PREFIX_IPS)
+                    .min(slots_max * PREFIX_IPS),
+                capacity_rule: if w.is_none() {
+                    format!(
+                        "MINIMUM_IP_TARGET only: ipamd stops at ceil({} / 16) prefixes",
+                        m.unwrap_or(0)
+                    )
+                } else {
+                    format!("{pod_enis} pod ENIs x {s} prefixes x 16")
+                },
                 rule,
             }
         }
@@ -668,7 +740,11 @@ fn ip_target(n: u64, w: Option<u32>, m: Option<u32>) -> (u64, u64, String) {
     match w {
         // With only m, ipamd tops up to m and then stops: pods beyond m get
         // no IP (README).
-        None => (m_v, m_v, format!("MINIMUM_IP_TARGET only: pool stays at {m_v}")),
+        None => (
+            m_v,
+            m_v,
+            format!("MINIMUM_IP_TARGET only: pool stays at {m_v}"),
+        ),
         Some(w) => {
             let w = u64::from(w);
             (
@@ -743,7 +819,7 @@ fn finish_side(
     mode: String,
     max_pods: Figure,
     capacity: Figure,
-    details: Vec<(String, Figure)>,
+    details: Vec<Detail>,
     vpc_ips_per_node: Figure,
     pools: Vec<PoolUse>,
     nodes: u32,
@@ -793,16 +869,19 @@ fn finish_side(
     }
 }
 
-fn vpc_cni_warnings(input: &PlanInput, h: &Holding, s: u64, warnings: &mut Vec<String>) {
+fn vpc_cni_warnings(input: &PlanInput, pod_enis: u64, s: u64, warnings: &mut Vec<String>) {
     let cni = &input.cni;
     let lim = &input.limits;
     let ip_targets = cni.warm_ip_target.is_some() || cni.minimum_ip_target.is_some();
     if ip_targets && cni.warm_eni_target.is_some() {
-        warnings.push("WARM_ENI_TARGET is ignored: WARM_IP_TARGET/MINIMUM_IP_TARGET are set".to_string());
+        warnings.push(
+            "WARM_ENI_TARGET is ignored: WARM_IP_TARGET/MINIMUM_IP_TARGET are set".to_string(),
+        );
     }
     if let Some(w) = cni.warm_ip_target {
         if w == 0 {
-            warnings.push("WARM_IP_TARGET=0 breaks ipamd (issue #2482): use at least 1".to_string());
+            warnings
+                .push("WARM_IP_TARGET=0 breaks ipamd (issue #2482): use at least 1".to_string());
         } else if u64::from(w) < s {
             warnings.push(format!(
                 "WARM_IP_TARGET={w} is below one ENI's {s} IPs: ipamd calls EC2 every few pods; with {} nodes expect API throttling when pods churn or nodes start together (README; issues #405, #617, #2730)",
@@ -818,6 +897,12 @@ fn vpc_cni_warnings(input: &PlanInput, h: &Holding, s: u64, warnings: &mut Vec<S
     }
     if cni.warm_eni_target == Some(0) && !ip_targets {
         warnings.push("WARM_ENI_TARGET=0 breaks ipamd (issue #2482): use at least 1".to_string());
+    }
+    if cni.prefix_delegation && ip_targets && cni.warm_prefix_target.is_some() {
+        warnings.push(
+            "WARM_PREFIX_TARGET is ignored: WARM_IP_TARGET/MINIMUM_IP_TARGET size the prefix pool (docs/prefix-and-ip-target.md)"
+                .to_string(),
+        );
     }
     if cni.prefix_delegation {
         warnings.push(
@@ -840,7 +925,7 @@ fn vpc_cni_warnings(input: &PlanInput, h: &Holding, s: u64, warnings: &mut Vec<S
     if cni.pod_eni {
         warnings.push(format!(
             "security groups for pods: the trunk ENI leaves {} ENIs for ordinary pods; check the branch ENI limit of {} (vpc-resource-controller limits.go, e.g. m5.large 9), it is not in the limits table",
-            h.enis.max(1),
+            pod_enis,
             lim.instance_type
         ));
     }
@@ -859,18 +944,26 @@ fn overlay_side(input: &PlanInput, warnings: &mut Vec<String>) -> SideReport {
     let pod_ips = node_subnet_size - 3;
     let count = (1u64 << u32::from(len - cidr.prefix_len())) - 1;
     let n = u64::from(input.pods_per_node);
-    let max_pods = fig(
+    let capacity = fig(
         pod_ips,
         format!(
             "pod IPs in a /{len} node subnet: {node_subnet_size} - network, gateway (bridge) and broadcast"
         ),
     );
-    let capacity = max_pods.clone();
-    let details = vec![(
-        "node subnets in cluster CIDR".to_string(),
+    let max_pods = fig(
+        pod_ips,
+        format!(
+            "bounded only by the node subnet's {pod_ips} pod IPs (raise kubelet --max-pods from its default {KUBELET_DEFAULT_MAX_PODS} to use them)"
+        ),
+    );
+    let details = vec![detail(
+        "node subnets in cluster CIDR",
         fig(
             count,
-            format!("2^({len} - {}) - 1: the first subnet is skipped (flannel SubnetMin)", cidr.prefix_len()),
+            format!(
+                "2^({len} - {}) - 1: the first subnet is skipped (flannel SubnetMin)",
+                cidr.prefix_len()
+            ),
         ),
     )];
     let mut problems = Vec::new();
@@ -892,17 +985,29 @@ fn overlay_side(input: &PlanInput, warnings: &mut Vec<String>) -> SideReport {
             ));
         }
     }
-    let pools = vec![pool("node subnets", &input.node_subnets, input.nodes, 1, None)];
+    let pools = vec![pool(
+        "node subnets",
+        &input.node_subnets,
+        input.nodes,
+        1,
+        None,
+    )];
     finish_side(
         "overlay (flannel-rs)",
         format!("VXLAN overlay, cluster CIDR {cidr}, /{len} per node"),
         max_pods,
         capacity,
         details,
-        fig(1, "the node's primary ENI address; pods use the cluster CIDR"),
+        fig(
+            1,
+            "the node's primary ENI address; pods use the cluster CIDR",
+        ),
         pools,
         input.nodes,
-        Some(fig(count, format!("node subnets in {cidr} (/{len} each, first skipped)"))),
+        Some(fig(
+            count,
+            format!("node subnets in {cidr} (/{len} each, first skipped)"),
+        )),
         problems,
     )
 }
@@ -938,9 +1043,8 @@ mod tests {
     fn detail(side: &SideReport, label: &str) -> u64 {
         side.details
             .iter()
-            .find(|(l, _)| l == label)
+            .find(|d| d.label == label)
             .unwrap_or_else(|| panic!("no detail {label}"))
-            .1
             .value
     }
 
@@ -966,7 +1070,11 @@ mod tests {
     fn t3_small_0_5_9_pods_hold_3_9_9_secondaries() {
         for (pods, secondaries) in [(0, 3), (5, 9), (9, 9)] {
             let r = plan(&input("t3.small", 1, pods)).unwrap();
-            assert_eq!(detail(&r.vpc_cni, "secondary IPs"), secondaries, "{pods} pods");
+            assert_eq!(
+                detail(&r.vpc_cni, "secondary IPs"),
+                secondaries,
+                "{pods} pods"
+            );
         }
     }
 
@@ -1011,7 +1119,11 @@ mod tests {
         i.pods_per_node = 19;
         let r = plan(&i).unwrap();
         assert!(!r.vpc_cni.fits);
-        assert!(r.vpc_cni.problems[0].contains("max pods 20"), "{:?}", r.vpc_cni.problems);
+        assert!(
+            r.vpc_cni.problems[0].contains("max pods 20"),
+            "{:?}",
+            r.vpc_cni.problems
+        );
     }
 
     #[test]
@@ -1114,7 +1226,10 @@ mod tests {
         i.pods_per_node = 11;
         let r = plan(&i).unwrap();
         assert!(!r.vpc_cni.fits);
-        assert!(r.warnings.iter().any(|w| w.contains("only MINIMUM_IP_TARGET")));
+        assert!(r
+            .warnings
+            .iter()
+            .any(|w| w.contains("only MINIMUM_IP_TARGET")));
     }
 
     #[test]
@@ -1126,6 +1241,55 @@ mod tests {
         // ceil(max(25, 40) / 16) = 3 prefixes.
         let r = plan(&i).unwrap();
         assert_eq!(detail(&r.vpc_cni, "/28 prefixes"), 3);
+    }
+
+    #[test]
+    fn max_pods_caps_the_warm_pool() {
+        // isDatastorePoolTooLow: no new ENI once the pool holds max pods.
+        let mut i = input("m5.large", 1, 5);
+        i.max_pods = Some(9);
+        i.host_network_pods = 0;
+        let r = plan(&i).unwrap();
+        // WARM_ENI_TARGET=1 wants 2 ENIs; 9 IPs already reach max pods 9.
+        assert_eq!(detail(&r.vpc_cni, "ENIs attached"), 1);
+        assert!(r.vpc_cni.fits);
+        i.max_pods = Some(10);
+        assert_eq!(detail(&plan(&i).unwrap().vpc_cni, "ENIs attached"), 2);
+        // WARM_IP_TARGET: the pool stops at max pods too.
+        i.cni.warm_ip_target = Some(20);
+        let r = plan(&i).unwrap();
+        assert_eq!(detail(&r.vpc_cni, "secondary IPs"), 10);
+        // --max-pods above what the type can address is flagged.
+        i.max_pods = Some(40);
+        let r = plan(&i).unwrap();
+        assert!(r
+            .warnings
+            .iter()
+            .any(|w| w.contains("above what m5.large can address (29)")));
+    }
+
+    #[test]
+    fn warm_eni_target_zero_holds_only_what_pods_use() {
+        let mut i = input("m5.large", 1, 1);
+        i.cni.warm_eni_target = Some(0);
+        let r = plan(&i).unwrap();
+        assert_eq!(r.vpc_cni.vpc_ips_per_node.value, 10);
+        assert!(r.warnings.iter().any(|w| w.contains("#2482")));
+    }
+
+    #[test]
+    fn overlay_warns_above_kubelet_default_max_pods() {
+        let mut i = input("m5.large", 1, 200);
+        let r = plan(&i).unwrap();
+        assert!(r.overlay.fits);
+        assert!(r
+            .warnings
+            .iter()
+            .any(|w| w.contains("default --max-pods 110")));
+        i.pods_per_node = 254;
+        let r = plan(&i).unwrap();
+        assert!(!r.overlay.fits);
+        assert!(r.overlay.problems[0].contains("253 pod IPs"));
     }
 
     #[test]
@@ -1178,15 +1342,121 @@ mod tests {
     }
 
     #[test]
+    fn flannel_default_subnet_len() {
+        assert_eq!(default_node_subnet_len(&net("10.244.0.0/16")), 24);
+        assert_eq!(default_node_subnet_len(&net("10.244.0.0/22")), 24);
+        assert_eq!(default_node_subnet_len(&net("10.244.0.0/23")), 25);
+        assert_eq!(default_node_subnet_len(&net("10.244.0.0/28")), 30);
+    }
+
+    /// Consistency over the whole table: every type, several pod counts and
+    /// each pooling mode. Catches arithmetic that only the hand cases miss.
+    #[test]
+    fn invariants_hold_for_every_type_and_mode() {
+        let table = LimitsTable::embedded().unwrap();
+        let mut checked = 0;
+        for row in table.iter() {
+            let per_eni = u64::from(row.ipv4_per_eni);
+            let s = per_eni - 1;
+            let enis = u64::from(row.max_enis);
+            let mut modes: Vec<CniSettings> = vec![
+                CniSettings::default(),
+                CniSettings {
+                    warm_eni_target: Some(2),
+                    ..CniSettings::default()
+                },
+                CniSettings {
+                    warm_ip_target: Some(3),
+                    minimum_ip_target: Some(10),
+                    ..CniSettings::default()
+                },
+                CniSettings {
+                    minimum_ip_target: Some(7),
+                    ..CniSettings::default()
+                },
+            ];
+            if row.prefix_delegation_supported {
+                modes.push(CniSettings {
+                    prefix_delegation: true,
+                    ..CniSettings::default()
+                });
+                modes.push(CniSettings {
+                    prefix_delegation: true,
+                    warm_ip_target: Some(5),
+                    ..CniSettings::default()
+                });
+            }
+            if row.max_enis >= 2 {
+                modes.push(CniSettings {
+                    custom_networking: true,
+                    ..CniSettings::default()
+                });
+            }
+            for cni in modes {
+                for pods in [0u32, 1, 5, 17, 40, 120, 300] {
+                    let i = PlanInput {
+                        limits: row.clone(),
+                        vcpus: Some(Vcpus {
+                            count: 8,
+                            source: VcpuSource::Flag,
+                        }),
+                        nodes: 3,
+                        pods_per_node: pods,
+                        host_network_pods: 2,
+                        node_subnets: vec![net("10.0.0.0/16")],
+                        pod_subnets: if cni.custom_networking {
+                            vec![net("100.64.0.0/16")]
+                        } else {
+                            vec![]
+                        },
+                        cni: cni.clone(),
+                        max_pods: None,
+                        overlay: OverlaySettings {
+                            cluster_cidr: net("10.244.0.0/16"),
+                            node_subnet_len: 24,
+                        },
+                    };
+                    let r = plan(&i).unwrap();
+                    let v = &r.vpc_cni;
+                    let ctx = format!("{} {pods} pods {cni:?}", row.instance_type);
+                    let attached = detail(v, "ENIs attached");
+                    assert!(attached >= 1 && attached <= enis, "{ctx}: {attached} ENIs");
+                    let max_ips = if cni.prefix_delegation {
+                        enis * (1 + s * PREFIX_IPS)
+                    } else {
+                        enis * per_eni
+                    };
+                    assert!(v.vpc_ips_per_node.value <= max_ips, "{ctx}");
+                    assert_eq!(v.cluster_vpc_ips, 3 * v.vpc_ips_per_node.value, "{ctx}");
+                    let held = v.vpc_ips_per_node.value - attached;
+                    if v.fits {
+                        // Every pod got an address, and kubelet admits them.
+                        assert!(held >= u64::from(pods), "{ctx}: {held} held");
+                        assert!(u64::from(pods) + 2 <= v.max_pods_per_node.value, "{ctx}");
+                    }
+                    assert!(
+                        !v.fits || u64::from(pods) <= v.pod_ip_capacity_per_node.value,
+                        "{ctx}"
+                    );
+                    assert_eq!(r.overlay.vpc_ips_per_node.value, 1);
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 40_000, "{checked}");
+    }
+
+    #[test]
     fn pd_subnet_blocks() {
         // A /24 has 16 blocks, 14 free of reserved addresses.
         assert_eq!(pd_nodes_in_subnet(24, 1, 1), 14);
         assert_eq!(pd_nodes_in_subnet(24, 2, 1), 7);
         // A /28 can never hold a prefix.
         assert_eq!(pd_nodes_in_subnet(28, 1, 1), 0);
-        // Singles spill into blocks after the 27 spare addresses: 20 nodes
-        // x 2 singles = 40 -> 13 more -> 1 block; 20 prefixes + 1 <= 62.
-        assert_eq!(pd_nodes_in_subnet(22, 1, 2), 60);
+        // A /22 has 62 free blocks. Singles spill into blocks after the 27
+        // spare addresses: 56 nodes: 56 + ceil((112 - 27) / 16) = 62 fits,
+        // 57 nodes: 57 + ceil(87 / 16) = 63 does not.
+        assert_eq!(pd_nodes_in_subnet(22, 1, 2), 56);
     }
 
     #[test]
@@ -1199,6 +1469,10 @@ mod tests {
         // + trunk primary 1 + 3 branch ENIs = 24.
         assert_eq!(r.vpc_cni.vpc_ips_per_node.value, 24);
         assert_eq!(r.vpc_cni.pod_ip_capacity_per_node.value, 18);
+        assert!(r
+            .warnings
+            .iter()
+            .any(|w| w.contains("leaves 2 ENIs for ordinary pods")));
     }
 
     #[test]
@@ -1217,9 +1491,15 @@ mod tests {
 
         let mut i = input("m5.large", 1, 1);
         i.node_subnets = vec![net("10.0.0.0/15")];
-        assert!(matches!(plan(&i), Err(ModelError::SubnetSize { len: 15, .. })));
+        assert!(matches!(
+            plan(&i),
+            Err(ModelError::SubnetSize { len: 15, .. })
+        ));
         i.node_subnets = vec![net("10.0.0.0/29")];
-        assert!(matches!(plan(&i), Err(ModelError::SubnetSize { len: 29, .. })));
+        assert!(matches!(
+            plan(&i),
+            Err(ModelError::SubnetSize { len: 29, .. })
+        ));
         i.node_subnets = vec![net("10.0.0.0/16"), net("10.0.3.0/24")];
         assert!(matches!(plan(&i), Err(ModelError::Overlap { .. })));
         i.node_subnets = vec![];
@@ -1257,7 +1537,15 @@ mod tests {
         i.overlay.cluster_cidr = net("10.0.0.0/8");
         i.overlay.node_subnet_len = 24;
         let r = plan(&i).unwrap();
-        assert!(r.warnings.iter().any(|w| w.contains("throttling")), "{:?}", r.warnings);
-        assert!(r.warnings.iter().any(|w| w.contains("overlaps VPC subnet")), "{:?}", r.warnings);
+        assert!(
+            r.warnings.iter().any(|w| w.contains("throttling")),
+            "{:?}",
+            r.warnings
+        );
+        assert!(
+            r.warnings.iter().any(|w| w.contains("overlaps VPC subnet")),
+            "{:?}",
+            r.warnings
+        );
     }
 }

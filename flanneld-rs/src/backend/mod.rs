@@ -97,7 +97,11 @@ pub enum BackendError {
 pub trait Backend: Send {
     /// Creates or adopts the device (reusing a compatible one left by a
     /// previous run, so pod traffic never stops across restarts).
-    async fn prepare(&mut self, node: &LocalNode, config: &NetworkConfig) -> Result<Prepared, BackendError>;
+    async fn prepare(
+        &mut self,
+        node: &LocalNode,
+        config: &NetworkConfig,
+    ) -> Result<Prepared, BackendError>;
 
     /// Configures the device for this node's lease.
     async fn attach(&mut self, lease: &Lease) -> Result<(), BackendError>;
@@ -105,4 +109,24 @@ pub trait Backend: Send {
     /// Makes the kernel match `peers` (the complete desired set, own lease
     /// excluded). Idempotent; also recreates the device if it vanished.
     async fn reconcile(&mut self, peers: &[Peer]) -> Result<ReconcileReport, BackendError>;
+}
+
+// Implementations (owner: "dp").
+mod converge;
+pub mod hostgw;
+pub mod options;
+pub mod vtep_mac;
+pub mod vxlan;
+
+/// The backend named by net-conf.json's `Backend.Type`, driving the
+/// namespace `netlink` is bound to (the daemon's own: `Netlink::connect()`).
+pub fn new(
+    config: &NetworkConfig,
+    netlink: crate::netlink::Netlink,
+) -> Result<Box<dyn Backend>, BackendError> {
+    match config.backend_type.as_str() {
+        "vxlan" => Ok(Box::new(vxlan::VxlanBackend::new(netlink, config)?)),
+        "host-gw" => Ok(Box::new(hostgw::HostGwBackend::new(netlink))),
+        other => Err(BackendError::Unsupported(other.to_string())),
+    }
 }

@@ -1,0 +1,277 @@
+//! `flannelctl lab`: a multi-node flannel-rs cluster simulated in network
+//! namespaces on one machine (see docs/LAB.md). This file holds the command
+//! line and dispatch; each step lives in its own module.
+
+mod bins;
+mod daemon;
+mod down;
+mod embedded;
+mod etcd;
+mod names;
+mod netconf;
+mod ops;
+mod pods;
+mod probe;
+mod process;
+mod render;
+mod sh;
+mod state;
+mod topology;
+mod up;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error("the lab needs root (it creates network namespaces): run it with sudo")]
+    NotRoot,
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Name(#[from] names::NameError),
+    #[error(transparent)]
+    Bin(#[from] bins::BinError),
+    #[error(transparent)]
+    State(#[from] state::StateError),
+    #[error(transparent)]
+    Sh(#[from] sh::ShError),
+    #[error(transparent)]
+    Etcd(#[from] etcd::EtcdError),
+    #[error(transparent)]
+    Embedded(#[from] embedded::EmbeddedError),
+    #[error(transparent)]
+    Daemon(#[from] daemon::DaemonError),
+    #[error(transparent)]
+    Pod(#[from] pods::PodError),
+    #[error(transparent)]
+    Process(#[from] process::ProcessError),
+    #[error("cannot {what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("lab {0} already exists (state or namespaces left): run `flannelctl lab down --name {0}` first")]
+    Exists(String),
+    #[error("no lab named {0}: start one with `flannelctl lab up --name {0}`")]
+    NoLab(String),
+    #[error("the lab has no node {0}")]
+    NoNode(u32),
+    #[error("{0} was never started in this lab")]
+    NotStarted(String),
+    #[error("{0} is still running: stop it first with `flannelctl lab stop`")]
+    Running(String),
+}
+
+#[derive(Debug, Args)]
+pub struct LabArgs {
+    #[command(subcommand)]
+    command: LabCommand,
+}
+
+#[derive(Debug, Args)]
+struct NameArg {
+    /// The lab's name (lowercase letters and digits).
+    #[arg(long, default_value = "lab")]
+    name: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum LabCommand {
+    /// Build the cluster: underlay, store, one flanneld-rs per node, pods.
+    Up(UpArgs),
+    /// Remove everything the lab made (also after a crash); idempotent.
+    Down(NameArg),
+    /// Show nodes, subnets, daemons and pods.
+    Status {
+        #[command(flatten)]
+        name: NameArg,
+        /// Print the state as JSON (for scripts and tests).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop one node's daemon (SIGTERM: its datapath stays) or etcd.
+    Stop(TargetArgs),
+    /// Start a stopped daemon or etcd again and wait until it is ready.
+    Start(TargetArgs),
+    /// A node leaves: stop its daemon and delete its lease from the store.
+    Leave {
+        #[command(flatten)]
+        name: NameArg,
+        #[arg(long)]
+        node: u32,
+    },
+}
+
+#[derive(Debug, Args)]
+struct TargetArgs {
+    #[command(flatten)]
+    name: NameArg,
+    /// The node whose daemon to act on.
+    #[arg(long, conflicts_with = "etcd", required_unless_present = "etcd")]
+    node: Option<u32>,
+    /// Act on the lab's etcd instead.
+    #[arg(long)]
+    etcd: bool,
+    /// With stop: SIGKILL (a crash) instead of SIGTERM.
+    #[arg(long)]
+    kill: bool,
+    /// With start: how long to wait for readiness, in seconds.
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+}
+
+#[derive(Debug, Args)]
+struct UpArgs {
+    #[command(flatten)]
+    name: NameArg,
+    /// Number of nodes (1-253).
+    #[arg(long, default_value_t = 3)]
+    nodes: u32,
+    /// Datapath: vxlan or host-gw.
+    #[arg(long, default_value = "vxlan")]
+    backend: String,
+    /// Lease store: embedded (a file in the state dir) or etcd (started in
+    /// the infra namespace).
+    #[arg(long, default_value = "embedded")]
+    store: String,
+    #[arg(long, default_value_t = 2)]
+    pods_per_node: u32,
+    /// MTU of the underlay links (e.g. 9001 as on AWS).
+    #[arg(long, default_value_t = 1500)]
+    underlay_mtu: u32,
+    /// Cluster network (net-conf.json Network).
+    #[arg(long, default_value = "10.244.0.0/16")]
+    network: String,
+    #[arg(long, default_value_t = 24)]
+    subnet_len: u8,
+    /// Where flanneld-rs and flannel-rs are (default: next to flannelctl).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// Daemons masquerade traffic leaving the cluster network.
+    #[arg(long)]
+    ip_masq: bool,
+    /// Daemons' --resync-period (e.g. 1s).
+    #[arg(long)]
+    resync_period: Option<String>,
+    /// Daemons' --lease-ttl (e.g. 30s).
+    #[arg(long)]
+    lease_ttl: Option<String>,
+    /// Extra daemon flag, repeatable (e.g. --daemon-arg=--log-format=json).
+    #[arg(long = "daemon-arg", allow_hyphen_values = true)]
+    daemon_args: Vec<String>,
+    /// Seconds to wait for each daemon to become ready.
+    #[arg(long, default_value_t = 60)]
+    ready_timeout: u64,
+    /// On failure, leave what was built for inspection (default: remove it).
+    #[arg(long)]
+    keep_on_error: bool,
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+pub fn run(args: &LabArgs) -> Result<ExitCode, LabError> {
+    if !is_root() {
+        return Err(LabError::NotRoot);
+    }
+    match &args.command {
+        LabCommand::Up(a) => run_up(a),
+        LabCommand::Down(n) => {
+            let r = down::down(&n.name)?;
+            for w in &r.warnings {
+                eprintln!("flannelctl: warning: {w}");
+            }
+            println!(
+                "lab {}: stopped {} processes, removed {} namespaces",
+                n.name,
+                r.stopped,
+                r.namespaces.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::Status { name, json } => {
+            let mut st = ops::load(&name.name)?;
+            ops::refresh(&mut st);
+            if *json {
+                let text = serde_json::to_string_pretty(&st)
+                    .map_err(|e| LabError::Usage(format!("cannot encode the state: {e}")))?;
+                println!("{text}");
+            } else {
+                print!("{}", render::table(&st));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::Stop(t) => {
+            let st = ops::load(&t.name.name)?;
+            ops::stop(&st, target(t), t.kill)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::Start(t) => {
+            let mut st = ops::load(&t.name.name)?;
+            ops::start(&mut st, target(t), Duration::from_secs(t.timeout))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::Leave { name, node } => {
+            let mut st = ops::load(&name.name)?;
+            let key = ops::leave(&mut st, *node)?;
+            println!("node {node} left: daemon stopped, lease {key} deleted");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn target(t: &TargetArgs) -> ops::Target {
+    match t.node {
+        Some(k) if !t.etcd => ops::Target::Node(k),
+        _ => ops::Target::Etcd,
+    }
+}
+
+fn run_up(a: &UpArgs) -> Result<ExitCode, LabError> {
+    let opts = up::UpOptions {
+        name: a.name.name.clone(),
+        nodes: a.nodes,
+        backend: a.backend.clone(),
+        store: a.store.clone(),
+        pods_per_node: a.pods_per_node,
+        underlay_mtu: a.underlay_mtu,
+        network: a.network.clone(),
+        subnet_len: a.subnet_len,
+        bin_dir: a.bin_dir.clone(),
+        daemon: daemon::DaemonOptions {
+            ip_masq: a.ip_masq,
+            resync_period: a.resync_period.clone(),
+            lease_ttl: a.lease_ttl.clone(),
+            extra: a.daemon_args.clone(),
+        },
+        ready_timeout: Duration::from_secs(a.ready_timeout),
+    };
+    match up::up(&opts) {
+        Ok(mut st) => {
+            ops::refresh(&mut st);
+            print!("{}", render::table(&st));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            // An existing lab is not ours to remove.
+            if !a.keep_on_error && !matches!(e, LabError::Exists(_) | LabError::Name(_)) {
+                if let Err(d) = down::down(&a.name.name) {
+                    eprintln!("flannelctl: warning: cleaning up after the failure: {d}");
+                }
+            } else if a.keep_on_error {
+                eprintln!(
+                    "flannelctl: kept the partial lab; remove it with `flannelctl lab down --name {}`",
+                    a.name.name
+                );
+            }
+            Err(e)
+        }
+    }
+}

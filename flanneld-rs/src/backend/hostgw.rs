@@ -1,0 +1,92 @@
+//! host-gw: no encapsulation, a route to each peer's subnet via the peer's
+//! public IP on the underlay. Works only when all nodes share one L2
+//! segment; a peer behind a router gets a clear per-peer error instead of a
+//! route that would blackhole.
+
+use async_trait::async_trait;
+use lease_store::{Lease, NetworkConfig};
+
+use super::converge::{converge, on_same_l2, Desired};
+use super::{Backend, BackendError, LocalNode, Peer, Prepared, ReconcileReport};
+use crate::netlink::Netlink;
+use crate::reconcile::{Route, State};
+
+pub struct HostGwBackend {
+    nl: Netlink,
+    node: Option<LocalNode>,
+}
+
+impl HostGwBackend {
+    pub fn new(nl: Netlink) -> Self {
+        HostGwBackend { nl, node: None }
+    }
+}
+
+#[async_trait]
+impl Backend for HostGwBackend {
+    async fn prepare(
+        &mut self,
+        node: &LocalNode,
+        _config: &NetworkConfig,
+    ) -> Result<Prepared, BackendError> {
+        self.node = Some(node.clone());
+        Ok(Prepared {
+            backend_type: "host-gw".into(),
+            backend_data: None,
+            mtu: node.iface_mtu,
+        })
+    }
+
+    async fn attach(&mut self, _lease: &Lease) -> Result<(), BackendError> {
+        // host-gw puts nothing on a device: pods route through the bridge.
+        Ok(())
+    }
+
+    async fn reconcile(&mut self, peers: &[Peer]) -> Result<ReconcileReport, BackendError> {
+        let node = self.node.as_ref().ok_or_else(|| {
+            BackendError::Other("host-gw: reconcile called before prepare".into())
+        })?;
+        let mut desired = Desired::default();
+        let mut errors = Vec::new();
+        for peer in peers {
+            if peer.public_ip == node.public_ip {
+                continue;
+            }
+            if peer.backend_type != "host-gw" {
+                errors.push(format!(
+                    "peer {} at {} uses backend {:?}, this node host-gw: all nodes must use the same backend",
+                    peer.subnet, peer.public_ip, peer.backend_type
+                ));
+                continue;
+            }
+            if !on_same_l2(&self.nl, peer.public_ip, node.iface_index).await? {
+                errors.push(format!(
+                    "peer {} at {} is not on the same L2 as {}: host-gw needs all nodes on one L2 segment; use vxlan",
+                    peer.subnet, peer.public_ip, node.iface_name
+                ));
+                continue;
+            }
+            let route = Route {
+                dst: peer.subnet,
+                gateway: peer.public_ip,
+                oif: node.iface_index,
+                onlink: false,
+            };
+            desired.add_peer(
+                peer.subnet,
+                State {
+                    routes: vec![route],
+                    ..State::default()
+                },
+            );
+        }
+        let out = converge(&self.nl, &desired, None).await?;
+        errors.extend(out.errors);
+        Ok(ReconcileReport {
+            changes: out.changes,
+            errors,
+            peers: out.peers_ok,
+            device_recreated: false,
+        })
+    }
+}

@@ -1,0 +1,529 @@
+//! The VXLAN backend, programmed the way Go flannel does it so both can run
+//! side by side: device `flannel.<VNI>` with learning off, and per peer a
+//! permanent neighbour (peer .0 -> peer VTEP MAC), a permanent FDB entry
+//! (VTEP MAC -> peer public IP) and an onlink route (peer subnet via peer
+//! .0), in that order. Unlike flannel, every pass also removes what is
+//! stale (see `reconcile`).
+
+use std::net::Ipv4Addr;
+
+use async_trait::async_trait;
+use ipnet::Ipv4Net;
+use lease_store::{Lease, NetworkConfig};
+use netlink_packet_route::link::InfoKind;
+use rtnetlink::{LinkUnspec, LinkVxlan};
+
+use super::converge::{converge, on_same_l2, Desired};
+use super::options::{data_field, VxlanOptions};
+use super::{vtep_mac, Backend, BackendError, LocalNode, Peer, Prepared, ReconcileReport};
+use crate::netlink::dump::LinkState;
+use crate::netlink::{Netlink, NetlinkError};
+use crate::reconcile::{Fdb, Mac, Neigh, Route, State};
+
+/// VXLAN over IPv4: outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14).
+pub const OVERHEAD_IPV4: u32 = 50;
+/// Over an IPv6 underlay the outer header is 40 bytes: 70 (flannel uses 50).
+pub const OVERHEAD_IPV6: u32 = 70;
+
+/// What the device must look like; anything else is recreated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceSpec {
+    pub name: String,
+    pub vni: u32,
+    pub local: Ipv4Addr,
+    pub port: u16,
+    pub underlay: u32,
+    pub gbp: bool,
+    pub learning: bool,
+    pub mac: Mac,
+    pub mtu: u32,
+}
+
+impl DeviceSpec {
+    pub fn new(opts: &VxlanOptions, node: &LocalNode) -> Result<Self, BackendError> {
+        let name = device_name(opts.vni);
+        // IFNAMSIZ is 16 including the NUL.
+        if name.len() > 15 {
+            return Err(BackendError::Config(format!(
+                "VNI {} makes the device name {name:?} longer than 15 bytes; use a VNI below 10000000",
+                opts.vni
+            )));
+        }
+        Ok(DeviceSpec {
+            name,
+            vni: opts.vni,
+            local: node.iface_addr,
+            port: opts.port,
+            underlay: node.iface_index,
+            gbp: opts.gbp,
+            learning: opts.learning,
+            mac: vtep_mac::derive(node.public_ip, opts.vni),
+            mtu: opts
+                .mtu
+                .unwrap_or(node.iface_mtu.saturating_sub(OVERHEAD_IPV4)),
+        })
+    }
+
+    /// `Ok` when an existing link can be adopted as is (MTU and up/down are
+    /// fixed in place); otherwise why it must be recreated. The kernel
+    /// cannot change VNI, port or GBP of a live device.
+    pub fn check_adoptable(&self, link: &LinkState) -> Result<(), String> {
+        if link.kind != Some(InfoKind::Vxlan) {
+            return Err(format!(
+                "{} exists but is not a vxlan device ({:?})",
+                self.name, link.kind
+            ));
+        }
+        let v = link.vxlan.unwrap_or_default();
+        let mut diffs = Vec::new();
+        if v.vni != Some(self.vni) {
+            diffs.push(format!("VNI {:?} != {}", v.vni, self.vni));
+        }
+        if v.local != Some(self.local) {
+            diffs.push(format!("local {:?} != {}", v.local, self.local));
+        }
+        if v.port != Some(self.port) {
+            diffs.push(format!("port {:?} != {}", v.port, self.port));
+        }
+        if v.underlay != Some(self.underlay) {
+            diffs.push(format!(
+                "underlay index {:?} != {}",
+                v.underlay, self.underlay
+            ));
+        }
+        if v.gbp != self.gbp {
+            diffs.push(format!("GBP {} != {}", v.gbp, self.gbp));
+        }
+        if v.learning != Some(self.learning) {
+            diffs.push(format!("learning {:?} != {}", v.learning, self.learning));
+        }
+        if link.mac != Some(self.mac) {
+            diffs.push(format!(
+                "MAC {} != {}",
+                link.mac.map(|m| m.to_string()).unwrap_or_default(),
+                self.mac
+            ));
+        }
+        if diffs.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} is incompatible: {}",
+                self.name,
+                diffs.join(", ")
+            ))
+        }
+    }
+}
+
+pub fn device_name(vni: u32) -> String {
+    format!("flannel.{vni}")
+}
+
+/// A peer's three entries (or its direct route), or why it cannot be
+/// programmed. Pure: the L2 check is done by the caller.
+pub fn peer_entries(peer: &Peer, dev: u32, direct: Option<u32>) -> Result<State, String> {
+    if let Some(underlay) = direct {
+        let route = Route {
+            dst: peer.subnet,
+            gateway: peer.public_ip,
+            oif: underlay,
+            onlink: false,
+        };
+        return Ok(State {
+            routes: vec![route],
+            ..State::default()
+        });
+    }
+    let mac = peer_mac(peer)?;
+    let gw = peer.subnet.network();
+    Ok(State {
+        neighs: vec![Neigh { ip: gw, mac }],
+        fdbs: vec![Fdb {
+            mac,
+            dst: peer.public_ip,
+        }],
+        routes: vec![Route {
+            dst: peer.subnet,
+            gateway: gw,
+            oif: dev,
+            onlink: true,
+        }],
+    })
+}
+
+fn peer_mac(peer: &Peer) -> Result<Mac, String> {
+    if peer.backend_type != "vxlan" {
+        return Err(format!(
+            "peer {} at {} uses backend {:?}, this node vxlan: all nodes must use the same backend",
+            peer.subnet, peer.public_ip, peer.backend_type
+        ));
+    }
+    let field = peer
+        .backend_data
+        .as_ref()
+        .and_then(|d| data_field(d, "VtepMAC"));
+    let text = field.and_then(|v| v.as_str()).ok_or_else(|| {
+        format!(
+            "peer {} at {} published no VtepMAC in its BackendData",
+            peer.subnet, peer.public_ip
+        )
+    })?;
+    text.parse()
+        .map_err(|e| format!("peer {} at {}: VtepMAC: {e}", peer.subnet, peer.public_ip))
+}
+
+pub struct VxlanBackend {
+    nl: Netlink,
+    opts: VxlanOptions,
+    node: Option<LocalNode>,
+    spec: Option<DeviceSpec>,
+    index: Option<u32>,
+    lease: Option<Ipv4Net>,
+}
+
+impl VxlanBackend {
+    pub fn new(nl: Netlink, config: &NetworkConfig) -> Result<Self, BackendError> {
+        Ok(VxlanBackend {
+            nl,
+            opts: VxlanOptions::parse(&config.backend)?,
+            node: None,
+            spec: None,
+            index: None,
+            lease: None,
+        })
+    }
+
+    pub fn options(&self) -> &VxlanOptions {
+        &self.opts
+    }
+
+    /// The device as wanted (after `prepare`).
+    pub fn device(&self) -> Option<&DeviceSpec> {
+        self.spec.as_ref()
+    }
+
+    fn spec(&self) -> Result<&DeviceSpec, BackendError> {
+        self.spec
+            .as_ref()
+            .ok_or_else(|| BackendError::Other("vxlan: used before prepare".into()))
+    }
+
+    /// Adopts a compatible device or (re)creates it; true when created.
+    async fn ensure_device(&mut self) -> Result<bool, BackendError> {
+        let spec = self.spec()?.clone();
+        let existing = self.nl.link_by_name(&spec.name).await?;
+        if let Some(link) = existing {
+            match spec.check_adoptable(&link) {
+                Ok(()) => {
+                    if link.mtu != Some(spec.mtu) || !link.up {
+                        let msg = LinkUnspec::new_with_index(link.index)
+                            .mtu(spec.mtu)
+                            .up()
+                            .build();
+                        self.nl
+                            .handle()
+                            .link()
+                            .set(msg)
+                            .execute()
+                            .await
+                            .map_err(|e| {
+                                NetlinkError::request(format!("setting MTU/up on {}", spec.name), e)
+                            })?;
+                    }
+                    self.index = Some(link.index);
+                    return Ok(false);
+                }
+                Err(reason) => {
+                    tracing::warn!("{reason}: deleting and recreating it");
+                    self.nl
+                        .handle()
+                        .link()
+                        .del(link.index)
+                        .execute()
+                        .await
+                        .map_err(|e| {
+                            NetlinkError::request(format!("deleting incompatible {}", spec.name), e)
+                        })?;
+                }
+            }
+        }
+        let mut b = LinkVxlan::new(&spec.name, spec.vni)
+            .dev(spec.underlay)
+            .local(spec.local)
+            .port(spec.port)
+            .learning(spec.learning);
+        if spec.gbp {
+            b = b.gbp();
+        }
+        let msg = b.mtu(spec.mtu).address(spec.mac.0.to_vec()).up().build();
+        self.nl
+            .handle()
+            .link()
+            .add(msg)
+            .execute()
+            .await
+            .map_err(|e| {
+                NetlinkError::request(
+                    format!(
+                        "creating {} (vni {} local {} port {})",
+                        spec.name, spec.vni, spec.local, spec.port
+                    ),
+                    e,
+                )
+            })?;
+        let link = self.nl.link_by_name(&spec.name).await?.ok_or_else(|| {
+            BackendError::Other(format!("{} vanished right after it was created", spec.name))
+        })?;
+        self.index = Some(link.index);
+        Ok(true)
+    }
+
+    /// Puts exactly `<lease .0>/32` on the device (an address from an
+    /// older lease would make the kernel source packets from it).
+    async fn ensure_address(&self) -> Result<(), BackendError> {
+        let (Some(lease), Some(index)) = (self.lease, self.index) else {
+            return Ok(());
+        };
+        let want =
+            Ipv4Net::new(lease.network(), 32).map_err(|e| BackendError::Other(e.to_string()))?;
+        let mut present = false;
+        for (net, msg) in self.nl.ipv4_addrs(index).await? {
+            if net == want {
+                present = true;
+                continue;
+            }
+            self.nl
+                .handle()
+                .address()
+                .del(msg)
+                .execute()
+                .await
+                .map_err(|e| {
+                    NetlinkError::request(
+                        format!("removing stale address {net} from the vxlan device"),
+                        e,
+                    )
+                })?;
+        }
+        if !present {
+            self.nl
+                .handle()
+                .address()
+                .add(index, want.addr().into(), 32)
+                .execute()
+                .await
+                .map_err(|e| {
+                    NetlinkError::request(format!("adding {want} to the vxlan device"), e)
+                })?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Backend for VxlanBackend {
+    async fn prepare(
+        &mut self,
+        node: &LocalNode,
+        _config: &NetworkConfig,
+    ) -> Result<Prepared, BackendError> {
+        let spec = DeviceSpec::new(&self.opts, node)?;
+        let data = serde_json::json!({ "VNI": spec.vni, "VtepMAC": spec.mac.to_string() });
+        let mtu = spec.mtu;
+        self.spec = Some(spec);
+        self.node = Some(node.clone());
+        self.ensure_device().await?;
+        Ok(Prepared {
+            backend_type: "vxlan".into(),
+            backend_data: Some(data),
+            mtu,
+        })
+    }
+
+    async fn attach(&mut self, lease: &Lease) -> Result<(), BackendError> {
+        let subnet = lease
+            .subnet
+            .ok_or_else(|| BackendError::Other("vxlan: the lease has no IPv4 subnet".into()))?;
+        self.lease = Some(subnet);
+        self.ensure_address().await
+    }
+
+    async fn reconcile(&mut self, peers: &[Peer]) -> Result<ReconcileReport, BackendError> {
+        let node = self
+            .node
+            .clone()
+            .ok_or_else(|| BackendError::Other("vxlan: reconcile called before prepare".into()))?;
+        let recreated = self.ensure_device().await?;
+        self.ensure_address().await?;
+        let dev = self
+            .index
+            .ok_or_else(|| BackendError::Other("vxlan: no device index".into()))?;
+
+        let mut desired = Desired::default();
+        let mut errors = Vec::new();
+        for peer in peers {
+            if Some(peer.subnet) == self.lease || peer.public_ip == node.public_ip {
+                continue;
+            }
+            let direct = if self.opts.direct_routing
+                && peer.backend_type == "vxlan"
+                && on_same_l2(&self.nl, peer.public_ip, node.iface_index).await?
+            {
+                Some(node.iface_index)
+            } else {
+                None
+            };
+            match peer_entries(peer, dev, direct) {
+                Ok(entries) => desired.add_peer(peer.subnet, entries),
+                Err(e) => errors.push(e),
+            }
+        }
+        let out = converge(&self.nl, &desired, Some(dev)).await?;
+        errors.extend(out.errors);
+        Ok(ReconcileReport {
+            changes: out.changes,
+            errors,
+            peers: out.peers_ok,
+            device_recreated: recreated,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::netlink::dump::VxlanAttrs;
+    use serde_json::json;
+
+    fn node() -> LocalNode {
+        LocalNode {
+            iface_name: "eth0".into(),
+            iface_index: 3,
+            iface_mtu: 9001,
+            iface_addr: Ipv4Addr::new(198, 51, 100, 1),
+            public_ip: Ipv4Addr::new(198, 51, 100, 1),
+        }
+    }
+
+    fn spec() -> DeviceSpec {
+        DeviceSpec::new(&VxlanOptions::parse(&json!({"VNI": 4})).unwrap(), &node()).unwrap()
+    }
+
+    fn link_like(s: &DeviceSpec) -> LinkState {
+        LinkState {
+            index: 9,
+            mac: Some(s.mac),
+            mtu: Some(1),
+            up: false,
+            kind: Some(InfoKind::Vxlan),
+            vxlan: Some(VxlanAttrs {
+                vni: Some(s.vni),
+                local: Some(s.local),
+                port: Some(s.port),
+                underlay: Some(s.underlay),
+                learning: Some(false),
+                gbp: false,
+            }),
+        }
+    }
+
+    #[test]
+    fn spec_follows_flannel() {
+        let s = spec();
+        assert_eq!(s.name, "flannel.4");
+        assert_eq!(s.mtu, 9001 - 50);
+        assert_eq!(s.port, 8472);
+        assert_eq!(s.mac, vtep_mac::derive(node().public_ip, 4));
+        let fixed = DeviceSpec::new(
+            &VxlanOptions::parse(&json!({"MTU": 1400})).unwrap(),
+            &node(),
+        )
+        .unwrap();
+        assert_eq!(fixed.mtu, 1400);
+        assert!(DeviceSpec::new(
+            &VxlanOptions::parse(&json!({"VNI": 12345678})).unwrap(),
+            &node()
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn adoption_ignores_mtu_but_not_identity() {
+        let s = spec();
+        assert_eq!(s.check_adoptable(&link_like(&s)), Ok(()));
+        let mut other_vni = link_like(&s);
+        other_vni.vxlan.as_mut().unwrap().vni = Some(5);
+        assert!(s.check_adoptable(&other_vni).unwrap_err().contains("VNI"));
+        let mut other_mac = link_like(&s);
+        other_mac.mac = Some(Mac([2, 0, 0, 0, 0, 1]));
+        assert!(s.check_adoptable(&other_mac).unwrap_err().contains("MAC"));
+        let mut gbp = link_like(&s);
+        gbp.vxlan.as_mut().unwrap().gbp = true;
+        assert!(s.check_adoptable(&gbp).unwrap_err().contains("GBP"));
+        let mut bridge = link_like(&s);
+        bridge.kind = Some(InfoKind::Bridge);
+        assert!(s.check_adoptable(&bridge).is_err());
+    }
+
+    fn peer(data: serde_json::Value) -> Peer {
+        Peer {
+            subnet: "10.244.7.0/24".parse().unwrap(),
+            public_ip: Ipv4Addr::new(198, 51, 100, 7),
+            backend_type: "vxlan".into(),
+            backend_data: Some(data),
+        }
+    }
+
+    #[test]
+    fn peer_entries_are_neigh_fdb_onlink_route() {
+        let st = peer_entries(
+            &peer(json!({"VNI": 1, "VtepMAC": "0a:00:00:00:00:07"})),
+            11,
+            None,
+        )
+        .unwrap();
+        let mac: Mac = "0a:00:00:00:00:07".parse().unwrap();
+        let gw = Ipv4Addr::new(10, 244, 7, 0);
+        assert_eq!(st.neighs, vec![Neigh { ip: gw, mac }]);
+        assert_eq!(
+            st.fdbs,
+            vec![Fdb {
+                mac,
+                dst: Ipv4Addr::new(198, 51, 100, 7)
+            }]
+        );
+        assert_eq!(
+            st.routes,
+            vec![Route {
+                dst: "10.244.7.0/24".parse().unwrap(),
+                gateway: gw,
+                oif: 11,
+                onlink: true
+            }]
+        );
+    }
+
+    #[test]
+    fn direct_routing_uses_the_public_ip_on_the_underlay() {
+        let st = peer_entries(&peer(json!({"VtepMAC": "0a:00:00:00:00:07"})), 11, Some(3)).unwrap();
+        assert!(st.neighs.is_empty() && st.fdbs.is_empty());
+        assert_eq!(st.routes[0].gateway, Ipv4Addr::new(198, 51, 100, 7));
+        assert_eq!((st.routes[0].oif, st.routes[0].onlink), (3, false));
+    }
+
+    #[test]
+    fn bad_peers_are_explained() {
+        assert!(peer_entries(&peer(json!({})), 11, None)
+            .unwrap_err()
+            .contains("VtepMAC"));
+        assert!(peer_entries(&peer(json!({"vtepmac": "zz"})), 11, None)
+            .unwrap_err()
+            .contains("VtepMAC"));
+        let mut hg = peer(json!({}));
+        hg.backend_type = "host-gw".into();
+        assert!(peer_entries(&hg, 11, None)
+            .unwrap_err()
+            .contains("same backend"));
+    }
+}

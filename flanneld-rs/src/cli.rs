@@ -1,0 +1,538 @@
+//! The daemon's command line: Go flannel's flag names (so existing
+//! DaemonSets and unit files keep working), each also read from the
+//! environment as `FLANNELD_<FLAG_UPPER_SNAKE>`, plus this project's
+//! additions (embedded store, resync period, log format, lease TTL).
+//!
+//! `Cli` is what clap parses; `Cli::settings` validates the combination and
+//! returns `Settings`, the checked form the rest of the daemon uses.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// Default etcd key prefix, flannel's.
+pub const DEFAULT_ETCD_PREFIX: &str = "/coreos.com/network";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreKind {
+    /// etcd v3, flannel's layout (`--etcd-*`).
+    Etcd,
+    /// A single-host file store (`--store-path`), for labs and tests.
+    Embedded,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "flanneld-rs",
+    version,
+    about = "flannel-rs node daemon: leases a pod subnet, programs the overlay, writes subnet.env"
+)]
+pub struct Cli {
+    /// etcd endpoints, comma-separated.
+    #[arg(
+        long,
+        env = "FLANNELD_ETCD_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:2379"
+    )]
+    pub etcd_endpoints: Vec<String>,
+
+    /// etcd key prefix holding `config` and `subnets/`.
+    #[arg(long, env = "FLANNELD_ETCD_PREFIX", default_value = DEFAULT_ETCD_PREFIX)]
+    pub etcd_prefix: String,
+
+    /// TLS client key for etcd (with --etcd-certfile).
+    #[arg(long, env = "FLANNELD_ETCD_KEYFILE")]
+    pub etcd_keyfile: Option<PathBuf>,
+
+    /// TLS client certificate for etcd (with --etcd-keyfile).
+    #[arg(long, env = "FLANNELD_ETCD_CERTFILE")]
+    pub etcd_certfile: Option<PathBuf>,
+
+    /// CA bundle to verify etcd's certificate.
+    #[arg(long, env = "FLANNELD_ETCD_CAFILE")]
+    pub etcd_cafile: Option<PathBuf>,
+
+    /// etcd user name (with --etcd-password).
+    #[arg(long, env = "FLANNELD_ETCD_USERNAME")]
+    pub etcd_username: Option<String>,
+
+    /// etcd password (with --etcd-username).
+    #[arg(long, env = "FLANNELD_ETCD_PASSWORD", hide_env_values = true)]
+    pub etcd_password: Option<String>,
+
+    /// Lease store: `etcd`, or `embedded` (a file shared by the nodes of one
+    /// host). Default: embedded when --store-path is given, else etcd.
+    #[arg(long, env = "FLANNELD_STORE", value_enum)]
+    pub store: Option<StoreKind>,
+
+    /// The embedded store's file.
+    #[arg(long, env = "FLANNELD_STORE_PATH")]
+    pub store_path: Option<PathBuf>,
+
+    /// Read net-conf.json from this file instead of the store.
+    #[arg(long, env = "FLANNELD_NET_CONFIG_PATH")]
+    pub net_config_path: Option<PathBuf>,
+
+    /// Interface (name or IPv4 address) for inter-host traffic; repeatable,
+    /// the first one that exists wins.
+    #[arg(long, env = "FLANNELD_IFACE", value_delimiter = ',')]
+    pub iface: Vec<String>,
+
+    /// Regex matched against interface addresses, then names; repeatable.
+    #[arg(long, env = "FLANNELD_IFACE_REGEX")]
+    pub iface_regex: Vec<String>,
+
+    /// Use the interface of the route to this address.
+    #[arg(long, env = "FLANNELD_IFACE_CAN_REACH", conflicts_with_all = ["iface", "iface_regex"])]
+    pub iface_can_reach: Option<IpAddr>,
+
+    /// The IP peers send to (default: the interface's address), e.g. behind
+    /// 1:1 NAT.
+    #[arg(long, env = "FLANNELD_PUBLIC_IP")]
+    pub public_ip: Option<Ipv4Addr>,
+
+    /// Where to write the node's subnet for the CNI plugin.
+    #[arg(long, env = "FLANNELD_SUBNET_FILE", default_value = lease_store::subnet_env::DEFAULT_PATH)]
+    pub subnet_file: PathBuf,
+
+    /// Masquerade traffic leaving the cluster network.
+    #[arg(long, env = "FLANNELD_IP_MASQ")]
+    pub ip_masq: bool,
+
+    /// Renew the lease this many minutes before it expires (1-1439).
+    #[arg(
+        long,
+        env = "FLANNELD_SUBNET_LEASE_RENEW_MARGIN",
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u32).range(1..=1439)
+    )]
+    pub subnet_lease_renew_margin: u32,
+
+    /// Address of the health server (/healthz, /readyz, /metrics).
+    #[arg(long, env = "FLANNELD_HEALTHZ_IP", default_value = "0.0.0.0")]
+    pub healthz_ip: IpAddr,
+
+    /// Port of the health server; 0 disables it (flannel's default).
+    #[arg(long, env = "FLANNELD_HEALTHZ_PORT", default_value_t = 0)]
+    pub healthz_port: u16,
+
+    /// Health server as one `IP:PORT` (overrides --healthz-ip/--healthz-port).
+    #[arg(long, env = "FLANNELD_HEALTHZ_ADDR")]
+    pub healthz_addr: Option<SocketAddr>,
+
+    /// A separate `IP:PORT` for /metrics (it is also on the health server).
+    #[arg(long, env = "FLANNELD_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+
+    /// Full reconcile of the datapath at this interval (e.g. 10s, 500ms).
+    #[arg(long, env = "FLANNELD_RESYNC_PERIOD", default_value = "10s", value_parser = parse_duration)]
+    pub resync_period: Duration,
+
+    /// TTL of the lease in the store (e.g. 24h; flannel's is 24h).
+    #[arg(long, env = "FLANNELD_LEASE_TTL", default_value = "24h", value_parser = parse_duration)]
+    pub lease_ttl: Duration,
+
+    /// Log format.
+    #[arg(long, env = "FLANNELD_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// A validation error: names the flag and says what to do.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CliError {
+    #[error("--store embedded needs --store-path PATH (the lease file shared by the nodes)")]
+    EmbeddedWithoutPath,
+    #[error(
+        "--store-path is only used with --store embedded; drop it or choose the embedded store"
+    )]
+    PathWithEtcd,
+    #[error("--etcd-endpoints is empty: give at least one URL, e.g. http://127.0.0.1:2379")]
+    NoEndpoints,
+    #[error("--etcd-endpoints {0:?} is not a URL: use http://HOST:PORT or https://HOST:PORT")]
+    BadEndpoint(String),
+    #[error("--etcd-certfile and --etcd-keyfile go together: give both or neither")]
+    HalfClientCert,
+    #[error("--etcd-username and --etcd-password go together: give both or neither")]
+    HalfAuth,
+    #[error("--iface-regex {regex:?} is not a valid regular expression: {reason}")]
+    BadRegex { regex: String, reason: String },
+    #[error("--iface {0:?} is empty: give an interface name or an IPv4 address")]
+    EmptyIface(String),
+    #[error("--resync-period must be at least 100ms (got {0:?})")]
+    ResyncTooShort(Duration),
+    #[error("--lease-ttl must be at least 10s (got {0:?}); the daemon renews before it runs out")]
+    TtlTooShort(Duration),
+}
+
+/// How to reach the lease store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreSettings {
+    Etcd(EtcdSettings),
+    Embedded { path: PathBuf },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdSettings {
+    pub endpoints: Vec<String>,
+    pub prefix: String,
+    pub keyfile: Option<PathBuf>,
+    pub certfile: Option<PathBuf>,
+    pub cafile: Option<PathBuf>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+/// How to pick the underlay interface.
+#[derive(Debug, Clone)]
+pub enum IfaceSpec {
+    /// `--iface`: names or addresses, in order.
+    Names(Vec<String>),
+    /// `--iface-regex`, in order.
+    Regexes(Vec<regex::Regex>),
+    /// `--iface-can-reach`.
+    CanReach(IpAddr),
+    /// The interface of the default route.
+    DefaultRoute,
+}
+
+/// The validated settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub store: StoreSettings,
+    pub net_config_path: Option<PathBuf>,
+    pub iface: IfaceSpec,
+    pub public_ip: Option<Ipv4Addr>,
+    pub subnet_file: PathBuf,
+    pub ip_masq: bool,
+    pub renew_margin: Duration,
+    pub healthz_addr: Option<SocketAddr>,
+    pub metrics_addr: Option<SocketAddr>,
+    pub resync_period: Duration,
+    pub lease_ttl: Duration,
+    pub log_format: LogFormat,
+}
+
+impl Cli {
+    /// Checks the flags together and returns the settings.
+    pub fn settings(&self) -> Result<Settings, CliError> {
+        let kind = self.store.unwrap_or(if self.store_path.is_some() {
+            StoreKind::Embedded
+        } else {
+            StoreKind::Etcd
+        });
+        let store = match kind {
+            StoreKind::Embedded => StoreSettings::Embedded {
+                path: self
+                    .store_path
+                    .clone()
+                    .ok_or(CliError::EmbeddedWithoutPath)?,
+            },
+            StoreKind::Etcd => {
+                if self.store_path.is_some() {
+                    return Err(CliError::PathWithEtcd);
+                }
+                StoreSettings::Etcd(self.etcd_settings()?)
+            }
+        };
+
+        let iface = if let Some(ip) = self.iface_can_reach {
+            IfaceSpec::CanReach(ip)
+        } else if !self.iface.is_empty() {
+            if let Some(empty) = self.iface.iter().find(|i| i.trim().is_empty()) {
+                return Err(CliError::EmptyIface(empty.clone()));
+            }
+            IfaceSpec::Names(self.iface.iter().map(|i| i.trim().to_string()).collect())
+        } else if !self.iface_regex.is_empty() {
+            let regexes = self
+                .iface_regex
+                .iter()
+                .map(|r| {
+                    regex::Regex::new(r).map_err(|e| CliError::BadRegex {
+                        regex: r.clone(),
+                        reason: e.to_string(),
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            IfaceSpec::Regexes(regexes)
+        } else {
+            IfaceSpec::DefaultRoute
+        };
+
+        if self.resync_period < Duration::from_millis(100) {
+            return Err(CliError::ResyncTooShort(self.resync_period));
+        }
+        if self.lease_ttl < Duration::from_secs(10) {
+            return Err(CliError::TtlTooShort(self.lease_ttl));
+        }
+
+        let healthz_addr = match self.healthz_addr {
+            Some(addr) => Some(addr),
+            None if self.healthz_port != 0 => {
+                Some(SocketAddr::new(self.healthz_ip, self.healthz_port))
+            }
+            None => None,
+        };
+
+        Ok(Settings {
+            store,
+            net_config_path: self.net_config_path.clone(),
+            iface,
+            public_ip: self.public_ip,
+            subnet_file: self.subnet_file.clone(),
+            ip_masq: self.ip_masq,
+            renew_margin: Duration::from_secs(u64::from(self.subnet_lease_renew_margin) * 60),
+            healthz_addr,
+            metrics_addr: self.metrics_addr,
+            resync_period: self.resync_period,
+            lease_ttl: self.lease_ttl,
+            log_format: self.log_format,
+        })
+    }
+
+    fn etcd_settings(&self) -> Result<EtcdSettings, CliError> {
+        let endpoints: Vec<String> = self
+            .etcd_endpoints
+            .iter()
+            .map(|e| e.trim().to_string())
+            .filter(|e| !e.is_empty())
+            .collect();
+        if endpoints.is_empty() {
+            return Err(CliError::NoEndpoints);
+        }
+        if let Some(bad) = endpoints.iter().find(|e| {
+            !(e.starts_with("http://") || e.starts_with("https://")) || e.len() <= "https://".len()
+        }) {
+            return Err(CliError::BadEndpoint(bad.clone()));
+        }
+        if self.etcd_certfile.is_some() != self.etcd_keyfile.is_some() {
+            return Err(CliError::HalfClientCert);
+        }
+        if self.etcd_username.is_some() != self.etcd_password.is_some() {
+            return Err(CliError::HalfAuth);
+        }
+        Ok(EtcdSettings {
+            endpoints,
+            prefix: self.etcd_prefix.clone(),
+            keyfile: self.etcd_keyfile.clone(),
+            certfile: self.etcd_certfile.clone(),
+            cafile: self.etcd_cafile.clone(),
+            username: self.etcd_username.clone(),
+            password: self.etcd_password.clone(),
+        })
+    }
+}
+
+/// Parses `500ms`, `10s`, `5m`, `24h`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| {
+        format!("{text:?} is not a duration: use a number with ms, s, m or h (e.g. 10s)")
+    })?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?}; use ms, s, m or h"
+            ))
+        }
+    };
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        let mut v = vec!["flanneld-rs"];
+        v.extend_from_slice(args);
+        Cli::try_parse_from(v)
+    }
+
+    #[test]
+    fn every_flag_has_its_flannel_env_name() {
+        let cmd = Cli::command();
+        let mut checked = 0;
+        for arg in cmd.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if long == "help" || long == "version" {
+                continue;
+            }
+            let want = format!("FLANNELD_{}", long.to_uppercase().replace('-', "_"));
+            let got = arg.get_env().map(|e| e.to_string_lossy().into_owned());
+            assert_eq!(got.as_deref(), Some(want.as_str()), "flag --{long}");
+            checked += 1;
+        }
+        assert!(checked >= 20, "only {checked} flags checked");
+    }
+
+    #[test]
+    fn defaults_match_flannel() {
+        let s = parse(&[]).unwrap().settings().unwrap();
+        match &s.store {
+            StoreSettings::Etcd(e) => {
+                assert_eq!(e.endpoints, vec!["http://127.0.0.1:2379"]);
+                assert_eq!(e.prefix, "/coreos.com/network");
+            }
+            other => panic!("default store should be etcd, got {other:?}"),
+        }
+        assert_eq!(s.subnet_file, PathBuf::from("/run/flannel/subnet.env"));
+        assert_eq!(s.renew_margin, Duration::from_secs(3600));
+        assert_eq!(s.resync_period, Duration::from_secs(10));
+        assert_eq!(s.lease_ttl, Duration::from_secs(24 * 3600));
+        assert_eq!(s.healthz_addr, None, "port 0 disables the health server");
+        assert!(!s.ip_masq);
+        assert!(matches!(s.iface, IfaceSpec::DefaultRoute));
+    }
+
+    #[test]
+    fn endpoints_split_on_commas_and_iface_repeats() {
+        let c = parse(&[
+            "--etcd-endpoints",
+            "http://a:2379,https://b:2379",
+            "--iface",
+            "eth0",
+            "--iface",
+            "10.0.0.1",
+        ])
+        .unwrap();
+        assert_eq!(c.etcd_endpoints, vec!["http://a:2379", "https://b:2379"]);
+        let s = c.settings().unwrap();
+        match s.iface {
+            IfaceSpec::Names(n) => assert_eq!(n, vec!["eth0", "10.0.0.1"]),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn store_path_implies_embedded() {
+        let s = parse(&["--store-path", "/tmp/x.json"])
+            .unwrap()
+            .settings()
+            .unwrap();
+        assert_eq!(
+            s.store,
+            StoreSettings::Embedded {
+                path: "/tmp/x.json".into()
+            }
+        );
+        let e = parse(&["--store", "embedded"])
+            .unwrap()
+            .settings()
+            .unwrap_err();
+        assert_eq!(e, CliError::EmbeddedWithoutPath);
+        assert!(e.to_string().contains("--store-path"));
+        let e = parse(&["--store", "etcd", "--store-path", "/x"])
+            .unwrap()
+            .settings()
+            .unwrap_err();
+        assert_eq!(e, CliError::PathWithEtcd);
+    }
+
+    #[test]
+    fn renew_margin_range_is_enforced_by_clap_naming_the_flag() {
+        for bad in ["0", "1440"] {
+            let e = parse(&["--subnet-lease-renew-margin", bad]).unwrap_err();
+            assert!(e.to_string().contains("--subnet-lease-renew-margin"), "{e}");
+        }
+        let s = parse(&["--subnet-lease-renew-margin", "1439"])
+            .unwrap()
+            .settings()
+            .unwrap();
+        assert_eq!(s.renew_margin, Duration::from_secs(1439 * 60));
+    }
+
+    #[test]
+    fn pairs_must_come_together() {
+        let e = parse(&["--etcd-certfile", "/c"])
+            .unwrap()
+            .settings()
+            .unwrap_err();
+        assert_eq!(e, CliError::HalfClientCert);
+        let e = parse(&["--etcd-username", "u"])
+            .unwrap()
+            .settings()
+            .unwrap_err();
+        assert_eq!(e, CliError::HalfAuth);
+        let ok = parse(&["--etcd-username", "u", "--etcd-password", "p"])
+            .unwrap()
+            .settings();
+        assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn bad_values_are_rejected_with_the_flag_named() {
+        let e = parse(&["--etcd-endpoints", "127.0.0.1:2379"])
+            .unwrap()
+            .settings()
+            .unwrap_err();
+        assert!(e.to_string().contains("--etcd-endpoints"), "{e}");
+        let e = parse(&["--iface-regex", "eth[0"])
+            .unwrap()
+            .settings()
+            .unwrap_err();
+        assert!(e.to_string().contains("--iface-regex"), "{e}");
+        let e = parse(&["--resync-period", "10ms"])
+            .unwrap()
+            .settings()
+            .unwrap_err();
+        assert!(e.to_string().contains("--resync-period"), "{e}");
+        let e = parse(&["--lease-ttl", "2s"])
+            .unwrap()
+            .settings()
+            .unwrap_err();
+        assert!(e.to_string().contains("--lease-ttl"), "{e}");
+        let e = parse(&["--resync-period", "ten"]).unwrap_err();
+        assert!(e.to_string().contains("--resync-period"), "{e}");
+        let e = parse(&["--iface-can-reach", "1.2.3.4", "--iface", "eth0"]).unwrap_err();
+        assert!(e.to_string().contains("--iface"), "{e}");
+    }
+
+    #[test]
+    fn healthz_addr_from_ip_and_port_or_one_flag() {
+        let s = parse(&["--healthz-port", "8471"])
+            .unwrap()
+            .settings()
+            .unwrap();
+        assert_eq!(s.healthz_addr, Some("0.0.0.0:8471".parse().unwrap()));
+        let s = parse(&[
+            "--healthz-ip",
+            "127.0.0.1",
+            "--healthz-port",
+            "1",
+            "--healthz-addr",
+            "127.0.0.2:9",
+        ])
+        .unwrap()
+        .settings()
+        .unwrap();
+        assert_eq!(s.healthz_addr, Some("127.0.0.2:9".parse().unwrap()));
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86400)));
+        assert!(parse_duration("1d").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("").is_err());
+    }
+}

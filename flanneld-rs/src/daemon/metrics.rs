@@ -1,0 +1,248 @@
+//! The daemon's Prometheus metrics (served at /metrics in the OpenMetrics
+//! text format, which Prometheus scrapes).
+
+use std::time::{Duration, SystemTime};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::backend::{BackendError, ReconcileReport};
+use crate::daemon::peers::Applied;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TriggerLabel {
+    /// What caused the pass: startup, event, resync, lease.
+    pub trigger: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabel {
+    /// added, removed or snapshot.
+    pub event: &'static str,
+}
+
+/// Every metric, registered once.
+pub struct Metrics {
+    registry: Registry,
+    pub peers: Gauge,
+    pub lease_expiry: Gauge,
+    pub ready: Gauge,
+    pub reconcile_runs: Family<TriggerLabel, Counter>,
+    pub reconcile_duration: Histogram,
+    pub reconcile_errors: Family<KindLabel, Counter>,
+    pub netlink_ops: Family<KindLabel, Counter>,
+    pub lease_events: Family<EventLabel, Counter>,
+    pub lease_acquisitions: Counter,
+    pub lease_renewals: Counter,
+    pub lease_renewal_failures: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("flanneld");
+        let m = Metrics {
+            registry: Registry::default(),
+            peers: Gauge::default(),
+            lease_expiry: Gauge::default(),
+            ready: Gauge::default(),
+            reconcile_runs: Family::default(),
+            // 0.5 ms .. ~16 s: one peer is sub-millisecond, 1,000 peers
+            // take a good fraction of a second.
+            reconcile_duration: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            reconcile_errors: Family::default(),
+            netlink_ops: Family::default(),
+            lease_events: Family::default(),
+            lease_acquisitions: Counter::default(),
+            lease_renewals: Counter::default(),
+            lease_renewal_failures: Counter::default(),
+        };
+        registry.register("peers", "Peers programmed in the datapath", m.peers.clone());
+        registry.register(
+            "lease_expiry_timestamp_seconds",
+            "When this node's lease expires unless renewed (unix seconds; 0 = no TTL)",
+            m.lease_expiry.clone(),
+        );
+        registry.register(
+            "ready",
+            "1 once the lease, the datapath and subnet.env are in place",
+            m.ready.clone(),
+        );
+        registry.register(
+            "reconcile_runs",
+            "Reconcile passes, by trigger",
+            m.reconcile_runs.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time one reconcile pass took",
+            m.reconcile_duration.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Failed reconcile passes (kind=pass) and peers that could not be programmed (kind=peer)",
+            m.reconcile_errors.clone(),
+        );
+        registry.register(
+            "netlink_operations",
+            "Netlink requests that changed the kernel, by kind",
+            m.netlink_ops.clone(),
+        );
+        registry.register(
+            "lease_events",
+            "Lease table changes seen by the watch, by event",
+            m.lease_events.clone(),
+        );
+        registry.register(
+            "lease_acquisitions",
+            "Leases acquired (start-up, and again after a lease was lost)",
+            m.lease_acquisitions.clone(),
+        );
+        registry.register(
+            "lease_renewals",
+            "Successful lease renewals",
+            m.lease_renewals.clone(),
+        );
+        registry.register(
+            "lease_renewal_failures",
+            "Failed lease renewal attempts",
+            m.lease_renewal_failures.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// Records one reconcile pass.
+    pub fn record_reconcile(
+        &self,
+        trigger: &'static str,
+        took: Duration,
+        result: &Result<ReconcileReport, BackendError>,
+    ) {
+        self.reconcile_runs
+            .get_or_create(&TriggerLabel { trigger })
+            .inc();
+        self.reconcile_duration.observe(took.as_secs_f64());
+        match result {
+            Ok(report) => {
+                self.peers
+                    .set(i64::try_from(report.peers).unwrap_or(i64::MAX));
+                for (kind, n) in &report.changes {
+                    self.netlink_ops
+                        .get_or_create(&KindLabel {
+                            kind: (*kind).to_string(),
+                        })
+                        .inc_by(*n);
+                }
+                if !report.errors.is_empty() {
+                    self.reconcile_errors
+                        .get_or_create(&KindLabel {
+                            kind: "peer".into(),
+                        })
+                        .inc_by(report.errors.len() as u64);
+                }
+            }
+            Err(_) => {
+                self.reconcile_errors
+                    .get_or_create(&KindLabel {
+                        kind: "pass".into(),
+                    })
+                    .inc();
+            }
+        }
+    }
+
+    /// Records what a watch update changed.
+    pub fn record_events(&self, applied: Applied) {
+        if applied.added > 0 {
+            self.lease_events
+                .get_or_create(&EventLabel { event: "added" })
+                .inc_by(applied.added);
+        }
+        if applied.removed > 0 {
+            self.lease_events
+                .get_or_create(&EventLabel { event: "removed" })
+                .inc_by(applied.removed);
+        }
+        if applied.snapshot {
+            self.lease_events
+                .get_or_create(&EventLabel { event: "snapshot" })
+                .inc();
+        }
+    }
+
+    pub fn set_lease_expiry(&self, expiration: Option<SystemTime>) {
+        let secs = expiration
+            .and_then(|e| e.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        self.lease_expiry.set(secs);
+    }
+
+    /// The exposition text.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reconcile_shows_up_in_the_exposition() {
+        let m = Metrics::new();
+        let report = ReconcileReport {
+            changes: vec![("route_add", 3), ("fdb_add", 3)],
+            errors: vec!["10.244.9.0/24: no VtepMAC".into()],
+            peers: 3,
+            device_recreated: false,
+        };
+        m.record_reconcile("event", Duration::from_millis(2), &Ok(report));
+        m.record_reconcile(
+            "resync",
+            Duration::from_millis(1),
+            &Err(BackendError::Other("x".into())),
+        );
+        m.record_events(Applied {
+            added: 3,
+            removed: 1,
+            snapshot: true,
+        });
+        m.set_lease_expiry(Some(
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        ));
+        let text = m.encode().unwrap();
+        for want in [
+            "flanneld_peers 3",
+            "flanneld_lease_expiry_timestamp_seconds 1700000000",
+            "flanneld_reconcile_runs_total{trigger=\"event\"} 1",
+            "flanneld_reconcile_runs_total{trigger=\"resync\"} 1",
+            "flanneld_reconcile_duration_seconds_count 2",
+            "flanneld_reconcile_errors_total{kind=\"peer\"} 1",
+            "flanneld_reconcile_errors_total{kind=\"pass\"} 1",
+            "flanneld_netlink_operations_total{kind=\"route_add\"} 3",
+            "flanneld_lease_events_total{event=\"added\"} 3",
+            "flanneld_lease_events_total{event=\"removed\"} 1",
+            "flanneld_lease_events_total{event=\"snapshot\"} 1",
+            "flanneld_lease_renewals_total 0",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+    }
+}

@@ -1,0 +1,681 @@
+//! The lease loop: start-up (config → backend.prepare → acquire → attach →
+//! masquerade → list → reconcile → subnet.env → ready), then renewals, watch
+//! batches and periodic resyncs until the process is stopped.
+//!
+//! Stopping is dropping the future (main does it on SIGTERM/SIGINT): nothing
+//! is torn down and the lease is not released, so pod traffic keeps flowing
+//! and a restarted daemon adopts the device and keeps its subnet.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::{FutureExt, StreamExt};
+use ipnet::Ipv4Net;
+use lease_store::subnet_env::{SubnetEnv, SubnetEnvIoError};
+use lease_store::{
+    AcquireRequest, Lease, LeaseAttrs, LeaseStore, LeaseWatch, NetworkConfig, Revision, StoreError,
+};
+use tracing::{debug, info, warn};
+
+use super::health::Readiness;
+use super::metrics::Metrics;
+use super::peers::{Applied, PeerSet};
+use super::renew::{renew_delay, retry_delay};
+use crate::backend::{Backend, BackendError, LocalNode, Prepared};
+use crate::masq::Masquerade;
+
+/// What the loop needs from the command line.
+#[derive(Debug, Clone)]
+pub struct LoopSettings {
+    pub subnet_file: PathBuf,
+    pub ip_masq: bool,
+    pub renew_margin: Duration,
+    pub resync_period: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("cannot read the network config {path}: {source}")]
+    ConfigFile {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("network config {path}: {source}")]
+    ConfigParse {
+        path: String,
+        source: lease_store::config::ConfigError,
+    },
+    #[error("the network config has no IPv4 Network: IPv6-only clusters are not supported by this daemon yet")]
+    NoIpv4Network,
+    #[error("lease store ({op}): {source}")]
+    Store {
+        op: &'static str,
+        source: StoreError,
+    },
+    #[error("datapath ({step}): {source}")]
+    Backend {
+        step: &'static str,
+        source: BackendError,
+    },
+    #[error("the store handed out a lease without an IPv4 subnet; check the network config (EnableIPv4)")]
+    LeaseWithoutSubnet,
+    #[error(transparent)]
+    SubnetEnv(#[from] SubnetEnvIoError),
+}
+
+/// Errors worth retrying (the store is down, or full for now); the others
+/// need the operator.
+fn transient(e: &StoreError) -> bool {
+    matches!(
+        e,
+        StoreError::Unavailable { .. }
+            | StoreError::Exhausted { .. }
+            | StoreError::OutOfSubnets { .. }
+            | StoreError::ConfigMissing(_)
+            | StoreError::LeaseLost { .. }
+            | StoreError::Io { .. }
+    )
+}
+
+const BACKOFF_MIN: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+fn next_backoff(d: Duration) -> Duration {
+    (d * 2).min(BACKOFF_MAX)
+}
+
+/// Calls `op` until it succeeds or fails with a non-transient error.
+async fn retry<T, F, Fut>(what: &'static str, mut op: F) -> Result<T, DaemonError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut delay = BACKOFF_MIN;
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if transient(&e) => {
+                warn!(error = %e, retry_in = ?delay, "{what} failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = next_backoff(delay);
+            }
+            Err(source) => return Err(DaemonError::Store { op: what, source }),
+        }
+    }
+}
+
+/// The running daemon's state.
+pub struct LeaseLoop {
+    settings: LoopSettings,
+    config: NetworkConfig,
+    store: Arc<dyn LeaseStore>,
+    backend: Box<dyn Backend>,
+    masq: Option<Arc<dyn Masquerade>>,
+    node: LocalNode,
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+    peers: PeerSet,
+    network: Option<Ipv4Net>,
+    prepared: Option<Prepared>,
+    lease: Option<Lease>,
+    subnet_env_written: bool,
+    /// True once the peer set came from a listing: until then a reconcile
+    /// would remove the entries of peers adopted from a previous run.
+    have_view: bool,
+}
+
+enum Wake {
+    Stop,
+    Renew,
+    Watch(Option<lease_store::store::Result<lease_store::WatchUpdate>>),
+    Resync,
+    Rewatch,
+}
+
+/// The parts the loop drives, built by `wiring` from the flags.
+pub struct Parts {
+    pub config: NetworkConfig,
+    pub store: Arc<dyn LeaseStore>,
+    pub backend: Box<dyn Backend>,
+    pub masq: Option<Arc<dyn Masquerade>>,
+    pub node: LocalNode,
+}
+
+impl LeaseLoop {
+    pub fn new(
+        settings: LoopSettings,
+        parts: Parts,
+        metrics: Arc<Metrics>,
+        readiness: Arc<Readiness>,
+    ) -> Self {
+        let Parts {
+            config,
+            store,
+            backend,
+            masq,
+            node,
+        } = parts;
+        LeaseLoop {
+            settings,
+            config,
+            store,
+            backend,
+            masq,
+            node,
+            metrics,
+            readiness,
+            peers: PeerSet::new(None),
+            network: None,
+            prepared: None,
+            lease: None,
+            subnet_env_written: false,
+            have_view: false,
+        }
+    }
+
+    /// Runs start-up and then the loop until `stop` resolves. Returns an
+    /// error only for what retrying cannot fix.
+    pub async fn run(
+        mut self,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<(), DaemonError> {
+        let mut stop = std::pin::pin!(stop.fuse());
+        let startup = self.start();
+        let (mut watch, mut revision) = tokio::select! {
+            r = startup => r?,
+            _ = &mut stop => return Ok(()),
+        };
+
+        let mut renew_at = self.renew_deadline();
+        let mut resync = tokio::time::interval(self.settings.resync_period);
+        resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        resync.reset();
+        let mut rewatch_delay = BACKOFF_MIN;
+        // Start-up could not list and watch: try again shortly.
+        let mut rewatch_at = watch
+            .is_none()
+            .then(|| tokio::time::Instant::now() + BACKOFF_MIN);
+
+        loop {
+            let wake = tokio::select! {
+                _ = &mut stop => Wake::Stop,
+                _ = sleep_until_opt(renew_at) => Wake::Renew,
+                item = next_opt(&mut watch) => Wake::Watch(item),
+                _ = resync.tick() => Wake::Resync,
+                _ = sleep_until_opt(rewatch_at) => Wake::Rewatch,
+            };
+            match wake {
+                Wake::Stop => return Ok(()),
+                Wake::Renew => {
+                    renew_at = match self.renew().await {
+                        Ok(true) => self.renew_deadline(),
+                        Ok(false) => {
+                            let now = SystemTime::now();
+                            let expiration = self.lease.as_ref().and_then(|l| l.expiration);
+                            Some(tokio::time::Instant::now() + retry_delay(now, expiration))
+                        }
+                        Err(LeaseGone) => {
+                            // A new subnet: the old watch filters the wrong
+                            // "own" lease, so list and watch again.
+                            watch = None;
+                            self.reacquire().await?;
+                            rewatch_at = Some(tokio::time::Instant::now());
+                            self.renew_deadline()
+                        }
+                    };
+                }
+                Wake::Watch(Some(Ok(update))) => {
+                    rewatch_delay = BACKOFF_MIN;
+                    let mut applied = Applied::default();
+                    revision = revision.max(update_revision(&update));
+                    applied.merge(self.peers.apply(update));
+                    // Drain whatever else is already queued so a burst (1,000
+                    // peers joining) costs one reconcile, not one per event.
+                    let mut ended = false;
+                    if let Some(w) = watch.as_mut() {
+                        tokio::task::yield_now().await;
+                        while let Some(next) = w.next().now_or_never() {
+                            match next {
+                                Some(Ok(u)) => {
+                                    revision = revision.max(update_revision(&u));
+                                    applied.merge(self.peers.apply(u));
+                                }
+                                Some(Err(e)) => {
+                                    warn!(error = %e, "lease watch failed; listing and watching again");
+                                    ended = true;
+                                    break;
+                                }
+                                None => {
+                                    ended = true;
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    self.metrics.record_events(applied);
+                    debug!(
+                        added = applied.added,
+                        removed = applied.removed,
+                        snapshot = applied.snapshot,
+                        revision,
+                        "lease events"
+                    );
+                    self.reconcile("event").await;
+                    if ended {
+                        watch = None;
+                        rewatch_at = Some(tokio::time::Instant::now() + rewatch_delay);
+                        rewatch_delay = next_backoff(rewatch_delay);
+                    }
+                }
+                Wake::Watch(Some(Err(e))) => {
+                    warn!(error = %e, retry_in = ?rewatch_delay, "lease watch failed; listing and watching again");
+                    watch = None;
+                    rewatch_at = Some(tokio::time::Instant::now() + rewatch_delay);
+                    rewatch_delay = next_backoff(rewatch_delay);
+                }
+                Wake::Watch(None) => {
+                    warn!(retry_in = ?rewatch_delay, "lease watch ended; listing and watching again");
+                    watch = None;
+                    rewatch_at = Some(tokio::time::Instant::now() + rewatch_delay);
+                    rewatch_delay = next_backoff(rewatch_delay);
+                }
+                Wake::Rewatch => {
+                    rewatch_at = None;
+                    match self.relist_and_watch().await {
+                        Ok((w, rev)) => {
+                            watch = Some(w);
+                            revision = rev;
+                            self.reconcile("event").await;
+                        }
+                        Err(e) => {
+                            warn!(error = %e, retry_in = ?rewatch_delay, "cannot list and watch leases; retrying");
+                            rewatch_at = Some(tokio::time::Instant::now() + rewatch_delay);
+                            rewatch_delay = next_backoff(rewatch_delay);
+                        }
+                    }
+                }
+                Wake::Resync => {
+                    self.reconcile("resync").await;
+                    self.ensure_masquerade().await;
+                    if self.subnet_env_written {
+                        // Someone removed or edited it: put it back.
+                        if let Err(e) = self.ensure_subnet_env() {
+                            warn!(error = %e, "cannot restore subnet.env");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Start-up up to the first reconcile; returns the watch and revision.
+    async fn start(&mut self) -> Result<(Option<LeaseWatch>, Revision), DaemonError> {
+        let config = self.config.clone();
+        let network = config.network.ok_or(DaemonError::NoIpv4Network)?;
+        self.network = Some(network);
+        info!(
+            iface = %self.node.iface_name,
+            iface_addr = %self.node.iface_addr,
+            public_ip = %self.node.public_ip,
+            mtu = self.node.iface_mtu,
+            backend = %config.backend_type,
+            %network,
+            "starting"
+        );
+        let prepared = self
+            .backend
+            .prepare(&self.node, &config)
+            .await
+            .map_err(|source| DaemonError::Backend {
+                step: "prepare",
+                source,
+            })?;
+        self.prepared = Some(prepared);
+
+        let previous = self.previous_subnet(network);
+        self.acquire(previous).await?;
+
+        let (watch, revision) = match self.relist_and_watch().await {
+            Ok((w, r)) => (Some(w), r),
+            Err(e) => {
+                // Not fatal: the loop lists and watches again shortly.
+                warn!(error = %e, "cannot list and watch leases yet; retrying");
+                (None, 0)
+            }
+        };
+        self.reconcile("startup").await;
+        Ok((watch, revision))
+    }
+}
+
+/// Reads net-conf.json from `path` when given, else from the store
+/// (waiting for it to appear, like flannel).
+pub async fn load_config(
+    path: Option<&std::path::Path>,
+    store: &Arc<dyn LeaseStore>,
+) -> Result<NetworkConfig, DaemonError> {
+    {
+        match path {
+            Some(path) => {
+                let shown = path.display().to_string();
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| DaemonError::ConfigFile {
+                        path: shown.clone(),
+                        source,
+                    })?;
+                NetworkConfig::parse(&text).map_err(|source| DaemonError::ConfigParse {
+                    path: shown,
+                    source,
+                })
+            }
+            None => {
+                let store = store.clone();
+                retry("reading the network config", || {
+                    let store = store.clone();
+                    async move { store.network_config().await }
+                })
+                .await
+            }
+        }
+    }
+}
+
+impl LeaseLoop {
+    /// The subnet recorded in subnet.env by a previous run, so a restart
+    /// keeps its subnet even if its lease expired meanwhile.
+    fn previous_subnet(&self, network: Ipv4Net) -> Option<Ipv4Net> {
+        match SubnetEnv::read(&self.settings.subnet_file) {
+            Ok(env) => {
+                let subnet = env.subnet?.trunc();
+                if network.contains(&subnet) {
+                    info!(%subnet, "previous subnet found in {}", self.settings.subnet_file.display());
+                    Some(subnet)
+                } else {
+                    warn!(%subnet, %network, "previous subnet lies outside the network; ignoring it");
+                    None
+                }
+            }
+            Err(SubnetEnvIoError::Read { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                None
+            }
+            Err(e) => {
+                warn!(error = %e, "ignoring unreadable subnet.env");
+                None
+            }
+        }
+    }
+
+    fn attrs(&self) -> LeaseAttrs {
+        let prepared = self.prepared.as_ref();
+        LeaseAttrs {
+            public_ip: self.node.public_ip,
+            public_ipv6: None,
+            backend_type: prepared.map(|p| p.backend_type.clone()).unwrap_or_default(),
+            backend_data: prepared.and_then(|p| p.backend_data.clone()),
+            backend_v6_data: None,
+        }
+    }
+
+    /// Acquires a lease and attaches the backend to it.
+    async fn acquire(&mut self, previous: Option<Ipv4Net>) -> Result<(), DaemonError> {
+        let req = AcquireRequest {
+            attrs: self.attrs(),
+            previous_subnet: previous,
+            previous_ipv6_subnet: None,
+        };
+        let store = self.store.clone();
+        let lease = retry("acquiring a lease", || {
+            let store = store.clone();
+            let req = req.clone();
+            async move { store.acquire(&req).await }
+        })
+        .await?;
+        let subnet = lease.subnet.ok_or(DaemonError::LeaseWithoutSubnet)?;
+        self.metrics.lease_acquisitions.inc();
+        self.metrics.set_lease_expiry(lease.expiration);
+        info!(%subnet, expires = ?lease.expiration, "lease acquired");
+        self.readiness.set_lease(true);
+        self.peers.set_own(Some(subnet));
+
+        self.backend
+            .attach(&lease)
+            .await
+            .map_err(|source| DaemonError::Backend {
+                step: "attach",
+                source,
+            })?;
+        self.lease = Some(lease);
+        self.ensure_masquerade().await;
+        Ok(())
+    }
+
+    /// After `LeaseLost`: not ready until a new lease is in place and
+    /// subnet.env names it.
+    async fn reacquire(&mut self) -> Result<(), DaemonError> {
+        self.readiness.set_lease(false);
+        self.readiness.set_subnet_env(false);
+        self.metrics.ready.set(0);
+        self.subnet_env_written = false;
+        self.lease = None;
+        self.acquire(None).await
+    }
+
+    async fn ensure_masquerade(&mut self) {
+        let (Some(masq), Some(network), Some(subnet)) = (
+            self.masq.clone(),
+            self.network,
+            self.lease.as_ref().and_then(|l| l.subnet),
+        ) else {
+            return;
+        };
+        // The driver runs `nft`: keep it off the async thread.
+        let result = tokio::task::spawn_blocking(move || masq.apply(&[network], subnet)).await;
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                warn!(error = %e, "cannot install the masquerade rules; retrying at the next resync")
+            }
+            Err(e) => warn!(error = %e, "masquerade task failed; retrying at the next resync"),
+        }
+    }
+
+    async fn relist_and_watch(&mut self) -> Result<(LeaseWatch, Revision), StoreError> {
+        let (leases, revision) = self.store.list().await?;
+        let applied = self.peers.replace(leases);
+        self.have_view = true;
+        self.metrics.record_events(applied);
+        let watch = self.store.watch(revision, self.lease.clone()).await?;
+        debug!(
+            revision,
+            peers = self.peers.len(),
+            "listed leases and watching"
+        );
+        Ok((watch, revision))
+    }
+
+    /// One reconcile pass; writes subnet.env after the first good one.
+    async fn reconcile(&mut self, trigger: &'static str) {
+        if !self.have_view {
+            debug!(trigger, "no lease listing yet; not reconciling");
+            return;
+        }
+        let peers = self.peers.peers();
+        let start = Instant::now();
+        let result = self.backend.reconcile(&peers).await;
+        let took = start.elapsed();
+        self.metrics.record_reconcile(trigger, took, &result);
+        match &result {
+            Ok(report) => {
+                let changed: u64 = report.changes.iter().map(|(_, n)| n).sum();
+                if changed > 0 || !report.errors.is_empty() || report.device_recreated {
+                    info!(
+                        trigger,
+                        peers = report.peers,
+                        changes = ?report.changes,
+                        device_recreated = report.device_recreated,
+                        took_ms = took.as_secs_f64() * 1000.0,
+                        "reconciled"
+                    );
+                } else {
+                    debug!(
+                        trigger,
+                        peers = report.peers,
+                        took_ms = took.as_secs_f64() * 1000.0,
+                        "reconciled, nothing to change"
+                    );
+                }
+                for e in &report.errors {
+                    warn!(error = %e, "peer not programmed");
+                }
+            }
+            Err(e) => {
+                warn!(trigger, error = %e, "reconcile failed; retrying at the next event or resync")
+            }
+        }
+        self.readiness.set_datapath(result.is_ok());
+        if result.is_ok() && !self.subnet_env_written && self.lease.is_some() {
+            match self.ensure_subnet_env() {
+                Ok(()) => {
+                    self.subnet_env_written = true;
+                    info!(path = %self.settings.subnet_file.display(), "subnet.env written; node ready");
+                }
+                Err(e) => warn!(error = %e, "cannot write subnet.env; retrying at the next resync"),
+            }
+        }
+        self.metrics.ready.set(i64::from(self.readiness.is_ready()));
+    }
+
+    /// Writes subnet.env unless it already says what it should.
+    fn ensure_subnet_env(&mut self) -> Result<(), SubnetEnvIoError> {
+        let (Some(network), Some(subnet), Some(prepared)) = (
+            self.network,
+            self.lease.as_ref().and_then(|l| l.subnet),
+            self.prepared.as_ref(),
+        ) else {
+            return Ok(());
+        };
+        let want =
+            SubnetEnv::for_lease_v4(vec![network], subnet, prepared.mtu, self.settings.ip_masq);
+        let current = SubnetEnv::read(&self.settings.subnet_file).ok();
+        if current.as_ref() != Some(&want) {
+            want.write_atomic(&self.settings.subnet_file)?;
+        }
+        self.readiness.set_subnet_env(true);
+        Ok(())
+    }
+
+    fn renew_deadline(&self) -> Option<tokio::time::Instant> {
+        let expiration = self.lease.as_ref()?.expiration;
+        let delay = renew_delay(SystemTime::now(), expiration, self.settings.renew_margin)?;
+        Some(tokio::time::Instant::now() + delay)
+    }
+
+    /// Renews the lease: `Ok(true)` renewed, `Ok(false)` failed (retry),
+    /// `Err(LeaseGone)` the subnet went to another node.
+    async fn renew(&mut self) -> Result<bool, LeaseGone> {
+        let Some(lease) = self.lease.clone() else {
+            return Ok(false);
+        };
+        match self.store.renew(&lease).await {
+            Ok(renewed) => {
+                self.metrics.lease_renewals.inc();
+                self.metrics.set_lease_expiry(renewed.expiration);
+                debug!(expires = ?renewed.expiration, "lease renewed");
+                self.lease = Some(renewed);
+                Ok(true)
+            }
+            Err(StoreError::LeaseLost { key, holder }) => {
+                self.metrics.lease_renewal_failures.inc();
+                warn!(%key, %holder, "lease lost to another node; acquiring a new one");
+                Err(LeaseGone)
+            }
+            Err(e) => {
+                self.metrics.lease_renewal_failures.inc();
+                warn!(error = %e, "lease renewal failed; retrying");
+                Ok(false)
+            }
+        }
+    }
+}
+
+struct LeaseGone;
+
+fn update_revision(u: &lease_store::WatchUpdate) -> Revision {
+    match u {
+        lease_store::WatchUpdate::Events { revision, .. }
+        | lease_store::WatchUpdate::Snapshot { revision, .. } => *revision,
+    }
+}
+
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_opt(
+    watch: &mut Option<LeaseWatch>,
+) -> Option<lease_store::store::Result<lease_store::WatchUpdate>> {
+    match watch.as_mut() {
+        Some(w) => w.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_outages_are_retried_and_bad_data_is_not() {
+        let unavailable = StoreError::Unavailable {
+            op: "get",
+            reason: "connection refused".into(),
+        };
+        assert!(transient(&unavailable));
+        assert!(transient(&StoreError::ConfigMissing(
+            "/coreos.com/network/config".into()
+        )));
+        let decode = StoreError::Decode {
+            key: "k".into(),
+            reason: "bad json".into(),
+        };
+        assert!(!transient(&decode));
+        assert!(!transient(&StoreError::NotFound("k".into())));
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        assert_eq!(next_backoff(BACKOFF_MIN), Duration::from_secs(1));
+        assert_eq!(next_backoff(Duration::from_secs(20)), BACKOFF_MAX);
+        assert_eq!(next_backoff(BACKOFF_MAX), BACKOFF_MAX);
+    }
+
+    #[tokio::test]
+    async fn retry_waits_out_transient_errors_only() {
+        let mut calls = 0;
+        let r: Result<u32, DaemonError> = retry("test", || {
+            calls += 1;
+            let n = calls;
+            async move {
+                if n < 3 {
+                    Err(StoreError::Unavailable {
+                        op: "get",
+                        reason: "down".into(),
+                    })
+                } else {
+                    Ok(n)
+                }
+            }
+        })
+        .await;
+        assert_eq!(r.unwrap(), 3);
+        let r: Result<u32, DaemonError> =
+            retry("test", || async { Err(StoreError::NotFound("k".into())) }).await;
+        assert!(matches!(r, Err(DaemonError::Store { op: "test", .. })));
+    }
+}

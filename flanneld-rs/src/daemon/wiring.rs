@@ -1,0 +1,118 @@
+//! Turning validated settings into the parts the lease loop drives: the
+//! lease store, the datapath backend and the masquerade driver.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use std::path::Path;
+
+use lease_store::embedded::EmbeddedStore;
+use lease_store::etcd::{EtcdOptions, EtcdStore};
+use lease_store::{LeaseStore, NetworkConfig, StoreError};
+
+use crate::backend::{self, Backend};
+use crate::cli::StoreSettings;
+use crate::masq::nft::NftMasq;
+use crate::masq::Masquerade;
+use crate::netlink::Netlink;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WiringError {
+    #[error("etcd: {0}")]
+    Etcd(#[from] lease_store::etcd::OptionsError),
+    #[error("embedded store {path}: {reason}")]
+    Embedded { path: String, reason: String },
+    #[error("datapath: {0}")]
+    Backend(#[from] crate::backend::BackendError),
+    #[error("netlink: {0}")]
+    Netlink(#[from] crate::netlink::NetlinkError),
+    #[error("masquerade: {0}")]
+    Masquerade(String),
+    #[error("cannot read --net-config-path {path}: {reason}")]
+    NetConf { path: String, reason: String },
+}
+
+/// Opens the store the flags name.
+pub async fn open_store(
+    settings: &StoreSettings,
+    ttl: Duration,
+    net_conf: Option<&str>,
+) -> Result<Arc<dyn LeaseStore>, WiringError> {
+    match settings {
+        StoreSettings::Etcd(e) => {
+            let opts = EtcdOptions {
+                endpoints: e.endpoints.clone(),
+                prefix: e.prefix.clone(),
+                lease_ttl: Duration::from_secs(ttl.as_secs()),
+                ca_file: e.cafile.clone(),
+                cert_file: e.certfile.clone(),
+                key_file: e.keyfile.clone(),
+                username: e.username.clone(),
+                password: e.password.clone(),
+                ..EtcdOptions::default()
+            };
+            Ok(Arc::new(EtcdStore::connect(opts).await?))
+        }
+        StoreSettings::Embedded { path } => {
+            let err = |e: StoreError| WiringError::Embedded {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            };
+            let mut waited = false;
+            loop {
+                match EmbeddedStore::open(path, ttl).await {
+                    Ok(store) => return Ok(Arc::new(store)),
+                    // A new lease file: with --net-config-path this daemon
+                    // can create it; otherwise wait for whoever writes it.
+                    Err(StoreError::ConfigMissing(_)) => match net_conf {
+                        Some(text) => EmbeddedStore::init(path, text).await.map_err(err)?,
+                        None => {
+                            if !waited {
+                                tracing::warn!(
+                                    path = %path.display(),
+                                    "embedded store has no network config yet; waiting (or give --net-config-path)"
+                                );
+                                waited = true;
+                            }
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    },
+                    Err(e) => return Err(err(e)),
+                }
+            }
+        }
+    }
+}
+
+/// The text of `--net-config-path`, if given.
+pub fn read_net_conf(path: Option<&Path>) -> Result<Option<String>, WiringError> {
+    path.map(|p| {
+        std::fs::read_to_string(p).map_err(|e| WiringError::NetConf {
+            path: p.display().to_string(),
+            reason: e.to_string(),
+        })
+    })
+    .transpose()
+}
+
+/// The masquerade driver: nftables when `--ip-masq`, else none. With
+/// masquerading off, rules an earlier run left are removed.
+pub async fn masquerade(ip_masq: bool) -> Result<Option<Arc<dyn Masquerade>>, WiringError> {
+    let nft = NftMasq::new();
+    if ip_masq {
+        return Ok(Some(Arc::new(nft)));
+    }
+    let removed = tokio::task::spawn_blocking(move || nft.remove()).await;
+    match removed {
+        Ok(Ok(())) => {}
+        // Without the nft binary there cannot be rules of ours to remove.
+        Ok(Err(e)) => tracing::debug!(error = %e, "no masquerade rules removed"),
+        Err(e) => return Err(WiringError::Masquerade(e.to_string())),
+    }
+    Ok(None)
+}
+
+/// The backend net-conf.json asks for, driving this namespace.
+pub fn make_backend(config: &NetworkConfig) -> Result<Box<dyn Backend>, WiringError> {
+    Ok(backend::new(config, Netlink::connect()?)?)
+}

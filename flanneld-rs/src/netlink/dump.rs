@@ -1,0 +1,313 @@
+//! Typed dumps of the kernel state the datapath owns or depends on.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use futures::TryStreamExt;
+use ipnet::Ipv4Net;
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::link::{
+    InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo,
+};
+use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourState};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteProtocol,
+};
+use netlink_packet_route::AddressFamily;
+use nix::errno::Errno;
+use rtnetlink::RouteMessageBuilder;
+
+use super::{Netlink, NetlinkError};
+use crate::reconcile::{Fdb, Mac, Neigh, Route};
+
+/// The VXLAN attributes that decide whether a device can be adopted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct VxlanAttrs {
+    pub vni: Option<u32>,
+    pub local: Option<Ipv4Addr>,
+    pub port: Option<u16>,
+    pub underlay: Option<u32>,
+    pub learning: Option<bool>,
+    pub gbp: bool,
+}
+
+/// A link as far as the datapath cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkState {
+    pub index: u32,
+    pub mac: Option<Mac>,
+    pub mtu: Option<u32>,
+    pub up: bool,
+    /// `None` for links without a kind (e.g. physical or loopback).
+    pub kind: Option<InfoKind>,
+    /// Present when `kind` is vxlan.
+    pub vxlan: Option<VxlanAttrs>,
+}
+
+/// Where the kernel would send a packet to some address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteLookup {
+    pub gateway: Option<Ipv4Addr>,
+    pub oif: Option<u32>,
+}
+
+impl Netlink {
+    /// The link called `name`, or `None` when there is none.
+    pub async fn link_by_name(&self, name: &str) -> Result<Option<LinkState>, NetlinkError> {
+        let mut links = self
+            .handle()
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
+        match links.try_next().await {
+            Ok(Some(msg)) => Ok(Some(link_state(
+                msg.header.index,
+                msg.header.flags,
+                &msg.attributes,
+            ))),
+            Ok(None) => Ok(None),
+            Err(e) if super::errno(&e) == Some(Errno::ENODEV as i32) => Ok(None),
+            Err(e) => Err(NetlinkError::request(format!("looking up link {name}"), e)),
+        }
+    }
+
+    /// IPv4 routes in the main table carrying protocol `proto`.
+    pub async fn routes_with_proto(&self, proto: u8) -> Result<Vec<Route>, NetlinkError> {
+        let filter = RouteMessageBuilder::<Ipv4Addr>::new().build();
+        let mut dump = self.handle().route().get(filter).execute();
+        let mut out = Vec::new();
+        while let Some(msg) = dump
+            .try_next()
+            .await
+            .map_err(|e| NetlinkError::request("dumping IPv4 routes", e))?
+        {
+            let h = &msg.header;
+            if h.address_family != AddressFamily::Inet
+                || h.table != RouteHeader::RT_TABLE_MAIN
+                || h.protocol != RouteProtocol::from(proto)
+            {
+                continue;
+            }
+            let mut dst = Ipv4Addr::UNSPECIFIED;
+            let mut gateway = Ipv4Addr::UNSPECIFIED;
+            let mut oif = 0;
+            for attr in &msg.attributes {
+                match attr {
+                    RouteAttribute::Destination(RouteAddress::Inet(a)) => dst = *a,
+                    RouteAttribute::Gateway(RouteAddress::Inet(g)) => gateway = *g,
+                    RouteAttribute::Oif(i) => oif = *i,
+                    _ => {}
+                }
+            }
+            let Ok(dst) = Ipv4Net::new(dst, h.destination_prefix_length) else {
+                continue;
+            };
+            out.push(Route {
+                dst,
+                gateway,
+                oif,
+                onlink: h.flags.contains(RouteFlags::Onlink),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Permanent IPv4 neighbours on link `index` (the only kind we install;
+    /// entries the kernel learned itself are left alone).
+    pub async fn permanent_neighs(&self, index: u32) -> Result<Vec<Neigh>, NetlinkError> {
+        let mut req = self
+            .handle()
+            .neighbours()
+            .get()
+            .set_address_family(AddressFamily::Inet);
+        // Ask the kernel to dump only this device (NDA_IFINDEX): a node with
+        // many pods has many entries on its bridge. Still filtered below, in
+        // case a kernel ignores the attribute.
+        req.message_mut()
+            .attributes
+            .push(NeighbourAttribute::IfIndex(index));
+        let mut dump = req.execute();
+        let mut out = Vec::new();
+        while let Some(msg) = dump
+            .try_next()
+            .await
+            .map_err(|e| NetlinkError::request("dumping IPv4 neighbours", e))?
+        {
+            if msg.header.ifindex != index || msg.header.state != NeighbourState::Permanent {
+                continue;
+            }
+            let (ip, mac) = neigh_fields(&msg.attributes);
+            if let (Some(IpAddr::V4(ip)), Some(mac)) = (ip, mac) {
+                out.push(Neigh { ip, mac });
+            }
+        }
+        Ok(out)
+    }
+
+    /// FDB entries (with an IPv4 remote) on link `index`.
+    pub async fn fdb_entries(&self, index: u32) -> Result<Vec<Fdb>, NetlinkError> {
+        let mut req = self
+            .handle()
+            .neighbours()
+            .get()
+            .set_address_family(AddressFamily::Bridge);
+        // Ask the kernel to dump only this device (NDA_IFINDEX): a node with
+        // many pods has many entries on its bridge. Still filtered below, in
+        // case a kernel ignores the attribute.
+        req.message_mut()
+            .attributes
+            .push(NeighbourAttribute::IfIndex(index));
+        let mut dump = req.execute();
+        let mut out = Vec::new();
+        while let Some(msg) = dump
+            .try_next()
+            .await
+            .map_err(|e| NetlinkError::request("dumping bridge FDB entries", e))?
+        {
+            if msg.header.ifindex != index {
+                continue;
+            }
+            let (ip, mac) = neigh_fields(&msg.attributes);
+            if let (Some(IpAddr::V4(dst)), Some(mac)) = (ip, mac) {
+                out.push(Fdb { mac, dst });
+            }
+        }
+        Ok(out)
+    }
+
+    /// `ip route get <ip>`: `None` when the kernel has no route to it.
+    pub async fn route_get(&self, ip: Ipv4Addr) -> Result<Option<RouteLookup>, NetlinkError> {
+        let query = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(ip, 32)
+            .build();
+        let mut replies = self.handle().route().get(query).execute();
+        match replies.try_next().await {
+            Ok(Some(msg)) => {
+                let mut found = RouteLookup {
+                    gateway: None,
+                    oif: None,
+                };
+                for attr in &msg.attributes {
+                    match attr {
+                        RouteAttribute::Gateway(RouteAddress::Inet(g)) => found.gateway = Some(*g),
+                        RouteAttribute::Oif(i) => found.oif = Some(*i),
+                        _ => {}
+                    }
+                }
+                Ok(Some(found))
+            }
+            Ok(None) => Ok(None),
+            Err(e) if matches!(super::errno(&e), Some(n) if n == Errno::ENETUNREACH as i32 || n == Errno::EHOSTUNREACH as i32) => {
+                Ok(None)
+            }
+            Err(e) => Err(NetlinkError::request(
+                format!("looking up the route to {ip}"),
+                e,
+            )),
+        }
+    }
+
+    /// IPv4 addresses on link `index`, with the messages needed to delete them.
+    pub async fn ipv4_addrs(
+        &self,
+        index: u32,
+    ) -> Result<Vec<(Ipv4Net, AddressMessage)>, NetlinkError> {
+        let mut dump = self
+            .handle()
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute();
+        let mut out = Vec::new();
+        while let Some(msg) = dump
+            .try_next()
+            .await
+            .map_err(|e| NetlinkError::request(format!("dumping addresses of link {index}"), e))?
+        {
+            if msg.header.family != AddressFamily::Inet || msg.header.index != index {
+                continue;
+            }
+            let addr = msg.attributes.iter().find_map(|a| match a {
+                AddressAttribute::Local(IpAddr::V4(v4))
+                | AddressAttribute::Address(IpAddr::V4(v4)) => Some(*v4),
+                _ => None,
+            });
+            if let Some(net) = addr.and_then(|a| Ipv4Net::new(a, msg.header.prefix_len).ok()) {
+                out.push((net, msg));
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn neigh_fields(attrs: &[NeighbourAttribute]) -> (Option<IpAddr>, Option<Mac>) {
+    let mut ip = None;
+    let mut mac = None;
+    for attr in attrs {
+        match attr {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => {
+                ip = Some(IpAddr::V4(*v4))
+            }
+            NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => {
+                ip = Some(IpAddr::V6(*v6))
+            }
+            // AF_BRIDGE (FDB) messages carry the remote as raw bytes.
+            NeighbourAttribute::Destination(NeighbourAddress::Other(raw)) => {
+                ip = <[u8; 4]>::try_from(raw.as_slice())
+                    .map(|b| IpAddr::V4(Ipv4Addr::from(b)))
+                    .ok()
+            }
+            NeighbourAttribute::LinkLayerAddress(l) => mac = mac_of(l),
+            _ => {}
+        }
+    }
+    (ip, mac)
+}
+
+fn mac_of(bytes: &[u8]) -> Option<Mac> {
+    <[u8; 6]>::try_from(bytes).ok().map(Mac)
+}
+
+fn link_state(index: u32, flags: LinkFlags, attrs: &[LinkAttribute]) -> LinkState {
+    let mut state = LinkState {
+        index,
+        mac: None,
+        mtu: None,
+        up: flags.contains(LinkFlags::Up),
+        kind: None,
+        vxlan: None,
+    };
+    for attr in attrs {
+        match attr {
+            LinkAttribute::Address(a) => state.mac = mac_of(a),
+            LinkAttribute::Mtu(m) => state.mtu = Some(*m),
+            LinkAttribute::LinkInfo(infos) => {
+                for info in infos {
+                    match info {
+                        LinkInfo::Kind(k) => state.kind = Some(k.clone()),
+                        LinkInfo::Data(InfoData::Vxlan(v)) => state.vxlan = Some(vxlan_attrs(v)),
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    state
+}
+
+fn vxlan_attrs(infos: &[InfoVxlan]) -> VxlanAttrs {
+    let mut v = VxlanAttrs::default();
+    for info in infos {
+        match info {
+            InfoVxlan::Id(id) => v.vni = Some(*id),
+            InfoVxlan::Local(ip) => v.local = Some(*ip),
+            InfoVxlan::Port(p) => v.port = Some(*p),
+            InfoVxlan::Link(l) => v.underlay = Some(*l),
+            InfoVxlan::Learning(l) => v.learning = Some(*l),
+            InfoVxlan::Gbp => v.gbp = true,
+            _ => {}
+        }
+    }
+    v
+}

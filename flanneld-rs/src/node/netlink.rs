@@ -1,0 +1,169 @@
+//! Netlink I/O for start-up detection: dumps the interfaces and their IPv4
+//! addresses and asks the kernel which route it would use, then hands the
+//! facts to the pure `select::select_iface`.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+
+use futures::TryStreamExt;
+use ipnet::Ipv4Net;
+use netlink_packet_route::address::AddressAttribute;
+use netlink_packet_route::link::{LinkAttribute, LinkFlags};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage};
+use netlink_packet_route::AddressFamily;
+use rtnetlink::{Handle, RouteMessageBuilder};
+
+use super::select::{select_iface, Iface, NodeError, RouteHint};
+use crate::backend::LocalNode;
+use crate::cli::IfaceSpec;
+
+fn nl_err(op: &'static str) -> impl Fn(rtnetlink::Error) -> NodeError {
+    move |e| NodeError::Netlink {
+        op,
+        reason: e.to_string(),
+    }
+}
+
+/// Detects this node's underlay in the current network namespace.
+pub async fn detect(spec: &IfaceSpec, public_ip: Option<Ipv4Addr>) -> Result<LocalNode, NodeError> {
+    let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| NodeError::Netlink {
+        op: "open socket",
+        reason: e.to_string(),
+    })?;
+    let conn_task = tokio::spawn(conn);
+    let result = detect_with(&handle, spec, public_ip).await;
+    conn_task.abort();
+    result
+}
+
+async fn detect_with(
+    handle: &Handle,
+    spec: &IfaceSpec,
+    public_ip: Option<Ipv4Addr>,
+) -> Result<LocalNode, NodeError> {
+    let ifaces = dump_ifaces(handle).await?;
+    let route = match spec {
+        IfaceSpec::CanReach(IpAddr::V4(ip)) => route_to(handle, *ip).await?,
+        IfaceSpec::DefaultRoute => default_route(handle).await?,
+        _ => None,
+    };
+    select_iface(spec, &ifaces, route, public_ip)
+}
+
+/// Every interface with its IPv4 addresses.
+pub async fn dump_ifaces(handle: &Handle) -> Result<Vec<Iface>, NodeError> {
+    let mut ifaces = Vec::new();
+    let mut links = handle.link().get().execute();
+    while let Some(msg) = links.try_next().await.map_err(nl_err("dump links"))? {
+        let mut name = None;
+        let mut mtu = 0;
+        for attr in &msg.attributes {
+            match attr {
+                LinkAttribute::IfName(n) => name = Some(n.clone()),
+                LinkAttribute::Mtu(m) => mtu = *m,
+                _ => {}
+            }
+        }
+        if let Some(name) = name {
+            ifaces.push(Iface {
+                name,
+                index: msg.header.index,
+                mtu,
+                loopback: msg.header.flags.contains(LinkFlags::Loopback),
+                addrs: Vec::new(),
+            });
+        }
+    }
+
+    let mut by_index: HashMap<u32, Vec<Ipv4Net>> = HashMap::new();
+    let mut addrs = handle.address().get().execute();
+    while let Some(msg) = addrs.try_next().await.map_err(nl_err("dump addresses"))? {
+        if msg.header.family != AddressFamily::Inet {
+            continue;
+        }
+        // IFA_LOCAL is the interface's own address; IFA_ADDRESS is the peer
+        // on point-to-point links, so prefer the former.
+        let mut local = None;
+        let mut address = None;
+        for attr in &msg.attributes {
+            match attr {
+                AddressAttribute::Local(IpAddr::V4(a)) => local = Some(*a),
+                AddressAttribute::Address(IpAddr::V4(a)) => address = Some(*a),
+                _ => {}
+            }
+        }
+        if let Some(ip) = local.or(address) {
+            if let Ok(net) = Ipv4Net::new(ip, msg.header.prefix_len) {
+                by_index.entry(msg.header.index).or_default().push(net);
+            }
+        }
+    }
+    for iface in &mut ifaces {
+        iface.addrs = by_index.remove(&iface.index).unwrap_or_default();
+    }
+    Ok(ifaces)
+}
+
+fn hint_of(msg: &RouteMessage) -> Option<RouteHint> {
+    let mut oif = None;
+    let mut prefsrc = None;
+    for attr in &msg.attributes {
+        match attr {
+            RouteAttribute::Oif(i) => oif = Some(*i),
+            RouteAttribute::PrefSource(RouteAddress::Inet(a)) => prefsrc = Some(*a),
+            _ => {}
+        }
+    }
+    Some(RouteHint { oif: oif?, prefsrc })
+}
+
+/// The kernel's route lookup for `ip` (what `ip route get` shows).
+pub async fn route_to(handle: &Handle, ip: Ipv4Addr) -> Result<Option<RouteHint>, NodeError> {
+    let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(ip, 32)
+        .build();
+    let mut replies = handle.route().get(msg).execute();
+    match replies.try_next().await {
+        Ok(Some(reply)) => Ok(hint_of(&reply)),
+        Ok(None) => Ok(None),
+        // ENETUNREACH and friends: there is no route, which the caller
+        // reports with the flag's name.
+        Err(rtnetlink::Error::NetlinkError(_)) => Ok(None),
+        Err(e) => Err(nl_err("route lookup")(e)),
+    }
+}
+
+/// The main table's IPv4 default route with the lowest metric.
+pub async fn default_route(handle: &Handle) -> Result<Option<RouteHint>, NodeError> {
+    let msg = RouteMessageBuilder::<Ipv4Addr>::new().build();
+    let mut routes = handle.route().get(msg).execute();
+    let mut best: Option<(u32, RouteHint)> = None;
+    while let Some(r) = routes.try_next().await.map_err(nl_err("dump routes"))? {
+        let table = r
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                RouteAttribute::Table(t) => Some(*t),
+                _ => None,
+            })
+            .unwrap_or(u32::from(r.header.table));
+        if r.header.destination_prefix_length != 0 || table != u32::from(RouteHeader::RT_TABLE_MAIN)
+        {
+            continue;
+        }
+        let metric = r
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                RouteAttribute::Priority(p) => Some(*p),
+                _ => None,
+            })
+            .unwrap_or(0);
+        if let Some(hint) = hint_of(&r) {
+            if best.is_none_or(|(m, _)| metric < m) {
+                best = Some((metric, hint));
+            }
+        }
+    }
+    Ok(best.map(|(_, h)| h))
+}

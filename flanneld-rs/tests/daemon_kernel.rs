@@ -1,0 +1,618 @@
+//! The real `flanneld-rs` binary in two node namespaces (`fct-dmn-*`) joined
+//! by a veth underlay in 198.51.100.0/24, sharing an embedded lease store:
+//! start-up writes subnet.env, /readyz turns 200, /metrics lists the
+//! metrics, each node's VXLAN device gets the other's entries and pods'
+//! gateways ping across the overlay, SIGTERM exits 0 leaving the device and
+//! subnet.env, and a restart keeps the subnet.
+//!
+//! Needs root (fails loudly otherwise). Run:
+//! `CARGO_TARGET_DIR=/work/targets/daemon cargo test -p flanneld-rs --test daemon_kernel`
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use e2e::netns::Netns;
+use flanneld::cli::IfaceSpec;
+use ipnet::Ipv4Net;
+use lease_store::subnet_env::SubnetEnv;
+
+const HEALTH_PORT: u16 = 9471;
+const NET_CONF: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","VNI":1}}"#;
+
+/// One running daemon; killed (SIGKILL) on drop if still running.
+struct Daemon {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(ns: &Netns, dir: &Path, node: &str, extra: &[&str]) -> Daemon {
+        let log = dir.join(format!("{node}.log"));
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("daemon log file in the test's temp dir");
+        let err = out.try_clone().expect("clone log handle");
+        let child = ns
+            .exec(env!("CARGO_BIN_EXE_flanneld-rs"))
+            .args(["--iface", "veth0", "--store-path"])
+            .arg(dir.join("leases.json"))
+            .arg("--net-config-path")
+            .arg(dir.join("net-conf.json"))
+            .arg("--subnet-file")
+            .arg(dir.join(node).join("subnet.env"))
+            .args(["--healthz-addr", &format!("127.0.0.1:{HEALTH_PORT}")])
+            .args(["--resync-period", "1s", "--lease-ttl", "60s"])
+            .args(extra)
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("spawn ip netns exec flanneld-rs");
+        Daemon {
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// Resident memory in KiB, from /proc.
+    fn rss_kib(&self) -> Option<u64> {
+        let pid = self.child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then the exit status (SIGKILL after 10 s).
+    fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("daemon running");
+        let pid = i32::try_from(child.id()).expect("pid fits i32");
+        // SAFETY: kill has no memory preconditions. `ip netns exec` execs
+        // the daemon, so this pid is the daemon itself.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for daemon") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("daemon ignored SIGTERM for 10 s; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// An HTTP GET to 127.0.0.1:port inside `ns`: a fresh thread enters the
+/// namespace (threads only, so the test's own threads never move), and the
+/// socket it opens stays there.
+fn http_get(ns: &Netns, port: u16, path: &str) -> Result<(u16, String), String> {
+    let ns_path = ns.path();
+    let path = path.to_string();
+    std::thread::spawn(move || -> Result<(u16, String), String> {
+        let f = std::fs::File::open(&ns_path)
+            .map_err(|e| format!("open {}: {e}", ns_path.display()))?;
+        // SAFETY: setns on this thread only, with a valid namespace fd.
+        if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(format!("setns: {}", std::io::Error::last_os_error()));
+        }
+        let mut s =
+            TcpStream::connect((Ipv4Addr::LOCALHOST, port)).map_err(|e| format!("connect: {e}"))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .map_err(|e| e.to_string())?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .map_err(|e| e.to_string())?;
+        let mut resp = String::new();
+        s.read_to_string(&mut resp)
+            .map_err(|e| format!("read: {e}"))?;
+        let status = resp
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| format!("bad response {resp:?}"))?;
+        let body = resp
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        Ok((status, body))
+    })
+    .join()
+    .map_err(|_| "http thread panicked".to_string())?
+}
+
+fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> Option<T>,
+    logs: &dyn Fn() -> String,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "timed out after {timeout:?} waiting for {what}; daemon logs:\n{}",
+                logs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn read_env(dir: &Path, node: &str) -> Option<SubnetEnv> {
+    SubnetEnv::read(&dir.join(node).join("subnet.env")).ok()
+}
+
+/// Two node namespaces with a veth underlay: node1 198.51.100.1, node2 .2.
+fn two_nodes() -> (Netns, Netns) {
+    let n1 = Netns::create("dmn-node").expect("create node namespace (needs root)");
+    let n2 = Netns::create("dmn-node").expect("create node namespace (needs root)");
+    n1.run(
+        "ip",
+        &[
+            "link",
+            "add",
+            "veth0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "veth0",
+            "netns",
+            n2.name(),
+        ],
+    )
+    .expect("veth pair between the node namespaces");
+    for (ns, ip) in [(&n1, "198.51.100.1/24"), (&n2, "198.51.100.2/24")] {
+        ns.run("ip", &["addr", "add", ip, "dev", "veth0"])
+            .expect("underlay address");
+        ns.run("ip", &["link", "set", "veth0", "up"])
+            .expect("underlay up");
+    }
+    (n1, n2)
+}
+
+#[test]
+fn two_daemons_peer_over_vxlan_survive_sigterm_and_keep_their_subnet() {
+    e2e::root::require_root("daemon_kernel test").unwrap_or_else(|e| panic!("{e}"));
+    let dir = e2e::temp::temp_dir("dmn").expect("temp dir");
+    let dir = dir.path();
+    std::fs::write(dir.join("net-conf.json"), NET_CONF).expect("write net-conf.json");
+    let (n1, n2) = two_nodes();
+
+    let mut d1 = Daemon::start(&n1, dir, "node1", &[]);
+    let d2 = Daemon::start(&n2, dir, "node2", &["--ip-masq"]);
+    let logs = || format!("--- node1\n{}\n--- node2\n{}", d1.log(), d2.log());
+
+    // subnet.env: a /24 of the network, MTU = 1500 - 50.
+    let network: Ipv4Net = "10.244.0.0/16".parse().unwrap();
+    let env1 = wait_for(
+        "node1 subnet.env",
+        Duration::from_secs(30),
+        || read_env(dir, "node1"),
+        &logs,
+    );
+    let env2 = wait_for(
+        "node2 subnet.env",
+        Duration::from_secs(30),
+        || read_env(dir, "node2"),
+        &logs,
+    );
+    for env in [&env1, &env2] {
+        let subnet = env.subnet.expect("FLANNEL_SUBNET").trunc();
+        assert!(network.contains(&subnet), "{subnet} outside {network}");
+        assert_eq!(subnet.prefix_len(), 24);
+        assert_eq!(env.mtu, 1450, "overlay MTU = veth 1500 - VXLAN 50");
+        assert_eq!(env.networks, vec![network]);
+    }
+    assert!(!env1.ipmasq);
+    assert!(env2.ipmasq, "node2 runs with --ip-masq");
+    let s1 = env1.subnet.unwrap().trunc();
+    let s2 = env2.subnet.unwrap().trunc();
+    assert_ne!(s1, s2, "two nodes got the same subnet");
+
+    // Health endpoints.
+    for ns in [&n1, &n2] {
+        let (code, body) = wait_for(
+            "/readyz 200",
+            Duration::from_secs(10),
+            || {
+                http_get(ns, HEALTH_PORT, "/readyz")
+                    .ok()
+                    .filter(|(c, _)| *c == 200)
+            },
+            &logs,
+        );
+        assert_eq!(code, 200, "{body}");
+        let (code, _) = http_get(ns, HEALTH_PORT, "/healthz").expect("/healthz");
+        assert_eq!(code, 200);
+    }
+
+    // Each node's device has a route to the other's subnet, through the
+    // overlay; the other's gateway answers pings across it.
+    for (ns, peer_subnet) in [(&n1, s2), (&n2, s1)] {
+        wait_for(
+            "route to the peer subnet on flannel.1",
+            Duration::from_secs(10),
+            || {
+                let out = ns
+                    .run("ip", &["route", "show", &peer_subnet.to_string()])
+                    .ok()?;
+                (out.contains("dev flannel.1") && out.contains("onlink")).then_some(())
+            },
+            &logs,
+        );
+        let fdb = ns
+            .run("bridge", &["fdb", "show", "dev", "flannel.1"])
+            .expect("bridge fdb");
+        let peer_ip = if peer_subnet == s2 {
+            "198.51.100.2"
+        } else {
+            "198.51.100.1"
+        };
+        assert!(
+            fdb.contains(&format!("dst {peer_ip}")),
+            "no FDB entry to {peer_ip}:\n{fdb}"
+        );
+    }
+    let gw2 = s2.network().to_string();
+    n1.run("ping", &["-c", "2", "-W", "2", &gw2])
+        .unwrap_or_else(|e| panic!("overlay ping node1 -> {gw2} failed: {e}\n{}", logs()));
+
+    // --ip-masq: node2 has our nftables table, node1 none.
+    let table = wait_for(
+        "masquerade table on node2",
+        Duration::from_secs(10),
+        || n2.run("nft", &["list", "table", "ip", "flannel-rs"]).ok(),
+        &logs,
+    );
+    assert!(table.contains("masquerade"), "{table}");
+    assert!(
+        n1.run("nft", &["list", "table", "ip", "flannel-rs"])
+            .is_err(),
+        "node1 runs without --ip-masq"
+    );
+
+    // A device deleted by hand comes back with its entries at the next
+    // resync (1 s here).
+    n2.run("ip", &["link", "del", "flannel.1"])
+        .expect("delete flannel.1 by hand");
+    wait_for(
+        "flannel.1 recreated on node2 with its route",
+        Duration::from_secs(10),
+        || {
+            let out = n2.run("ip", &["route", "show", &s1.to_string()]).ok()?;
+            out.contains("dev flannel.1").then_some(())
+        },
+        &logs,
+    );
+    let gw1 = s1.network().to_string();
+    wait_for(
+        "overlay ping node2 -> node1 after the device came back",
+        Duration::from_secs(10),
+        || n2.run("ping", &["-c", "1", "-W", "1", &gw1]).ok(),
+        &logs,
+    );
+
+    eprintln!(
+        "daemon RSS with 1 peer: node1 {:?} KiB, node2 {:?} KiB",
+        d1.rss_kib(),
+        d2.rss_kib()
+    );
+
+    // Metrics after real reconciles.
+    let (code, metrics) = http_get(&n1, HEALTH_PORT, "/metrics").expect("/metrics");
+    assert_eq!(code, 200);
+    for name in [
+        "flanneld_peers 1",
+        "flanneld_lease_expiry_timestamp_seconds",
+        "flanneld_ready 1",
+        "flanneld_reconcile_runs_total{trigger=\"startup\"}",
+        "flanneld_reconcile_duration_seconds_bucket",
+        "flanneld_netlink_operations_total",
+        "flanneld_lease_events_total",
+        "flanneld_lease_acquisitions_total 1",
+        "flanneld_lease_renewals_total",
+        "flanneld_lease_renewal_failures_total",
+        "flanneld_reconcile_runs_total{trigger=\"resync\"}",
+    ] {
+        assert!(metrics.contains(name), "/metrics lacks {name}:\n{metrics}");
+    }
+
+    // SIGTERM: exit 0, device, routes and subnet.env stay.
+    let status = d1.terminate();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit status {status:?}; log:\n{}",
+        d1.log()
+    );
+    let link = n1
+        .run("ip", &["-d", "link", "show", "flannel.1"])
+        .expect("flannel.1 kept after SIGTERM");
+    assert!(link.contains("vxlan id 1"), "{link}");
+    let route = n1
+        .run("ip", &["route", "show", &s2.to_string()])
+        .expect("ip route");
+    assert!(
+        route.contains("flannel.1"),
+        "route to the peer kept: {route:?}"
+    );
+    assert_eq!(
+        read_env(dir, "node1").as_ref(),
+        Some(&env1),
+        "subnet.env kept"
+    );
+    // Pod traffic continues with the daemon down.
+    n1.run("ping", &["-c", "1", "-W", "2", &gw2])
+        .expect("overlay ping with the daemon stopped");
+
+    // Restart: same subnet, adopts the device, ready again.
+    let d1b = Daemon::start(&n1, dir, "node1", &[]);
+    let logs_b = || {
+        format!(
+            "--- node1 (restarted)\n{}\n--- node2\n{}",
+            d1b.log(),
+            d2.log()
+        )
+    };
+    wait_for(
+        "/readyz 200 after restart",
+        Duration::from_secs(30),
+        || {
+            http_get(&n1, HEALTH_PORT, "/readyz")
+                .ok()
+                .filter(|(c, _)| *c == 200)
+        },
+        &logs_b,
+    );
+    let env1b = read_env(dir, "node1").expect("subnet.env after restart");
+    assert_eq!(
+        env1b.subnet.map(|s| s.trunc()),
+        Some(s1),
+        "restart kept the subnet"
+    );
+    n1.run("ping", &["-c", "1", "-W", "2", &gw2])
+        .expect("overlay ping after restart");
+    drop(d1b);
+    drop(d2);
+}
+
+#[test]
+fn readyz_is_503_until_the_store_has_a_config() {
+    e2e::root::require_root("daemon_kernel test").unwrap_or_else(|e| panic!("{e}"));
+    let dir = e2e::temp::temp_dir("dmn").expect("temp dir");
+    let dir = dir.path();
+    let (n1, _n2) = two_nodes();
+    // No --net-config-path and an empty store: the daemon waits for the
+    // config, alive but not ready.
+    let log = dir.join("node.log");
+    let out = std::fs::File::create(&log).expect("log file");
+    let err = out.try_clone().expect("clone");
+    let child = n1
+        .exec(env!("CARGO_BIN_EXE_flanneld-rs"))
+        .args(["--iface", "veth0", "--store-path"])
+        .arg(dir.join("leases.json"))
+        .arg("--subnet-file")
+        .arg(dir.join("subnet.env"))
+        .args(["--healthz-addr", &format!("127.0.0.1:{HEALTH_PORT}")])
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .expect("spawn daemon");
+    let mut d = Daemon {
+        child: Some(child),
+        log,
+    };
+    let logs = || std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
+    let (code, body) = wait_for(
+        "/healthz to answer",
+        Duration::from_secs(10),
+        || {
+            http_get(&n1, HEALTH_PORT, "/healthz").ok()?;
+            http_get(&n1, HEALTH_PORT, "/readyz").ok()
+        },
+        &logs,
+    );
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("lease"), "{body}");
+    assert!(
+        !dir.join("subnet.env").exists(),
+        "subnet.env written before ready"
+    );
+    let status = d.terminate();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "SIGTERM during start-up exits 0; log:\n{}",
+        d.log()
+    );
+}
+
+#[test]
+fn bad_flags_exit_2_naming_the_flag_also_from_the_environment() {
+    let bin = env!("CARGO_BIN_EXE_flanneld-rs");
+    let out = Command::new(bin)
+        .env("FLANNELD_SUBNET_LEASE_RENEW_MARGIN", "0")
+        .output()
+        .expect("run flanneld-rs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--subnet-lease-renew-margin"), "{err}");
+
+    let out = Command::new(bin)
+        .args(["--store", "embedded"])
+        .output()
+        .expect("run flanneld-rs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--store-path"), "{err}");
+
+    let out = Command::new(bin)
+        .env("FLANNELD_STORE", "embedded")
+        .env("FLANNELD_ETCD_CERTFILE", "/nonexistent")
+        .output()
+        .expect("run flanneld-rs");
+    assert_eq!(out.status.code(), Some(2), "env FLANNELD_STORE is read");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--store-path"));
+}
+
+/// Node detection against the kernel: a thread enters the node namespace
+/// and runs the same code as the daemon's start-up.
+fn detect_in(ns: &Netns, spec: IfaceSpec) -> Result<flanneld::backend::LocalNode, String> {
+    let path = ns.path();
+    std::thread::spawn(move || {
+        let f = std::fs::File::open(&path).map_err(|e| e.to_string())?;
+        // SAFETY: setns on this short-lived thread only.
+        if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(format!("setns: {}", std::io::Error::last_os_error()));
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(flanneld::node::netlink::detect(&spec, None))
+            .map_err(|e| e.to_string())
+    })
+    .join()
+    .map_err(|_| "detection thread panicked".to_string())?
+}
+
+#[test]
+fn node_detection_by_name_address_route_and_default_route() {
+    e2e::root::require_root("daemon_kernel test").unwrap_or_else(|e| panic!("{e}"));
+    let (n1, _n2) = two_nodes();
+    n1.run("ip", &["link", "set", "veth0", "mtu", "9001"])
+        .expect("set MTU");
+    let want: Ipv4Addr = "198.51.100.1".parse().unwrap();
+
+    let e = detect_in(&n1, IfaceSpec::DefaultRoute).unwrap_err();
+    assert!(e.contains("no default route"), "{e}");
+
+    for spec in [
+        IfaceSpec::Names(vec!["nope".into(), "veth0".into()]),
+        IfaceSpec::Names(vec!["198.51.100.1".into()]),
+        IfaceSpec::Regexes(vec![regex::Regex::new("^veth").unwrap()]),
+        IfaceSpec::CanReach("198.51.100.2".parse().unwrap()),
+    ] {
+        let shown = format!("{spec:?}");
+        let node = detect_in(&n1, spec).unwrap_or_else(|e| panic!("{shown}: {e}"));
+        assert_eq!(node.iface_name, "veth0", "{shown}");
+        assert_eq!(node.iface_addr, want, "{shown}");
+        assert_eq!(node.iface_mtu, 9001, "{shown}");
+    }
+
+    n1.run("ip", &["route", "add", "default", "via", "198.51.100.2"])
+        .expect("default route inside the node namespace");
+    let node = detect_in(&n1, IfaceSpec::DefaultRoute).expect("default route detection");
+    assert_eq!(node.iface_name, "veth0");
+    assert_eq!(node.public_ip, want);
+    let e = detect_in(&n1, IfaceSpec::Names(vec!["eth9".into()])).unwrap_err();
+    assert!(e.contains("eth9"), "{e}");
+}
+
+#[test]
+fn json_logs_name_the_failure() {
+    let bin = env!("CARGO_BIN_EXE_flanneld-rs");
+    let dir = e2e::temp::temp_dir("dmn").expect("temp dir");
+    // Fails at interface detection, before touching the store or the
+    // kernel: only reads the interface list.
+    let out = Command::new(bin)
+        .args(["--log-format", "json", "--iface", "fct-no-such-if"])
+        .arg("--store-path")
+        .arg(dir.path().join("leases.json"))
+        .output()
+        .expect("run flanneld-rs");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err.lines().last().unwrap_or_default();
+    let v: serde_json::Value =
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {err}"));
+    assert_eq!(v["level"], "ERROR", "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("fct-no-such-if"),
+        "{v}"
+    );
+    assert!(!dir.path().join("leases.json").exists());
+}
+
+#[test]
+fn host_gw_routes_via_the_peer_and_keeps_the_underlay_mtu() {
+    e2e::root::require_root("daemon_kernel test").unwrap_or_else(|e| panic!("{e}"));
+    let dir = e2e::temp::temp_dir("dmn").expect("temp dir");
+    let dir = dir.path();
+    std::fs::write(
+        dir.join("net-conf.json"),
+        r#"{"Network":"10.245.0.0/16","Backend":{"Type":"host-gw"}}"#,
+    )
+    .expect("write net-conf.json");
+    let (n1, n2) = two_nodes();
+    let d1 = Daemon::start(&n1, dir, "node1", &[]);
+    let d2 = Daemon::start(&n2, dir, "node2", &[]);
+    let logs = || format!("--- node1\n{}\n--- node2\n{}", d1.log(), d2.log());
+    let env1 = wait_for(
+        "node1 subnet.env",
+        Duration::from_secs(30),
+        || read_env(dir, "node1"),
+        &logs,
+    );
+    let env2 = wait_for(
+        "node2 subnet.env",
+        Duration::from_secs(30),
+        || read_env(dir, "node2"),
+        &logs,
+    );
+    assert_eq!(env1.mtu, 1500, "host-gw does not encapsulate");
+    let s2 = env2.subnet.expect("subnet").trunc();
+    wait_for(
+        "node1 route to node2's subnet via its public IP",
+        Duration::from_secs(10),
+        || {
+            let out = n1.run("ip", &["route", "show", &s2.to_string()]).ok()?;
+            out.contains("via 198.51.100.2 dev veth0").then_some(())
+        },
+        &logs,
+    );
+    wait_for(
+        "/readyz 200",
+        Duration::from_secs(10),
+        || {
+            http_get(&n2, HEALTH_PORT, "/readyz")
+                .ok()
+                .filter(|(c, _)| *c == 200)
+        },
+        &logs,
+    );
+}

@@ -1,0 +1,352 @@
+//! The lease loop against the real embedded store (a file in a temp dir),
+//! with a recording backend standing in for the datapath (the real backends
+//! are driven by `daemon_kernel.rs`). No root needed.
+//!
+//! Checks the start-up order (prepare → attach → reconcile → subnet.env →
+//! ready), that a burst of joining peers is reconciled in few passes, that
+//! a leaving peer is removed, and that a lost lease is replaced and
+//! subnet.env rewritten.
+//!
+//! Run: `CARGO_TARGET_DIR=/work/targets/daemon cargo test -p flanneld-rs --test daemon_loop`
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use flanneld::backend::{Backend, BackendError, LocalNode, Peer, Prepared, ReconcileReport};
+use flanneld::daemon::{LeaseLoop, LoopSettings, Metrics, Parts, Readiness};
+use ipnet::Ipv4Net;
+use lease_store::embedded::EmbeddedStore;
+use lease_store::subnet_env::SubnetEnv;
+use lease_store::{AcquireRequest, LeaseAttrs, LeaseStore, NetworkConfig};
+
+const NET_CONF: &str = r#"{"Network":"10.0.0.0/8","SubnetLen":24,"Backend":{"Type":"vxlan"}}"#;
+
+#[derive(Debug, Clone, PartialEq)]
+enum Call {
+    Prepare,
+    Attach(Option<Ipv4Net>),
+    /// Peers given, and whether subnet.env existed at that moment.
+    Reconcile {
+        peers: usize,
+        env_existed: bool,
+    },
+}
+
+/// Records what the loop asks of the datapath.
+struct Recording {
+    calls: Arc<Mutex<Vec<Call>>>,
+    subnet_file: PathBuf,
+    /// Time one reconcile takes, like netlink work would.
+    delay: Duration,
+    /// While set, reconcile waits (a datapath busy with a long pass).
+    hold: Arc<AtomicBool>,
+}
+
+#[async_trait::async_trait]
+impl Backend for Recording {
+    async fn prepare(
+        &mut self,
+        _node: &LocalNode,
+        _config: &NetworkConfig,
+    ) -> Result<Prepared, BackendError> {
+        self.calls.lock().unwrap().push(Call::Prepare);
+        Ok(Prepared {
+            backend_type: "vxlan".into(),
+            backend_data: Some(serde_json::json!({"VNI": 1, "VtepMAC": "aa:bb:cc:00:00:01"})),
+            mtu: 1450,
+        })
+    }
+
+    async fn attach(&mut self, lease: &lease_store::Lease) -> Result<(), BackendError> {
+        self.calls.lock().unwrap().push(Call::Attach(lease.subnet));
+        Ok(())
+    }
+
+    async fn reconcile(&mut self, peers: &[Peer]) -> Result<ReconcileReport, BackendError> {
+        tokio::time::sleep(self.delay).await;
+        while self.hold.load(Ordering::Acquire) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        self.calls.lock().unwrap().push(Call::Reconcile {
+            peers: peers.len(),
+            env_existed: self.subnet_file.exists(),
+        });
+        Ok(ReconcileReport {
+            changes: vec![("route_add", peers.len() as u64)],
+            errors: Vec::new(),
+            peers: peers.len(),
+            device_recreated: false,
+        })
+    }
+}
+
+struct Running {
+    calls: Arc<Mutex<Vec<Call>>>,
+    readiness: Arc<Readiness>,
+    metrics: Arc<Metrics>,
+    hold: Arc<AtomicBool>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), flanneld::daemon::DaemonError>>,
+}
+
+impl Running {
+    fn reconciles(&self) -> Vec<usize> {
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|c| match c {
+                Call::Reconcile { peers, .. } => Some(*peers),
+                _ => None,
+            })
+            .collect()
+    }
+
+    async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        let r = tokio::time::timeout(Duration::from_secs(5), self.task)
+            .await
+            .expect("loop stops within 5 s")
+            .expect("loop task");
+        assert!(r.is_ok(), "loop ended with {r:?}");
+    }
+}
+
+async fn start(store_path: &Path, subnet_file: &Path, ttl: Duration, delay: Duration) -> Running {
+    let store = EmbeddedStore::open(store_path, ttl)
+        .await
+        .expect("open store");
+    let store: Arc<dyn LeaseStore> = Arc::new(store);
+    let config = store.network_config().await.expect("config");
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let hold = Arc::new(AtomicBool::new(false));
+    let backend = Recording {
+        calls: calls.clone(),
+        subnet_file: subnet_file.to_path_buf(),
+        delay,
+        hold: hold.clone(),
+    };
+    let node = LocalNode {
+        iface_name: "veth0".into(),
+        iface_index: 2,
+        iface_mtu: 1500,
+        iface_addr: Ipv4Addr::new(198, 51, 100, 1),
+        public_ip: Ipv4Addr::new(198, 51, 100, 1),
+    };
+    let readiness = Arc::new(Readiness::default());
+    let metrics = Arc::new(Metrics::new());
+    let settings = LoopSettings {
+        subnet_file: subnet_file.to_path_buf(),
+        ip_masq: false,
+        renew_margin: Duration::from_secs(3600),
+        resync_period: Duration::from_secs(3600),
+    };
+    let parts = Parts {
+        config,
+        store,
+        backend: Box::new(backend),
+        masq: None,
+        node,
+    };
+    let lease_loop = LeaseLoop::new(settings, parts, metrics.clone(), readiness.clone());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(lease_loop.run(async move {
+        let _ = rx.await;
+    }));
+    Running {
+        calls,
+        readiness,
+        metrics,
+        hold,
+        stop: Some(tx),
+        task,
+    }
+}
+
+async fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn attrs(ip: Ipv4Addr) -> LeaseAttrs {
+    LeaseAttrs {
+        public_ip: ip,
+        public_ipv6: None,
+        backend_type: "vxlan".into(),
+        backend_data: Some(serde_json::json!({"VNI": 1, "VtepMAC": "aa:bb:cc:00:00:02"})),
+        backend_v6_data: None,
+    }
+}
+
+fn req(ip: Ipv4Addr, previous: Option<Ipv4Net>) -> AcquireRequest {
+    AcquireRequest {
+        attrs: attrs(ip),
+        previous_subnet: previous,
+        previous_ipv6_subnet: None,
+    }
+}
+
+#[tokio::test]
+async fn startup_order_burst_coalescing_and_peer_removal() {
+    let dir = e2e::temp::temp_dir("dmn-loop").expect("temp dir");
+    let store_path = dir.path().join("leases.json");
+    let subnet_file = dir.path().join("node1/subnet.env");
+    EmbeddedStore::init(&store_path, NET_CONF)
+        .await
+        .expect("init store");
+
+    let run = start(
+        &store_path,
+        &subnet_file,
+        Duration::from_secs(60),
+        Duration::from_millis(20),
+    )
+    .await;
+    let r = run.readiness.clone();
+    wait_until("ready", Duration::from_secs(10), || r.is_ready()).await;
+
+    // Start-up order, and subnet.env only after the datapath is programmed.
+    let calls = run.calls.lock().unwrap().clone();
+    let own = match &calls[..] {
+        [Call::Prepare, Call::Attach(Some(own)), Call::Reconcile {
+            peers: 0,
+            env_existed: false,
+        }, ..] => *own,
+        other => panic!("unexpected start-up calls {other:?}"),
+    };
+    let env = SubnetEnv::read(&subnet_file).expect("subnet.env written");
+    assert_eq!(env.subnet.map(|s| s.trunc()), Some(own));
+    assert_eq!(env.mtu, 1450);
+
+    // 100 peers join while the datapath is busy with a long pass: once it
+    // is free, everything that queued up goes into one or two passes, not
+    // one per event.
+    let other = EmbeddedStore::open(&store_path, Duration::from_secs(60))
+        .await
+        .expect("second client");
+    let before = run.reconciles().len();
+    let n = 100u32;
+    run.hold.store(true, Ordering::Release);
+    let mut peer_leases = Vec::new();
+    for i in 0..n {
+        let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(100, 64, 0, 1)) + i);
+        peer_leases.push(other.acquire(&req(ip, None)).await.expect("peer acquires"));
+    }
+    // Let the watch see the last write before the datapath frees up.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let released = Instant::now();
+    run.hold.store(false, Ordering::Release);
+    wait_until("all peers reconciled", Duration::from_secs(10), || {
+        run.reconciles().last() == Some(&(n as usize))
+    })
+    .await;
+    let converged = released.elapsed();
+    let passes = run.reconciles().len() - before;
+    eprintln!("{n} peers: {passes} reconcile passes; all programmed {converged:?} after the datapath was free");
+    assert!(
+        passes <= 3,
+        "{passes} reconcile passes for {n} queued peers: events were not coalesced ({:?})",
+        run.reconciles()
+    );
+
+    // A peer leaves: the next pass no longer has it.
+    other.release(&peer_leases[0]).await.expect("release");
+    wait_until("peer removed", Duration::from_secs(10), || {
+        run.reconciles().last() == Some(&(n as usize - 1))
+    })
+    .await;
+    let text = run.metrics.encode().expect("metrics");
+    assert!(
+        text.contains("flanneld_lease_events_total{event=\"removed\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("flanneld_peers {}", n - 1)),
+        "{text}"
+    );
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn a_lost_lease_is_replaced_and_subnet_env_rewritten() {
+    let dir = e2e::temp::temp_dir("dmn-loop").expect("temp dir");
+    let store_path = dir.path().join("leases.json");
+    let subnet_file = dir.path().join("node1/subnet.env");
+    EmbeddedStore::init(&store_path, NET_CONF)
+        .await
+        .expect("init store");
+
+    // TTL 10 s: the loop renews after 5 s.
+    let run = start(
+        &store_path,
+        &subnet_file,
+        Duration::from_secs(10),
+        Duration::ZERO,
+    )
+    .await;
+    let r = run.readiness.clone();
+    wait_until("ready", Duration::from_secs(10), || r.is_ready()).await;
+    let own = SubnetEnv::read(&subnet_file)
+        .expect("subnet.env")
+        .subnet
+        .expect("subnet")
+        .trunc();
+
+    // Another node takes our subnet while we are not looking.
+    let other = EmbeddedStore::open(&store_path, Duration::from_secs(60))
+        .await
+        .expect("second client");
+    let (leases, _) = other.list().await.expect("list");
+    let mine = leases
+        .into_iter()
+        .find(|l| l.subnet == Some(own))
+        .expect("our lease listed");
+    other.release(&mine).await.expect("release ours");
+    let thief = other
+        .acquire(&req(Ipv4Addr::new(198, 51, 100, 9), Some(own)))
+        .await
+        .expect("other node acquires");
+    assert_eq!(thief.subnet, Some(own));
+
+    wait_until("new subnet in subnet.env", Duration::from_secs(15), || {
+        SubnetEnv::read(&subnet_file)
+            .ok()
+            .and_then(|e| e.subnet)
+            .is_some_and(|s| s.trunc() != own)
+    })
+    .await;
+    let r = run.readiness.clone();
+    wait_until("ready again", Duration::from_secs(10), || r.is_ready()).await;
+    let calls = run.calls.lock().unwrap().clone();
+    let attaches: Vec<_> = calls
+        .iter()
+        .filter(|c| matches!(c, Call::Attach(_)))
+        .collect();
+    assert_eq!(attaches.len(), 2, "attached to the new lease: {calls:?}");
+    // The thief is now a peer.
+    wait_until("thief is a peer", Duration::from_secs(10), || {
+        run.reconciles().last() == Some(&1)
+    })
+    .await;
+    let text = run.metrics.encode().expect("metrics");
+    assert!(
+        text.contains("flanneld_lease_acquisitions_total 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("flanneld_lease_renewal_failures_total 1"),
+        "{text}"
+    );
+    run.stop().await;
+}
