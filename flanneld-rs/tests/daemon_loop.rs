@@ -350,3 +350,36 @@ async fn a_lost_lease_is_replaced_and_subnet_env_rewritten() {
     );
     run.stop().await;
 }
+
+/// A dual-stack net-conf.json is refused at start-up, before any lease is
+/// taken or subnet.env written: programming only the IPv4 half would leave
+/// pods without IPv6 and nobody told.
+#[tokio::test]
+async fn dual_stack_config_is_refused_before_taking_a_lease() {
+    let dir = e2e::temp::temp_dir("dmn-loop").expect("temp dir");
+    let store_path = dir.path().join("leases.json");
+    let subnet_file = dir.path().join("node1/subnet.env");
+    let dual = r#"{"Network":"10.0.0.0/8","SubnetLen":24,"EnableIPv6":true,"IPv6Network":"fd00:10::/48","IPv6SubnetLen":64,"Backend":{"Type":"vxlan"}}"#;
+    EmbeddedStore::init(&store_path, dual)
+        .await
+        .expect("init store");
+    let run = start(
+        &store_path,
+        &subnet_file,
+        Duration::from_secs(60),
+        Duration::ZERO,
+    )
+    .await;
+    let result = tokio::time::timeout(Duration::from_secs(10), run.task)
+        .await
+        .expect("loop ends within 10 s")
+        .expect("loop task");
+    let err = result.expect_err("a dual-stack config must be refused");
+    assert!(err.to_string().contains("EnableIPv6"), "{err}");
+    assert!(!subnet_file.exists(), "subnet.env written despite the refusal");
+    let store = EmbeddedStore::open(&store_path, Duration::from_secs(60))
+        .await
+        .expect("open store");
+    let (leases, _) = store.list().await.expect("list");
+    assert!(leases.is_empty(), "a lease was taken: {leases:?}");
+}

@@ -7,8 +7,8 @@ mod etcd_support;
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
 
-use lease_store::{LeaseEvent, LeaseStore, StoreError, WatchUpdate};
 use etcd_support::*;
+use lease_store::{LeaseEvent, LeaseStore, StoreError, WatchUpdate};
 
 async fn restart(etcd: &mut lease_store::etcd::testing::EtcdProcess) {
     tokio::task::block_in_place(|| etcd.restart())

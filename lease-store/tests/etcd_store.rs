@@ -7,9 +7,9 @@ mod etcd_support;
 use std::time::{Duration, SystemTime};
 
 use etcd_client::{Client, PutOptions, Txn, TxnOp};
+use etcd_support::*;
 use lease_store::etcd::EtcdOptions;
 use lease_store::{LeaseEvent, LeaseStore, StoreError, WatchUpdate};
-use etcd_support::*;
 
 async fn raw(etcd: &lease_store::etcd::testing::EtcdProcess) -> Client {
     Client::connect([etcd.endpoint()], None)

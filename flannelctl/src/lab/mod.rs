@@ -59,6 +59,13 @@ pub enum LabError {
     Exists(String),
     #[error("no lab named {0}: start one with `flannelctl lab up --name {0}`")]
     NoLab(String),
+    #[error("node {node} has no route to node {peer}'s subnet {subnet} after {secs} s: the daemons did not converge; see <state dir>/node{node}/flanneld.log (keep it with --keep-on-error)")]
+    NotConverged {
+        node: u32,
+        peer: u32,
+        subnet: String,
+        secs: u64,
+    },
     #[error("the lab has no node {0}")]
     NoNode(u32),
     #[error("{0} was never started in this lab")]

@@ -2,7 +2,7 @@
 //! saved after every step so `lab down` can undo a partial run.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::bins;
 use super::daemon::{self, DaemonOptions};
@@ -148,6 +148,8 @@ pub fn up(o: &UpOptions) -> Result<LabState, LabError> {
         st.save()?;
     }
 
+    wait_converged(&st, o.ready_timeout)?;
+
     // Pods.
     for i in 0..st.nodes.len() {
         for j in 1..=o.pods_per_node {
@@ -172,6 +174,42 @@ pub fn up(o: &UpOptions) -> Result<LabState, LabError> {
     st.phase = "ready".into();
     st.save()?;
     Ok(st)
+}
+
+/// Waits until every node has a route to every other node's subnet, so
+/// pods can talk across nodes as soon as `up` returns (a daemon is ready
+/// with its own lease before it has seen the leases of nodes that started
+/// after it).
+fn wait_converged(st: &LabState, within: Duration) -> Result<(), LabError> {
+    let nets: Vec<(u32, String)> = st
+        .nodes
+        .iter()
+        .filter_map(|n| {
+            let net: ipnet::Ipv4Net = n.subnet.as_deref()?.parse().ok()?;
+            Some((n.index, net.trunc().to_string()))
+        })
+        .collect();
+    let deadline = Instant::now() + within;
+    for node in &st.nodes {
+        for (peer, net) in nets.iter().filter(|(k, _)| *k != node.index) {
+            loop {
+                let out = super::sh::ip(&["-n", &node.netns, "route", "show", net])?;
+                if !out.trim().is_empty() {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    return Err(LabError::NotConverged {
+                        node: node.index,
+                        peer: *peer,
+                        subnet: net.clone(),
+                        secs: within.as_secs(),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn write(path: &std::path::Path, text: &str) -> Result<(), LabError> {

@@ -48,6 +48,8 @@ pub enum DaemonError {
     },
     #[error("the network config has no IPv4 Network: IPv6-only clusters are not supported by this daemon yet")]
     NoIpv4Network,
+    #[error("the network config enables IPv6 (EnableIPv6), which this daemon does not program yet; set EnableIPv6 to false, or keep Go flannel on dual-stack nodes")]
+    Ipv6Unsupported,
     #[error("lease store ({op}): {source}")]
     Store {
         op: &'static str,
@@ -313,6 +315,11 @@ impl LeaseLoop {
     async fn start(&mut self) -> Result<(Option<LeaseWatch>, Revision), DaemonError> {
         let config = self.config.clone();
         let network = config.network.ok_or(DaemonError::NoIpv4Network)?;
+        // Refuse rather than half-work: a dual-stack lease whose IPv6 half
+        // is never programmed would leave pods without IPv6 silently.
+        if config.enable_ipv6 {
+            return Err(DaemonError::Ipv6Unsupported);
+        }
         self.network = Some(network);
         info!(
             iface = %self.node.iface_name,

@@ -12,10 +12,14 @@
 //! Usage: `EmbeddedStore::init(path, net_conf_json)` once writes the
 //! network config into the file (creating it, or replacing the config of
 //! an existing file and keeping its leases); then every daemon opens it
-//! with `EmbeddedStore::open(path, ttl)`. Watchers in other processes see
-//! changes by polling the file's inode/mtime/size every 150 ms.
+//! with `EmbeddedStore::open(path, ttl)`. Watchers (in any process) are
+//! woken by inotify on the file's directory when a writer renames a new
+//! version into place; a slow poll of the file's inode/mtime/size (1 s,
+//! `with_poll_interval`) covers file systems without inotify, and a timer
+//! to the earliest lease expiration covers TTL expiry, which writes nothing.
 
 mod file;
+mod notify;
 pub mod state;
 
 use std::path::{Path, PathBuf};
@@ -31,8 +35,12 @@ use crate::store::{
     AcquireRequest, LeaseStore, LeaseWatch, Result, Revision, StoreError, WatchUpdate,
 };
 
-/// How often a watcher checks the file for changes.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(150);
+/// How often a watcher checks the file when no inotify event came (file
+/// systems without inotify, e.g. NFS; inotify unavailable). Changes are
+/// normally pushed by inotify long before this.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// The first retry delay after a passing I/O error in a watch.
+const RETRY_BACKOFF: Duration = Duration::from_millis(150);
 /// A watcher re-reads the file at least this often, in case two writes
 /// left the same fingerprint.
 const FORCE_READ: Duration = Duration::from_secs(2);
@@ -43,6 +51,7 @@ pub struct EmbeddedStore {
     path: PathBuf,
     ttl: Duration,
     log_limit: usize,
+    poll_interval: Duration,
 }
 
 impl EmbeddedStore {
@@ -65,6 +74,7 @@ impl EmbeddedStore {
             path,
             ttl,
             log_limit: DEFAULT_LOG_LIMIT,
+            poll_interval: POLL_INTERVAL,
         })
     }
 
@@ -72,6 +82,13 @@ impl EmbeddedStore {
     /// 1000); older revisions get a snapshot.
     pub fn with_log_limit(mut self, n: usize) -> Self {
         self.log_limit = n.max(1);
+        self
+    }
+
+    /// How often watchers from this client check the file without an
+    /// inotify event (default [`POLL_INTERVAL`]; at least 10 ms).
+    pub fn with_poll_interval(mut self, every: Duration) -> Self {
+        self.poll_interval = every.max(Duration::from_millis(10));
         self
     }
 
@@ -285,7 +302,16 @@ impl LeaseStore for EmbeddedStore {
     }
 
     async fn watch(&self, from: Revision, own: Option<Lease>) -> Result<LeaseWatch> {
+        // Registered before the first read, so no change can slip between.
+        let notify = match notify::DirNotify::new(&self.path) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), error = %e, poll = ?self.poll_interval, "lease watch: no inotify, polling");
+                None
+            }
+        };
         let w = Watcher {
+            notify,
             store: self.clone(),
             from,
             own: own.map(|l| l.key()),
@@ -295,7 +321,7 @@ impl LeaseStore for EmbeddedStore {
         };
         Ok(Box::pin(futures::stream::unfold(Some(w), |w| async move {
             let mut w = w?;
-            let mut backoff = POLL_INTERVAL;
+            let mut backoff = RETRY_BACKOFF;
             loop {
                 match w.next().await {
                     Ok(u) => return Some((Ok(u), Some(w))),
@@ -314,9 +340,11 @@ impl LeaseStore for EmbeddedStore {
     }
 }
 
-/// A watch's position, polling the file.
+/// A watch's position: woken by inotify, the poll timer or the next expiry.
 struct Watcher {
     store: EmbeddedStore,
+    /// None when inotify is unavailable or its watch ended: poll only.
+    notify: Option<notify::DirNotify>,
     from: Revision,
     own: Option<String>,
     stamp: Option<(u64, i64, i64, u64)>,
@@ -327,20 +355,22 @@ struct Watcher {
 impl Watcher {
     /// Waits for the next non-empty update.
     async fn next(&mut self) -> Result<WatchUpdate> {
+        // The first call, and any call after an inotify event, reads.
+        let mut pushed = false;
         loop {
             let path = self.store.path.clone();
             let stamp = blocking(move || Ok(file::stamp(&path))).await?;
             let expired = self.next_expiry.is_some_and(|t| SystemTime::now() >= t);
             let stale = self.last_read.is_none_or(|t| t.elapsed() >= FORCE_READ);
-            if stamp == self.stamp && stamp.is_some() && !expired && !stale {
-                tokio::time::sleep(POLL_INTERVAL).await;
+            if !pushed && stamp == self.stamp && stamp.is_some() && !expired && !stale {
+                pushed = self.wait().await;
                 continue;
             }
             self.stamp = stamp;
             self.last_read = Some(tokio::time::Instant::now());
             let state = if expired {
                 // Nobody else may be writing: carry out the expiry ourselves
-                // so that peers' removals are seen within a poll.
+                // so that peers' removals are seen when they are due.
                 self.store.update(|s, _| Ok(s.clone())).await?
             } else {
                 let path = self.store.path.clone();
@@ -366,7 +396,31 @@ impl Watcher {
                     }
                 }
             }
-            tokio::time::sleep(POLL_INTERVAL).await;
+            pushed = self.wait().await;
+        }
+    }
+
+    /// Sleeps until an inotify event (true), the poll interval or the next
+    /// lease expiration (false), whichever comes first.
+    async fn wait(&mut self) -> bool {
+        let mut nap = self.store.poll_interval;
+        if let Some(t) = self.next_expiry {
+            // 1 ms past the expiry so that the check after waking sees it due.
+            let until = t.duration_since(SystemTime::now()).unwrap_or_default();
+            nap = nap.min(until + Duration::from_millis(1));
+        }
+        let Some(n) = &self.notify else {
+            tokio::time::sleep(nap).await;
+            return false;
+        };
+        match tokio::time::timeout(nap, n.changed()).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::warn!(path = %self.store.path.display(), error = %e, poll = ?self.store.poll_interval, "lease watch: inotify ended, polling");
+                self.notify = None;
+                false
+            }
+            Err(_elapsed) => false,
         }
     }
 }

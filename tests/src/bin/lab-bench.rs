@@ -7,7 +7,7 @@
 //! - pod-to-pod RTT (ping) and TCP throughput (iperf3) across nodes, VXLAN
 //!   vs host-gw, alternating A B A B, at underlay MTU 1500 and 9001.
 //!
-//! Root. `cargo build --release -p e2e --bin lab-bench && sudo
+//! Root. `cargo build --release -p e2e -p flanneld-rs -p cni-plugin -p flannelctl --bins && sudo
 //! target/release/lab-bench [convergence|pods|all] [--reps 30] [--rounds 5]`.
 
 use std::io::{BufRead, BufReader};
