@@ -1,5 +1,6 @@
 //! Measures the embedded store: acquire cost as the file grows, and how
-//! long a change takes to reach a watcher (the poll interval bounds it).
+//! long a change takes to reach a watcher (pushed by inotify; see also
+//! `embedded_watch_latency`).
 //!
 //! `cargo run --release -p lease-store --example embedded_bench -- [LEASES]`
 

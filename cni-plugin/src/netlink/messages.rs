@@ -92,12 +92,21 @@ pub struct VethSpec<'a> {
 /// One request creates both ends, the pod end already in its namespace and
 /// the host end up and enslaved to the bridge. The pod end cannot be set up
 /// here: veth refuses to open before its peer exists (ENOTCONN).
+/// Queues per veth end. Without the two attributes the kernel allocates one
+/// queue per possible CPU and then shrinks the active count to 1 on each end
+/// (`veth_init_queues`), and shrinking a registered device's TX queues
+/// waits for an expedited RCU grace period: two waits per ADD. Asking for
+/// 1 up front gives the same active queues with no wait.
+const VETH_QUEUES: u32 = 1;
+
 pub fn create_veth(s: &VethSpec) -> Request {
     let peer = link(
         vec![
             LinkAttribute::IfName(s.pod_name.to_string()),
             LinkAttribute::Address(s.pod_mac.to_vec()),
             LinkAttribute::Mtu(s.mtu),
+            LinkAttribute::NumTxQueues(VETH_QUEUES),
+            LinkAttribute::NumRxQueues(VETH_QUEUES),
             LinkAttribute::NetNsFd(s.pod_netns_fd),
         ],
         false,
@@ -107,6 +116,8 @@ pub fn create_veth(s: &VethSpec) -> Request {
             LinkAttribute::IfName(s.host_name.to_string()),
             LinkAttribute::Address(s.host_mac.to_vec()),
             LinkAttribute::Mtu(s.mtu),
+            LinkAttribute::NumTxQueues(VETH_QUEUES),
+            LinkAttribute::NumRxQueues(VETH_QUEUES),
             LinkAttribute::Controller(s.bridge_index),
             LinkAttribute::LinkInfo(vec![
                 LinkInfo::Kind(InfoKind::Veth),
@@ -283,6 +294,11 @@ mod tests {
             })
             .expect("peer info");
         assert!(peer.attributes.contains(&LinkAttribute::NetNsFd(42)));
+        // Both ends ask for one queue each, so the kernel has nothing to shrink.
+        for attrs in [&m.attributes, &peer.attributes] {
+            assert!(attrs.contains(&LinkAttribute::NumTxQueues(1)));
+            assert!(attrs.contains(&LinkAttribute::NumRxQueues(1)));
+        }
         assert!(peer
             .attributes
             .contains(&LinkAttribute::IfName("eth0".into())));
