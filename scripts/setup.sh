@@ -13,6 +13,8 @@ packages=(
   protobuf-compiler pkg-config gcc openssl
   # kernel tooling used by tests and the lab
   iproute2 iputils-ping nftables iperf3 sockperf tshark python3-scapy jq
+  # systemd-analyze checks the shipped unit file
+  systemd
   # lease store
   etcd-server etcd-client
   # CNI reference plugins (chaining, benchmarks) and real runtimes

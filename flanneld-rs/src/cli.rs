@@ -21,7 +21,14 @@ pub enum StoreKind {
     Etcd,
     /// A single-host file store (`--store-path`), for labs and tests.
     Embedded,
+    /// Kubernetes Node objects (`--kube-subnet-mgr`): podCIDRs and
+    /// annotations.
+    Kube,
 }
+
+/// Net-conf.json in Kubernetes mode when `--net-config-path` is not given
+/// (where kube-flannel's ConfigMap is mounted).
+pub const DEFAULT_KUBE_NET_CONF: &str = "/etc/kube-flannel/net-conf.json";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -73,6 +80,29 @@ pub struct Cli {
     /// host). Default: embedded when --store-path is given, else etcd.
     #[arg(long, env = "FLANNELD_STORE", value_enum)]
     pub store: Option<StoreKind>,
+
+    /// Kubernetes mode: subnets are the nodes' podCIDRs (same as
+    /// `--store kube`).
+    #[arg(long, env = "FLANNELD_KUBE_SUBNET_MGR")]
+    pub kube_subnet_mgr: bool,
+
+    /// Kubeconfig for Kubernetes mode (default: in-cluster service account).
+    #[arg(long, env = "FLANNELD_KUBECONFIG_FILE")]
+    pub kubeconfig_file: Option<PathBuf>,
+
+    /// API server URL for Kubernetes mode (overrides the kubeconfig's).
+    #[arg(long, env = "FLANNELD_KUBE_API_URL")]
+    pub kube_api_url: Option<String>,
+
+    /// Prefix of the node annotations in Kubernetes mode.
+    #[arg(long, env = "FLANNELD_KUBE_ANNOTATION_PREFIX", default_value = lease_store::kube::DEFAULT_PREFIX)]
+    pub kube_annotation_prefix: String,
+
+    /// This node's Node name, from `NODE_NAME` (the DaemonSet sets it from
+    /// `spec.nodeName`), as Go flannel reads it: an environment variable,
+    /// not a flag.
+    #[arg(skip = std::env::var("NODE_NAME").ok())]
+    pub node_name: Option<String>,
 
     /// The embedded store's file.
     #[arg(long, env = "FLANNELD_STORE_PATH")]
@@ -169,6 +199,14 @@ pub enum CliError {
     EmptyIface(String),
     #[error("--resync-period must be at least 100ms (got {0:?})")]
     ResyncTooShort(Duration),
+    #[error("--kube-subnet-mgr and --store {0} contradict each other: drop one")]
+    KubeAndOtherStore(String),
+    #[error("Kubernetes mode needs NODE_NAME: set it to this node's name (in a DaemonSet, from the downward API field spec.nodeName)")]
+    NoNodeName,
+    #[error("--kube-api-url {0:?} is not a URL: use https://HOST:PORT or http://HOST:PORT")]
+    BadKubeApiUrl(String),
+    #[error("--kube-annotation-prefix {0:?} must end with '/' (e.g. flannel.alpha.coreos.com/)")]
+    BadAnnotationPrefix(String),
     #[error("--lease-ttl must be at least 10s (got {0:?}); the daemon renews before it runs out")]
     TtlTooShort(Duration),
 }
@@ -178,6 +216,15 @@ pub enum CliError {
 pub enum StoreSettings {
     Etcd(EtcdSettings),
     Embedded { path: PathBuf },
+    Kube(KubeSettings),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeSettings {
+    pub kubeconfig: Option<PathBuf>,
+    pub api_url: Option<String>,
+    pub node_name: String,
+    pub annotation_prefix: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,11 +271,17 @@ pub struct Settings {
 impl Cli {
     /// Checks the flags together and returns the settings.
     pub fn settings(&self) -> Result<Settings, CliError> {
-        let kind = self.store.unwrap_or(if self.store_path.is_some() {
-            StoreKind::Embedded
-        } else {
-            StoreKind::Etcd
-        });
+        let kind = match (self.kube_subnet_mgr, self.store) {
+            (true, Some(StoreKind::Kube) | None) => StoreKind::Kube,
+            (true, Some(other)) => {
+                return Err(CliError::KubeAndOtherStore(
+                    format!("{other:?}").to_lowercase(),
+                ))
+            }
+            (false, Some(k)) => k,
+            (false, None) if self.store_path.is_some() => StoreKind::Embedded,
+            (false, None) => StoreKind::Etcd,
+        };
         let store = match kind {
             StoreKind::Embedded => StoreSettings::Embedded {
                 path: self
@@ -242,6 +295,17 @@ impl Cli {
                 }
                 StoreSettings::Etcd(self.etcd_settings()?)
             }
+            StoreKind::Kube => {
+                if self.store_path.is_some() {
+                    return Err(CliError::PathWithEtcd);
+                }
+                StoreSettings::Kube(self.kube_settings()?)
+            }
+        };
+        let net_config_path = match (&store, &self.net_config_path) {
+            (_, Some(p)) => Some(p.clone()),
+            (StoreSettings::Kube(_), None) => Some(PathBuf::from(DEFAULT_KUBE_NET_CONF)),
+            (_, None) => None,
         };
 
         let iface = if let Some(ip) = self.iface_can_reach {
@@ -284,7 +348,7 @@ impl Cli {
 
         Ok(Settings {
             store,
-            net_config_path: self.net_config_path.clone(),
+            net_config_path,
             iface,
             public_ip: self.public_ip,
             subnet_file: self.subnet_file.clone(),
@@ -295,6 +359,34 @@ impl Cli {
             resync_period: self.resync_period,
             lease_ttl: self.lease_ttl,
             log_format: self.log_format,
+        })
+    }
+
+    fn kube_settings(&self) -> Result<KubeSettings, CliError> {
+        let node_name = self
+            .node_name
+            .as_deref()
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .ok_or(CliError::NoNodeName)?
+            .to_string();
+        if let Some(u) = &self.kube_api_url {
+            if !(u.starts_with("http://") || u.starts_with("https://"))
+                || u.len() <= "https://".len()
+            {
+                return Err(CliError::BadKubeApiUrl(u.clone()));
+            }
+        }
+        if !self.kube_annotation_prefix.ends_with('/') {
+            return Err(CliError::BadAnnotationPrefix(
+                self.kube_annotation_prefix.clone(),
+            ));
+        }
+        Ok(KubeSettings {
+            kubeconfig: self.kubeconfig_file.clone(),
+            api_url: self.kube_api_url.clone(),
+            node_name,
+            annotation_prefix: self.kube_annotation_prefix.clone(),
         })
     }
 
@@ -534,5 +626,101 @@ mod tests {
         assert!(parse_duration("1d").is_err());
         assert!(parse_duration("s").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    fn kube(args: &[&str], node: Option<&str>) -> Result<Settings, CliError> {
+        let mut cli = parse(args).unwrap();
+        cli.node_name = node.map(str::to_string);
+        cli.settings()
+    }
+
+    #[test]
+    fn kube_subnet_mgr_selects_kubernetes_mode() {
+        let s = kube(&["--kube-subnet-mgr"], Some("node-1")).unwrap();
+        assert_eq!(
+            s.store,
+            StoreSettings::Kube(KubeSettings {
+                kubeconfig: None,
+                api_url: None,
+                node_name: "node-1".into(),
+                annotation_prefix: "flannel.alpha.coreos.com/".into(),
+            })
+        );
+        assert_eq!(
+            s.net_config_path.as_deref(),
+            Some(std::path::Path::new(DEFAULT_KUBE_NET_CONF))
+        );
+        let s = kube(
+            &[
+                "--store",
+                "kube",
+                "--kubeconfig-file",
+                "/etc/kc",
+                "--kube-api-url",
+                "https://192.0.2.1:6443",
+                "--kube-annotation-prefix",
+                "example.com/",
+                "--net-config-path",
+                "/tmp/nc.json",
+            ],
+            Some("n2"),
+        )
+        .unwrap();
+        match s.store {
+            StoreSettings::Kube(k) => {
+                assert_eq!(
+                    k.kubeconfig.as_deref(),
+                    Some(std::path::Path::new("/etc/kc"))
+                );
+                assert_eq!(k.api_url.as_deref(), Some("https://192.0.2.1:6443"));
+                assert_eq!(k.annotation_prefix, "example.com/");
+            }
+            other => panic!("expected kube, got {other:?}"),
+        }
+        assert_eq!(
+            s.net_config_path.as_deref(),
+            Some(std::path::Path::new("/tmp/nc.json"))
+        );
+    }
+
+    #[test]
+    fn kube_mode_errors_name_the_fix() {
+        assert_eq!(
+            kube(&["--kube-subnet-mgr"], None).unwrap_err(),
+            CliError::NoNodeName
+        );
+        assert_eq!(
+            kube(&["--kube-subnet-mgr"], Some("  ")).unwrap_err(),
+            CliError::NoNodeName
+        );
+        assert_eq!(
+            kube(&["--kube-subnet-mgr", "--store", "etcd"], Some("n")).unwrap_err(),
+            CliError::KubeAndOtherStore("etcd".into())
+        );
+        assert_eq!(
+            kube(
+                &["--kube-subnet-mgr", "--kube-api-url", "192.0.2.1:6443"],
+                Some("n")
+            )
+            .unwrap_err(),
+            CliError::BadKubeApiUrl("192.0.2.1:6443".into())
+        );
+        assert_eq!(
+            kube(
+                &["--kube-subnet-mgr", "--kube-annotation-prefix", "x.io"],
+                Some("n")
+            )
+            .unwrap_err(),
+            CliError::BadAnnotationPrefix("x.io".into())
+        );
+        assert_eq!(
+            kube(&["--kube-subnet-mgr", "--store-path", "/tmp/x"], Some("n")).unwrap_err(),
+            CliError::PathWithEtcd
+        );
+        // Without the flag, NODE_NAME alone changes nothing.
+        assert!(matches!(
+            kube(&[], Some("n")).unwrap().store,
+            StoreSettings::Etcd(_)
+        ));
     }
 }

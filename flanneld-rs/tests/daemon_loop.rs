@@ -376,7 +376,10 @@ async fn dual_stack_config_is_refused_before_taking_a_lease() {
         .expect("loop task");
     let err = result.expect_err("a dual-stack config must be refused");
     assert!(err.to_string().contains("EnableIPv6"), "{err}");
-    assert!(!subnet_file.exists(), "subnet.env written despite the refusal");
+    assert!(
+        !subnet_file.exists(),
+        "subnet.env written despite the refusal"
+    );
     let store = EmbeddedStore::open(&store_path, Duration::from_secs(60))
         .await
         .expect("open store");

@@ -6,6 +6,7 @@
 //!
 //! Features: none = the core; `store` = the [`LeaseStore`] trait and the
 //! embedded single-host store; `etcd` (default) = plus the etcd backend;
+//! `kube` = the Kubernetes (Node annotations) backend;
 //! `conformance` = the test suite every backend must pass.
 
 pub mod alloc;
@@ -25,6 +26,9 @@ pub mod conformance;
 
 #[cfg(feature = "etcd")]
 pub mod etcd;
+
+#[cfg(feature = "kube")]
+pub mod kube;
 
 pub use config::NetworkConfig;
 pub use lease::{Lease, LeaseAttrs};

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use lease_store::embedded::EmbeddedStore;
 use lease_store::etcd::{EtcdOptions, EtcdStore};
+use lease_store::kube::{ClientSource, KubeOptions, KubeStore};
 use lease_store::{LeaseStore, NetworkConfig, StoreError};
 
 use crate::backend::{self, Backend};
@@ -28,6 +29,8 @@ pub enum WiringError {
     Netlink(#[from] crate::netlink::NetlinkError),
     #[error("masquerade: {0}")]
     Masquerade(String),
+    #[error("Kubernetes mode: {0}")]
+    Kube(String),
     #[error("cannot read --net-config-path {path}: {reason}")]
     NetConf { path: String, reason: String },
 }
@@ -52,6 +55,25 @@ pub async fn open_store(
                 ..EtcdOptions::default()
             };
             Ok(Arc::new(EtcdStore::connect(opts).await?))
+        }
+        StoreSettings::Kube(k) => {
+            let text = net_conf.ok_or_else(|| {
+                WiringError::Kube(
+                    "no net-conf.json: Kubernetes mode reads it from --net-config-path".into(),
+                )
+            })?;
+            let config = NetworkConfig::parse(text)
+                .map_err(|e| WiringError::Kube(format!("net-conf.json: {e}")))?;
+            let source = ClientSource {
+                kubeconfig: k.kubeconfig.clone(),
+                api_url: k.api_url.clone(),
+            };
+            let client = lease_store::kube::client(&source)
+                .await
+                .map_err(|e| WiringError::Kube(e.to_string()))?;
+            let mut opts = KubeOptions::new(k.node_name.clone(), config);
+            opts.prefix = k.annotation_prefix.clone();
+            Ok(Arc::new(KubeStore::new(client, opts)))
         }
         StoreSettings::Embedded { path } => {
             let err = |e: StoreError| WiringError::Embedded {

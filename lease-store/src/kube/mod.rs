@@ -1,0 +1,21 @@
+//! The Kubernetes backend (feature `kube`): the controller manager assigns
+//! each node's subnet (`spec.podCIDRs`), and the daemon publishes how peers
+//! reach it as annotations on its Node (Go flannel's names, configurable
+//! prefix). See docs/KUBE-MODE.md.
+//!
+//! What differs from the etcd store, because Kubernetes owns the subnets:
+//! - `acquire` allocates nothing: it waits for the node's podCIDR and
+//!   publishes the annotations and `NetworkUnavailable=False`;
+//! - leases have no TTL (`expiration: None`): `renew` and `release` do
+//!   nothing, a subnet is freed when the Node object is deleted;
+//! - `reserve` is unsupported (assign podCIDRs through Kubernetes);
+//! - revisions are the API server's resourceVersions.
+
+mod client;
+pub mod mapping;
+mod store;
+mod watch;
+
+pub use client::{client, ClientSource};
+pub use mapping::{MapError, DEFAULT_PREFIX};
+pub use store::{KubeOptions, KubeStore};

@@ -1,0 +1,757 @@
+//! deploy/: every manifest parses into its typed k8s-openapi object with no
+//! unknown field (a typo fails); the ConfigMap holds a valid net-conf.json
+//! and the CNI plugin's own conflist; the ClusterRole grants exactly the API
+//! calls the daemon makes; the DaemonSet's flags parse with the daemon's own
+//! CLI and its probes hit the health server those flags configure; the
+//! systemd unit passes `systemd-analyze verify` and its env file sets real
+//! flags to valid values. No root needed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use clap::{CommandFactory, Parser};
+use flanneld::cli::{Cli, Settings};
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, Namespace, PodSpec, Probe, ServiceAccount, Volume,
+};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The Kubernetes API calls of the daemon in Kubernetes mode, as
+/// (API group, resource, verb). The ClusterRole must grant exactly these:
+/// when the kube backend starts making another call, add it here and to
+/// deploy/kube-flannel-rs.yml together.
+const KUBE_API_CALLS: &[(&str, &str, &str)] = &[
+    // Its own Node: spec.podCIDRs and the annotations it published before.
+    ("", "nodes", "get"),
+    // The peers: a snapshot, then changes.
+    ("", "nodes", "list"),
+    ("", "nodes", "watch"),
+    // Its own annotations (merge patch) and NetworkUnavailable=False.
+    ("", "nodes/status", "patch"),
+];
+
+const MANIFEST: &str = "kube-flannel-rs.yml";
+
+fn repo_root() -> PathBuf {
+    // CARGO_MANIFEST_DIR is <repo>/tests.
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(".."))
+}
+
+fn deploy_dir() -> PathBuf {
+    repo_root().join("deploy")
+}
+
+/// One YAML document of a manifest file.
+struct Doc {
+    origin: String,
+    value: Value,
+}
+
+fn yaml_docs(path: &Path) -> Result<Vec<Doc>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading manifest {}", path.display()))?;
+    yaml_docs_from_str(&path.display().to_string(), &text)
+}
+
+fn yaml_docs_from_str(name: &str, text: &str) -> Result<Vec<Doc>> {
+    let mut docs = Vec::new();
+    for (i, de) in serde_norway::Deserializer::from_str(text).enumerate() {
+        let value = Value::deserialize(de)
+            .with_context(|| format!("{name}: YAML document {i} does not parse"))?;
+        // A comment-only preamble before the first `---` is an empty document.
+        if value.is_null() {
+            continue;
+        }
+        let kind = value["kind"].as_str().unwrap_or("?");
+        let obj = value["metadata"]["name"].as_str().unwrap_or("?");
+        docs.push(Doc {
+            origin: format!("{name}: document {i} ({kind} {obj})"),
+            value,
+        });
+    }
+    Ok(docs)
+}
+
+fn manifest_files() -> Result<Vec<PathBuf>> {
+    let dir = deploy_dir();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("listing {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yml" | "yaml")))
+        .collect();
+    files.sort();
+    ensure!(!files.is_empty(), "no *.yml in {}", dir.display());
+    Ok(files)
+}
+
+/// Collects every path of `original` that is absent from, or different in,
+/// `round_trip`. k8s-openapi's Deserialize skips unknown fields silently,
+/// so a field that does not survive deserialize + serialize was unknown
+/// (a typo) or of the wrong shape.
+fn lost_fields(original: &Value, round_trip: &Value, path: &str, out: &mut Vec<String>) {
+    match (original, round_trip) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in a {
+                let p = format!("{path}.{k}");
+                match b.get(k) {
+                    Some(w) => lost_fields(v, w, &p, out),
+                    None => out.push(p),
+                }
+            }
+        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+            for (i, (v, w)) in a.iter().zip(b).enumerate() {
+                lost_fields(v, w, &format!("{path}[{i}]"), out);
+            }
+        }
+        (a, b) if a == b => {}
+        (a, b) => out.push(format!("{path} (was {a}, became {b})")),
+    }
+}
+
+/// Parses a document as `T` and fails on any field `T` does not know.
+fn typed<T: DeserializeOwned + Serialize>(doc: &Doc) -> Result<T> {
+    let obj: T = serde_json::from_value(doc.value.clone())
+        .with_context(|| format!("{}: does not match the typed object", doc.origin))?;
+    let back = serde_json::to_value(&obj).context("re-serializing")?;
+    let mut lost = Vec::new();
+    lost_fields(&doc.value, &back, "", &mut lost);
+    ensure!(
+        lost.is_empty(),
+        "{}: unknown or mistyped fields (a typo?): {}",
+        doc.origin,
+        lost.join(", ")
+    );
+    Ok(obj)
+}
+
+/// Checks one document by its apiVersion and kind; returns the kind.
+fn check_doc(doc: &Doc) -> Result<String> {
+    let api = doc.value["apiVersion"].as_str().unwrap_or_default();
+    let kind = doc.value["kind"].as_str().unwrap_or_default();
+    match (api, kind) {
+        ("v1", "Namespace") => typed::<Namespace>(doc).map(drop),
+        ("v1", "ServiceAccount") => typed::<ServiceAccount>(doc).map(drop),
+        ("v1", "ConfigMap") => typed::<ConfigMap>(doc).map(drop),
+        ("rbac.authorization.k8s.io/v1", "ClusterRole") => typed::<ClusterRole>(doc).map(drop),
+        ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
+            typed::<ClusterRoleBinding>(doc).map(drop)
+        }
+        ("apps/v1", "DaemonSet") => typed::<DaemonSet>(doc).map(drop),
+        _ => Err(anyhow!(
+            "{}: apiVersion {api:?} kind {kind:?} is not checked: add it to check_doc",
+            doc.origin
+        )),
+    }?;
+    Ok(kind.to_string())
+}
+
+/// The objects of deploy/kube-flannel-rs.yml, one of each kind.
+struct Manifest {
+    namespace: Namespace,
+    account: ServiceAccount,
+    role: ClusterRole,
+    binding: ClusterRoleBinding,
+    config: ConfigMap,
+    daemonset: DaemonSet,
+}
+
+fn put<T>(slot: &mut Option<T>, value: T, doc: &Doc) -> Result<()> {
+    ensure!(
+        slot.is_none(),
+        "{}: a second object of this kind; the tests expect one",
+        doc.origin
+    );
+    *slot = Some(value);
+    Ok(())
+}
+
+fn load_manifest() -> Result<Manifest> {
+    let (mut ns, mut sa, mut cr, mut crb, mut cm, mut ds) = (None, None, None, None, None, None);
+    for doc in yaml_docs(&deploy_dir().join(MANIFEST))? {
+        match check_doc(&doc)?.as_str() {
+            "Namespace" => put(&mut ns, typed(&doc)?, &doc)?,
+            "ServiceAccount" => put(&mut sa, typed(&doc)?, &doc)?,
+            "ClusterRole" => put(&mut cr, typed(&doc)?, &doc)?,
+            "ClusterRoleBinding" => put(&mut crb, typed(&doc)?, &doc)?,
+            "ConfigMap" => put(&mut cm, typed(&doc)?, &doc)?,
+            "DaemonSet" => put(&mut ds, typed(&doc)?, &doc)?,
+            other => bail!("{}: unexpected kind {other}", doc.origin),
+        }
+    }
+    let missing = |what: &str| anyhow!("{MANIFEST} has no {what}");
+    Ok(Manifest {
+        namespace: ns.ok_or_else(|| missing("Namespace"))?,
+        account: sa.ok_or_else(|| missing("ServiceAccount"))?,
+        role: cr.ok_or_else(|| missing("ClusterRole"))?,
+        binding: crb.ok_or_else(|| missing("ClusterRoleBinding"))?,
+        config: cm.ok_or_else(|| missing("ConfigMap"))?,
+        daemonset: ds.ok_or_else(|| missing("DaemonSet"))?,
+    })
+}
+
+fn pod_spec(ds: &DaemonSet) -> Result<&PodSpec> {
+    ds.spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .ok_or_else(|| anyhow!("the DaemonSet has no pod template spec"))
+}
+
+fn daemon_container(spec: &PodSpec) -> Result<&Container> {
+    spec.containers
+        .iter()
+        .find(|c| {
+            c.command
+                .as_ref()
+                .and_then(|c| c.first())
+                .is_some_and(|c| c.ends_with("/flanneld-rs"))
+        })
+        .ok_or_else(|| anyhow!("no container runs /usr/local/bin/flanneld-rs"))
+}
+
+fn config_data<'a>(cm: &'a ConfigMap, key: &str) -> Result<&'a str> {
+    cm.data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(String::as_str)
+        .ok_or_else(|| anyhow!("ConfigMap has no key {key}"))
+}
+
+/// Parses container args with the daemon's own CLI and validates them.
+/// `node_name` stands in for NODE_NAME, which the pod gets from the
+/// downward API (checked in the DaemonSet test) and the CLI reads from the
+/// environment, not from a flag.
+fn daemon_settings(args: &[String], node_name: &str) -> Result<Settings> {
+    let mut argv = vec!["flanneld-rs".to_string()];
+    argv.extend(args.iter().cloned());
+    let mut cli =
+        Cli::try_parse_from(&argv).map_err(|e| anyhow!("flanneld-rs rejects {argv:?}: {e}"))?;
+    cli.node_name = Some(node_name.to_string());
+    cli.settings()
+        .map_err(|e| anyhow!("flanneld-rs rejects {argv:?}: {e}"))
+}
+
+/// The port a probe targets, resolving a named port on the container.
+fn probe_target(c: &Container, probe: Option<&Probe>, what: &str) -> Result<(String, u16)> {
+    let get = probe
+        .and_then(|p| p.http_get.as_ref())
+        .ok_or_else(|| anyhow!("{what} probe is not an httpGet"))?;
+    let port = match &get.port {
+        IntOrString::Int(p) => *p,
+        IntOrString::String(name) => c
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == Some(name.as_str()))
+            .map(|p| p.container_port)
+            .ok_or_else(|| {
+                anyhow!("{what} probe names port {name:?}, which the container lacks")
+            })?,
+    };
+    Ok((
+        get.path.clone().unwrap_or_default(),
+        u16::try_from(port).with_context(|| format!("{what} probe port {port}"))?,
+    ))
+}
+
+fn named_port(c: &Container, name: &str) -> Result<u16> {
+    let p = c
+        .ports
+        .iter()
+        .flatten()
+        .find(|p| p.name.as_deref() == Some(name))
+        .ok_or_else(|| anyhow!("container {} has no port named {name}", c.name))?;
+    Ok(u16::try_from(p.container_port)?)
+}
+
+/// The host path mounted at exactly `dir` in `c`, if any.
+fn host_path_at<'a>(spec: &'a PodSpec, c: &Container, dir: &Path) -> Option<&'a str> {
+    let mount = c
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| Path::new(&m.mount_path) == dir)?;
+    volume(spec, &mount.name)?
+        .host_path
+        .as_ref()
+        .map(|h| h.path.as_str())
+}
+
+fn volume<'a>(spec: &'a PodSpec, name: &str) -> Option<&'a Volume> {
+    spec.volumes.iter().flatten().find(|v| v.name == name)
+}
+
+#[test]
+fn every_manifest_is_a_typed_object_without_unknown_fields() -> Result<()> {
+    let mut kinds = BTreeSet::new();
+    for file in manifest_files()? {
+        let docs = yaml_docs(&file)?;
+        ensure!(!docs.is_empty(), "{} has no documents", file.display());
+        for doc in &docs {
+            kinds.insert(check_doc(doc)?);
+        }
+    }
+    let want: BTreeSet<String> = [
+        "Namespace",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "ConfigMap",
+        "DaemonSet",
+    ]
+    .map(String::from)
+    .into();
+    ensure!(kinds == want, "kinds in deploy/: {kinds:?}, want {want:?}");
+    Ok(())
+}
+
+#[test]
+fn the_unknown_field_check_catches_typos_and_wrong_types() -> Result<()> {
+    // The checker itself: a misspelt field and a string where an integer
+    // belongs must both fail, or the test above proves nothing.
+    let typo = "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: x}\n\
+                spec:\n  selector: {matchLabels: {a: b}}\n  template:\n    metadata: {labels: {a: b}}\n    \
+                spec:\n      hostNetwrok: true\n      containers: [{name: c, image: i}]\n";
+    let doc = &yaml_docs_from_str("typo", typo)?[0];
+    let err = check_doc(doc).expect_err("hostNetwrok must be reported");
+    ensure!(format!("{err:#}").contains("hostNetwrok"), "{err:#}");
+
+    let wrong = "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: x}\nautomountServiceAccountToken: \"yes\"\n";
+    let doc = &yaml_docs_from_str("wrong", wrong)?[0];
+    ensure!(check_doc(doc).is_err(), "a string for a bool must fail");
+
+    let kind = "apiVersion: v1\nkind: Servicce\nmetadata: {name: x}\n";
+    let doc = &yaml_docs_from_str("kind", kind)?[0];
+    ensure!(check_doc(doc).is_err(), "an unknown kind must fail");
+    Ok(())
+}
+
+#[test]
+fn configmap_holds_a_valid_net_conf_and_the_plugins_conflist() -> Result<()> {
+    let m = load_manifest()?;
+    let net = lease_store::NetworkConfig::parse(config_data(&m.config, "net-conf.json")?)
+        .context("net-conf.json in the ConfigMap")?;
+    ensure!(
+        net.network.map(|n| n.to_string()).as_deref() == Some("10.244.0.0/16"),
+        "Network {:?}: docs and guides say 10.244.0.0/16",
+        net.network
+    );
+    ensure!(net.backend_type == "vxlan", "backend {}", net.backend_type);
+
+    let in_map: Value = serde_json::from_str(config_data(&m.config, "cni-conf.json")?)
+        .context("cni-conf.json in the ConfigMap is not JSON")?;
+    let path = repo_root().join("cni-plugin/conflist/10-flannel-rs.conflist");
+    let shipped: Value = serde_json::from_str(
+        &std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?,
+    )?;
+    ensure!(
+        in_map == shipped,
+        "the ConfigMap's cni-conf.json differs from {}: copy it over",
+        path.display()
+    );
+    Ok(())
+}
+
+#[test]
+fn cluster_role_grants_exactly_what_the_daemon_calls() -> Result<()> {
+    let m = load_manifest()?;
+    let mut granted = BTreeSet::new();
+    for rule in m.role.rules.iter().flatten() {
+        ensure!(
+            rule.resource_names.is_none() && rule.non_resource_urls.is_none(),
+            "unexpected resourceNames/nonResourceURLs in {rule:?}"
+        );
+        for group in rule.api_groups.iter().flatten() {
+            for res in rule.resources.iter().flatten() {
+                for verb in &rule.verbs {
+                    ensure!(
+                        [group, res, verb].iter().all(|s| s.as_str() != "*"),
+                        "wildcard in {rule:?}"
+                    );
+                    granted.insert((group.clone(), res.clone(), verb.clone()));
+                }
+            }
+        }
+    }
+    let needed: BTreeSet<_> = KUBE_API_CALLS
+        .iter()
+        .map(|(g, r, v)| (g.to_string(), r.to_string(), v.to_string()))
+        .collect();
+    let extra: Vec<_> = granted.difference(&needed).collect();
+    let lacking: Vec<_> = needed.difference(&granted).collect();
+    ensure!(
+        extra.is_empty() && lacking.is_empty(),
+        "ClusterRole grants more than the daemon calls: {extra:?}; lacks: {lacking:?}"
+    );
+
+    // The binding ties that role to the DaemonSet's own account.
+    let ns = m.namespace.metadata.name.as_deref().unwrap_or_default();
+    let sa = m.account.metadata.name.as_deref().unwrap_or_default();
+    ensure!(m.account.metadata.namespace.as_deref() == Some(ns));
+    ensure!(m.binding.role_ref.kind == "ClusterRole");
+    ensure!(Some(m.binding.role_ref.name.as_str()) == m.role.metadata.name.as_deref());
+    let subjects = m.binding.subjects.as_deref().unwrap_or_default();
+    ensure!(
+        subjects.len() == 1
+            && subjects[0].kind == "ServiceAccount"
+            && subjects[0].name == sa
+            && subjects[0].namespace.as_deref() == Some(ns),
+        "the binding's subject must be exactly ServiceAccount {ns}/{sa}: {subjects:?}"
+    );
+    ensure!(m.daemonset.metadata.namespace.as_deref() == Some(ns));
+    ensure!(m.config.metadata.namespace.as_deref() == Some(ns));
+    ensure!(pod_spec(&m.daemonset)?.service_account_name.as_deref() == Some(sa));
+    Ok(())
+}
+
+/// kube::Api methods on `Api<Node>` and the (resource, verb) each needs.
+const API_METHODS: &[(&str, &str, &str)] = &[
+    ("get", "nodes", "get"),
+    ("get_opt", "nodes", "get"),
+    ("get_metadata", "nodes", "get"),
+    ("list", "nodes", "list"),
+    ("list_metadata", "nodes", "list"),
+    ("watch", "nodes", "watch"),
+    ("watch_metadata", "nodes", "watch"),
+    ("create", "nodes", "create"),
+    ("delete", "nodes", "delete"),
+    ("delete_collection", "nodes", "deletecollection"),
+    ("patch", "nodes", "patch"),
+    ("patch_metadata", "nodes", "patch"),
+    ("replace", "nodes", "update"),
+    ("get_status", "nodes/status", "get"),
+    ("patch_status", "nodes/status", "patch"),
+    ("replace_status", "nodes/status", "update"),
+];
+
+fn rust_sources(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let path = entry?.path();
+        if path.is_dir() {
+            rust_sources(&path, out)?;
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn kube_api_calls_match_the_code() -> Result<()> {
+    // The calls as the source makes them: every `Api<T>` must be Api<Node>,
+    // and each `nodes.<method>(` (whitespace ignored, so chained calls
+    // count) maps to the permission it needs. Keeps KUBE_API_CALLS honest.
+    let mut files = Vec::new();
+    for dir in ["lease-store/src/kube", "flanneld-rs/src"] {
+        rust_sources(&repo_root().join(dir), &mut files)?;
+    }
+    let mut called = BTreeSet::new();
+    for file in &files {
+        let text: String = std::fs::read_to_string(file)?
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
+        for (i, _) in text.match_indices("Api<") {
+            let rest = &text[i + 4..];
+            ensure!(
+                rest.starts_with("Node>"),
+                "{}: an Api<{}..> besides Api<Node>: add its calls to KUBE_API_CALLS and the ClusterRole",
+                file.display(),
+                rest.chars().take(20).collect::<String>()
+            );
+        }
+        for (method, res, verb) in API_METHODS {
+            if text.contains(&format!("nodes.{method}(")) {
+                called.insert(("".to_string(), res.to_string(), verb.to_string()));
+            }
+        }
+        if text.contains("watcher(") {
+            called.insert(("".into(), "nodes".into(), "list".into()));
+            called.insert(("".into(), "nodes".into(), "watch".into()));
+        }
+    }
+    let listed: BTreeSet<_> = KUBE_API_CALLS
+        .iter()
+        .map(|(g, r, v)| (g.to_string(), r.to_string(), v.to_string()))
+        .collect();
+    ensure!(
+        called == listed,
+        "the code calls {called:?} but KUBE_API_CALLS lists {listed:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn daemonset_is_unprivileged_bounded_and_runs_on_every_node() -> Result<()> {
+    let m = load_manifest()?;
+    let spec = pod_spec(&m.daemonset)?;
+    ensure!(spec.host_network == Some(true), "hostNetwork must be true");
+    ensure!(
+        spec.tolerations.iter().flatten().any(|t| t.key.is_none()
+            && t.operator.as_deref() == Some("Exists")
+            && t.effect.is_none()),
+        "needs a toleration of every taint: NotReady nodes need the network to become Ready"
+    );
+
+    let all = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(&spec.containers);
+    for c in all {
+        let res = c
+            .resources
+            .as_ref()
+            .ok_or_else(|| anyhow!("container {} has no resources", c.name))?;
+        for (what, map) in [("requests", &res.requests), ("limits", &res.limits)] {
+            let map = map
+                .as_ref()
+                .ok_or_else(|| anyhow!("{}: no {what}", c.name))?;
+            ensure!(
+                map.contains_key("cpu") && map.contains_key("memory"),
+                "{}: {what} need cpu and memory: {map:?}",
+                c.name
+            );
+        }
+        let sc = c.security_context.as_ref();
+        ensure!(
+            sc.and_then(|s| s.privileged) != Some(true),
+            "{} is privileged",
+            c.name
+        );
+        ensure!(
+            sc.and_then(|s| s.allow_privilege_escalation) == Some(false),
+            "{}: set allowPrivilegeEscalation: false",
+            c.name
+        );
+        for mount in c.volume_mounts.iter().flatten() {
+            ensure!(
+                volume(spec, &mount.name).is_some(),
+                "{} mounts unknown volume {}",
+                c.name,
+                mount.name
+            );
+        }
+    }
+
+    let daemon = daemon_container(spec)?;
+    let caps = daemon
+        .security_context
+        .as_ref()
+        .and_then(|s| s.capabilities.as_ref())
+        .ok_or_else(|| anyhow!("the daemon container sets no capabilities"))?;
+    let added: BTreeSet<&str> = caps.add.iter().flatten().map(String::as_str).collect();
+    ensure!(
+        added == BTreeSet::from(["NET_ADMIN", "NET_RAW"]),
+        "capabilities: {added:?}"
+    );
+    ensure!(caps.drop.as_deref() == Some(&["ALL".to_string()][..]));
+
+    let node_name = daemon
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "NODE_NAME")
+        .and_then(|e| e.value_from.as_ref())
+        .and_then(|v| v.field_ref.as_ref())
+        .map(|f| f.field_path.as_str());
+    ensure!(
+        node_name == Some("spec.nodeName"),
+        "NODE_NAME must come from spec.nodeName"
+    );
+
+    // The init containers put the plugin and the conflist where kubelet
+    // looks, on the host.
+    let inits: Vec<&Container> = spec.init_containers.iter().flatten().collect();
+    for (host_dir, needle) in [
+        ("/opt/cni/bin", "/opt/cni/bin/flannel-rs"),
+        ("/etc/cni/net.d", "/etc/cni/net.d/10-flannel-rs.conflist"),
+    ] {
+        let found = inits.iter().any(|c| {
+            host_path_at(spec, c, Path::new(host_dir)) == Some(host_dir)
+                && c.command.iter().flatten().any(|a| a.contains(needle))
+        });
+        ensure!(
+            found,
+            "no init container writes {needle} to host {host_dir}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn daemonset_flags_are_real_and_probes_hit_the_health_server() -> Result<()> {
+    let m = load_manifest()?;
+    let spec = pod_spec(&m.daemonset)?;
+    let daemon = daemon_container(spec)?;
+    let args = daemon.args.clone().unwrap_or_default();
+    let settings = daemon_settings(&args, "node-a")?;
+    ensure!(
+        matches!(settings.store, flanneld::cli::StoreSettings::Kube(_)),
+        "the DaemonSet must run Kubernetes mode"
+    );
+
+    let health = settings
+        .healthz_addr
+        .ok_or_else(|| anyhow!("the args leave the health server off: set --healthz-port"))?;
+    for (probe, path, what) in [
+        (daemon.liveness_probe.as_ref(), "/healthz", "liveness"),
+        (daemon.readiness_probe.as_ref(), "/readyz", "readiness"),
+    ] {
+        let (got_path, port) = probe_target(daemon, probe, what)?;
+        ensure!(
+            got_path == path,
+            "{what} probe path {got_path}, want {path}"
+        );
+        ensure!(
+            port == health.port(),
+            "{what} probe port {port}, the daemon listens on {health}"
+        );
+    }
+    // hostNetwork: kubelet probes the node IP, so loopback would not do.
+    ensure!(
+        health.ip().is_unspecified(),
+        "health server on {health}: kubelet cannot reach it"
+    );
+    let metrics = settings
+        .metrics_addr
+        .ok_or_else(|| anyhow!("no --metrics-addr"))?;
+    ensure!(named_port(daemon, "metrics")? == metrics.port());
+    ensure!(named_port(daemon, "healthz")? == health.port());
+
+    // net-conf.json comes from the ConfigMap volume.
+    let conf_path = settings.net_config_path.clone().ok_or_else(|| {
+        anyhow!("no --net-config-path: kube mode reads net-conf.json from a file")
+    })?;
+    let dir = conf_path.parent().unwrap_or(Path::new("/"));
+    let key = conf_path
+        .file_name()
+        .and_then(|f| f.to_str())
+        .unwrap_or_default();
+    config_data(&m.config, key)?;
+    let mount = daemon
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|v| Path::new(&v.mount_path) == dir)
+        .ok_or_else(|| anyhow!("nothing is mounted at {}", dir.display()))?;
+    let cm_name = volume(spec, &mount.name)
+        .and_then(|v| v.config_map.as_ref())
+        .map(|c| c.name.as_str());
+    ensure!(cm_name == m.config.metadata.name.as_deref());
+
+    // subnet.env is written where the plugin (on the host) reads it.
+    let conflist: Value = serde_json::from_str(config_data(&m.config, "cni-conf.json")?)?;
+    let plugin_reads = conflist["plugins"][0]["subnetFile"]
+        .as_str()
+        .ok_or_else(|| anyhow!("conflist has no subnetFile"))?;
+    ensure!(settings.subnet_file == Path::new(plugin_reads));
+    let dir = settings.subnet_file.parent().unwrap_or(Path::new("/"));
+    ensure!(
+        host_path_at(spec, daemon, dir) == dir.to_str(),
+        "{} must be the host's {0} (hostPath)",
+        dir.display()
+    );
+    Ok(())
+}
+
+/// KEY=VALUE lines of a systemd EnvironmentFile (no quoting used here).
+fn env_file(text: &str) -> Result<BTreeMap<String, String>> {
+    let mut vars = BTreeMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (k, v) = line
+            .split_once('=')
+            .ok_or_else(|| anyhow!("line {}: not KEY=VALUE: {line}", n + 1))?;
+        ensure!(
+            !v.contains(['"', '\'', '\\', '$']),
+            "line {}: keep values unquoted and literal",
+            n + 1
+        );
+        vars.insert(k.to_string(), v.to_string());
+    }
+    Ok(vars)
+}
+
+#[test]
+fn systemd_env_file_sets_real_flags_to_valid_values() -> Result<()> {
+    let path = deploy_dir().join("systemd/flanneld-rs.env");
+    let vars = env_file(&std::fs::read_to_string(&path)?)?;
+    ensure!(vars.contains_key("FLANNELD_ETCD_ENDPOINTS"));
+    // Map each variable to its flag through clap's own env names, then let
+    // the daemon's parser and validation judge the values.
+    let cmd = Cli::command();
+    let mut argv = vec!["flanneld-rs".to_string()];
+    for (k, v) in &vars {
+        let arg = cmd
+            .get_arguments()
+            .find(|a| a.get_env().and_then(|e| e.to_str()) == Some(k.as_str()))
+            .ok_or_else(|| anyhow!("{}: {k} is not a flanneld-rs variable", path.display()))?;
+        let long = arg.get_long().unwrap_or_default();
+        if matches!(arg.get_action(), clap::ArgAction::SetTrue) {
+            ensure!(v == "true" || v == "false", "{k}={v}: use true or false");
+            if v == "true" {
+                argv.push(format!("--{long}"));
+            }
+        } else {
+            argv.push(format!("--{long}={v}"));
+        }
+    }
+    let cli = Cli::try_parse_from(&argv).map_err(|e| anyhow!("{argv:?}: {e}"))?;
+    let s = cli.settings().map_err(|e| anyhow!("{argv:?}: {e}"))?;
+    match s.store {
+        flanneld::cli::StoreSettings::Etcd(e) => ensure!(
+            e.cafile.is_some() && e.certfile.is_some() && e.keyfile.is_some(),
+            "the example should show etcd TLS"
+        ),
+        other => bail!("the example is for etcd mode, got {other:?}"),
+    }
+    ensure!(s.ip_masq);
+    Ok(())
+}
+
+#[test]
+fn systemd_unit_passes_systemd_analyze_verify() -> Result<()> {
+    let unit_path = deploy_dir().join("systemd/flanneld-rs.service");
+    let unit = std::fs::read_to_string(&unit_path)?;
+    ensure!(unit.contains("EnvironmentFile=/etc/flannel-rs/flanneld-rs.env"));
+    // verify checks that ExecStart exists: point it at the freshly built
+    // daemon; nothing else changes.
+    let bin = e2e::bins::cargo_bin("flanneld-rs", "flanneld-rs")?;
+    let patched = unit.replace(
+        "ExecStart=/usr/local/bin/flanneld-rs",
+        &format!("ExecStart={}", bin.display()),
+    );
+    ensure!(
+        patched != unit,
+        "the unit has no ExecStart=/usr/local/bin/flanneld-rs"
+    );
+    let dir = tempfile::tempdir()?;
+    let copy = dir.path().join("flanneld-rs.service");
+    std::fs::write(&copy, patched)?;
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&copy)
+        .output()
+        .context("running systemd-analyze (apt-get install systemd)")?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        out.status.success() && !stderr.contains("flanneld-rs.service"),
+        "systemd-analyze verify: {}\n{stderr}",
+        out.status
+    );
+    Ok(())
+}
