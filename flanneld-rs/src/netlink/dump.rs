@@ -112,21 +112,22 @@ impl Netlink {
         Ok(out)
     }
 
-    /// Permanent IPv4 neighbours on link `index` (the only kind we install;
-    /// entries the kernel learned itself are left alone).
-    pub async fn permanent_neighs(&self, index: u32) -> Result<Vec<Neigh>, NetlinkError> {
-        let mut req = self
-            .handle()
-            .neighbours()
-            .get()
-            .set_address_family(AddressFamily::Inet);
-        // Ask the kernel to dump only this device (NDA_IFINDEX): a node with
-        // many pods has many entries on its bridge. Still filtered below, in
-        // case a kernel ignores the attribute.
+    /// A neighbour dump of one address family, asking the kernel for link
+    /// `index` only (NDA_IFINDEX): a node with many pods has many entries on
+    /// its bridge. Callers still filter by index, in case a kernel ignores
+    /// the attribute.
+    fn neighbour_dump(&self, family: AddressFamily, index: u32) -> rtnetlink::NeighbourGetRequest {
+        let mut req = self.handle().neighbours().get().set_address_family(family);
         req.message_mut()
             .attributes
             .push(NeighbourAttribute::IfIndex(index));
-        let mut dump = req.execute();
+        req
+    }
+
+    /// Permanent IPv4 neighbours on link `index` (the only kind we install;
+    /// entries the kernel learned itself are left alone).
+    pub async fn permanent_neighs(&self, index: u32) -> Result<Vec<Neigh>, NetlinkError> {
+        let mut dump = self.neighbour_dump(AddressFamily::Inet, index).execute();
         let mut out = Vec::new();
         while let Some(msg) = dump
             .try_next()
@@ -146,18 +147,7 @@ impl Netlink {
 
     /// FDB entries (with an IPv4 remote) on link `index`.
     pub async fn fdb_entries(&self, index: u32) -> Result<Vec<Fdb>, NetlinkError> {
-        let mut req = self
-            .handle()
-            .neighbours()
-            .get()
-            .set_address_family(AddressFamily::Bridge);
-        // Ask the kernel to dump only this device (NDA_IFINDEX): a node with
-        // many pods has many entries on its bridge. Still filtered below, in
-        // case a kernel ignores the attribute.
-        req.message_mut()
-            .attributes
-            .push(NeighbourAttribute::IfIndex(index));
-        let mut dump = req.execute();
+        let mut dump = self.neighbour_dump(AddressFamily::Bridge, index).execute();
         let mut out = Vec::new();
         while let Some(msg) = dump
             .try_next()
