@@ -674,6 +674,13 @@ pub async fn renew_recreates_a_vanished_lease_or_reports_it_lost(f: &dyn Fixture
     }
 }
 
+/// Whether any of `leases` holds `v4` or `v6`.
+fn v4s_or_v6s_taken(leases: &[Lease], v4: Ipv4Net, v6: Ipv6Net) -> bool {
+    leases
+        .iter()
+        .any(|l| l.subnet == Some(v4) || l.ipv6_subnet == Some(v6))
+}
+
 /// Dual-stack leases carry both subnets under the `v4&v6` key.
 pub async fn dual_stack_leases(f: &dyn Fixture) {
     let t = table(f, DUAL_NET_CONF, LONG_TTL).await;
@@ -697,17 +704,23 @@ pub async fn dual_stack_leases(f: &dyn Fixture) {
         assert!(cfg.fits(l.subnet, l.ipv6_subnet), "{l:?}");
         assert!(l.key().contains('&'), "{}", l.key());
     }
-    let prev6: Ipv6Net = "fd00:10:244:42::/64"
-        .parse()
-        .unwrap_or_else(|e| panic!("{e}"));
+    // The five leases above are random picks, so the "previous" pair must be
+    // one that none of them took, or the check is a lottery.
+    let (prev4, prev6) = (42u8..=255)
+        .map(|i| {
+            let v4 = net(&format!("10.244.{i}.0/24"));
+            let v6: Ipv6Net = format!("fd00:10:244:{i:x}::/64")
+                .parse()
+                .unwrap_or_else(|e| panic!("{e}"));
+            (v4, v6)
+        })
+        .find(|(v4, v6)| !v4s_or_v6s_taken(&got, *v4, *v6))
+        .unwrap_or_else(|| panic!("no free pair for the previous-subnet check: {got:#?}"));
     let mut r = req(node_attrs(9));
-    r.previous_subnet = Some(net("10.244.42.0/24"));
+    r.previous_subnet = Some(prev4);
     r.previous_ipv6_subnet = Some(prev6);
     let l = acquire(s.as_ref(), r).await;
-    assert_eq!(
-        (l.subnet, l.ipv6_subnet),
-        (Some(net("10.244.42.0/24")), Some(prev6))
-    );
+    assert_eq!((l.subnet, l.ipv6_subnet), (Some(prev4), Some(prev6)));
     let (listed, _) = list(s.as_ref()).await;
     assert_eq!(listed.len(), 6);
     for l in got.iter().chain([&l]) {
