@@ -174,6 +174,12 @@ pub struct Cli {
     /// Log format.
     #[arg(long, env = "FLANNELD_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+
+    /// How this node implements the cluster's tunnel, overriding
+    /// net-conf.json's Backend.Mode here only (e.g. userspace on a kernel
+    /// without the geneve module). Peers interoperate across modes.
+    #[arg(long, env = "FLANNELD_DATAPATH_MODE", value_enum)]
+    pub datapath_mode: Option<crate::backend::DatapathMode>,
 }
 
 /// A validation error: names the flag and says what to do.
@@ -266,6 +272,7 @@ pub struct Settings {
     pub resync_period: Duration,
     pub lease_ttl: Duration,
     pub log_format: LogFormat,
+    pub datapath_mode: Option<crate::backend::DatapathMode>,
 }
 
 impl Cli {
@@ -359,6 +366,7 @@ impl Cli {
             resync_period: self.resync_period,
             lease_ttl: self.lease_ttl,
             log_format: self.log_format,
+            datapath_mode: self.datapath_mode,
         })
     }
 

@@ -75,7 +75,8 @@ async fn run(settings: Settings) -> Result<(), String> {
         let config = daemon::load_config(settings.net_config_path.as_deref(), &store)
             .await
             .map_err(|e| e.to_string())?;
-        let backend = wiring::make_backend(&config).map_err(|e| e.to_string())?;
+        let backend =
+            wiring::make_backend(&config, settings.datapath_mode).map_err(|e| e.to_string())?;
         let masq = wiring::masquerade(settings.ip_masq)
             .await
             .map_err(|e| e.to_string())?;

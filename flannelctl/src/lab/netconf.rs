@@ -1,14 +1,39 @@
-//! The lab's net-conf.json: one cluster range, one backend.
+//! The lab's net-conf.json: one cluster range, one datapath. The lab names
+//! datapaths (what `--backend` and `flannelctl compare` take); each name is
+//! one `Backend` object of net-conf.json.
 
-/// Backends the lab can start (the daemon's names).
-pub const BACKENDS: &[&str] = &["vxlan", "host-gw"];
+/// Datapaths the lab can start, by name.
+pub const BACKENDS: &[&str] = &[
+    "vxlan",
+    "vxlan-metadata",
+    "vxlan-userspace",
+    "geneve",
+    "geneve-userspace",
+    "host-gw",
+];
 
-/// net-conf.json text as flannel expects it.
+/// The net-conf.json `Backend` object of a lab datapath name, or `None`
+/// for a name not in `BACKENDS`.
+pub fn backend_object(name: &str) -> Option<serde_json::Value> {
+    use serde_json::json;
+    Some(match name {
+        "vxlan" => json!({ "Type": "vxlan" }),
+        "vxlan-metadata" => json!({ "Type": "vxlan", "Mode": "metadata" }),
+        "vxlan-userspace" => json!({ "Type": "vxlan", "Mode": "userspace" }),
+        "geneve" => json!({ "Type": "geneve" }),
+        "geneve-userspace" => json!({ "Type": "geneve", "Mode": "userspace" }),
+        "host-gw" => json!({ "Type": "host-gw" }),
+        _ => return None,
+    })
+}
+
+/// net-conf.json text as flannel expects it, for a name in `BACKENDS`
+/// (callers check the name first; an unknown one gets flannel's default).
 pub fn net_conf(network: &str, subnet_len: u8, backend: &str) -> String {
     serde_json::json!({
         "Network": network,
         "SubnetLen": subnet_len,
-        "Backend": { "Type": backend },
+        "Backend": backend_object(backend).unwrap_or(serde_json::json!({})),
     })
     .to_string()
 }
@@ -24,5 +49,18 @@ mod tests {
         assert_eq!(v["Network"], "10.244.0.0/16");
         assert_eq!(v["SubnetLen"], 24);
         assert_eq!(v["Backend"]["Type"], "host-gw");
+    }
+
+    #[test]
+    fn every_name_has_an_object() {
+        for name in BACKENDS {
+            let b = backend_object(name).unwrap();
+            assert!(b["Type"].is_string(), "{name}");
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(&net_conf("10.244.0.0/16", 24, "geneve-userspace")).unwrap();
+        assert_eq!(v["Backend"]["Type"], "geneve");
+        assert_eq!(v["Backend"]["Mode"], "userspace");
+        assert_eq!(backend_object("ipip"), None);
     }
 }

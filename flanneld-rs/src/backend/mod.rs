@@ -82,7 +82,7 @@ pub struct ReconcileReport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
-    #[error("backend type {0:?} is not supported (supported: vxlan, host-gw)")]
+    #[error("backend type {0:?} is not supported (supported: vxlan, geneve, userspace, host-gw)")]
     Unsupported(String),
     #[error("invalid Backend options in net-conf.json: {0}")]
     Config(String),
@@ -114,19 +114,31 @@ pub trait Backend: Send {
 // Implementations (owner: "dp").
 mod converge;
 pub mod hostgw;
+pub mod metadata;
 pub mod options;
+pub mod spec;
+pub mod userspace;
 pub mod vtep_mac;
 pub mod vxlan;
 
-/// The backend named by net-conf.json's `Backend.Type`, driving the
-/// namespace `netlink` is bound to (the daemon's own: `Netlink::connect()`).
+pub use spec::{BackendSpec, Datapath, DatapathMode, Encap, Fallback, TunnelSpec};
+
+/// The backend net-conf.json asks for (with this node's `--datapath-mode`,
+/// if any), driving the namespace `netlink` is bound to (the daemon's own:
+/// `Netlink::connect()`).
 pub fn new(
     config: &NetworkConfig,
     netlink: crate::netlink::Netlink,
+    mode_override: Option<DatapathMode>,
 ) -> Result<Box<dyn Backend>, BackendError> {
-    match config.backend_type.as_str() {
-        "vxlan" => Ok(Box::new(vxlan::VxlanBackend::new(netlink, config)?)),
-        "host-gw" => Ok(Box::new(hostgw::HostGwBackend::new(netlink))),
-        other => Err(BackendError::Unsupported(other.to_string())),
+    match BackendSpec::parse(&config.backend_type, &config.backend, mode_override)? {
+        BackendSpec::HostGw => Ok(Box::new(hostgw::HostGwBackend::new(netlink))),
+        BackendSpec::Tunnel(spec) => match spec.datapath {
+            Datapath::KernelFdb => Ok(Box::new(vxlan::VxlanBackend::with_options(
+                netlink, spec.vxlan,
+            ))),
+            Datapath::KernelMetadata => metadata::new(netlink, spec),
+            Datapath::Userspace => userspace::new(netlink, spec),
+        },
     }
 }

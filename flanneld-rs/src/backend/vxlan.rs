@@ -184,14 +184,22 @@ pub struct VxlanBackend {
 
 impl VxlanBackend {
     pub fn new(nl: Netlink, config: &NetworkConfig) -> Result<Self, BackendError> {
-        Ok(VxlanBackend {
+        Ok(Self::with_options(
             nl,
-            opts: VxlanOptions::parse(&config.backend)?,
+            VxlanOptions::parse(&config.backend)?,
+        ))
+    }
+
+    /// A backend for options already parsed (by `spec::BackendSpec`).
+    pub fn with_options(nl: Netlink, opts: VxlanOptions) -> Self {
+        VxlanBackend {
+            nl,
+            opts,
             node: None,
             spec: None,
             index: None,
             lease: None,
-        })
+        }
     }
 
     pub fn options(&self) -> &VxlanOptions {
