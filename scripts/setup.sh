@@ -11,6 +11,8 @@ fi
 packages=(
   # build
   protobuf-compiler pkg-config gcc openssl
+  # the CNI binary links static-pie (libc.a) and its test reads it with readelf
+  libc6-dev binutils
   # kernel tooling used by tests and the lab
   iproute2 iputils-ping nftables iperf3 sockperf tshark python3-scapy jq
   # systemd-analyze checks the shipped unit file

@@ -2,6 +2,7 @@
 //! through a bridge, with host-local-compatible IPAM. The binary is a thin
 //! wrapper around [`commands::run`].
 
+pub mod background;
 pub mod bridge;
 pub mod commands;
 pub mod config;

@@ -49,6 +49,41 @@ pub fn del_link(name: &str) -> Request {
     )
 }
 
+/// Deletes interface `index` of the socket's namespace. By index, not name:
+/// the name may have changed (tombstone) and a new link may carry the old one.
+pub fn del_link_index(index: u32) -> Request {
+    let mut m = link(Vec::new(), false);
+    m.header.index = index;
+    Request::new(
+        RouteNetlinkMessage::DelLink(m),
+        NLM_F_ACK,
+        format!("delete interface #{index}"),
+    )
+}
+
+fn set_link(index: u32, attrs: Vec<LinkAttribute>, what: String) -> Request {
+    let mut m = link(attrs, false);
+    m.header.index = index;
+    Request::new(RouteNetlinkMessage::SetLink(m), NLM_F_ACK, what)
+}
+
+/// Sets the link administratively down (a renamed link must be down).
+pub fn set_link_down(index: u32) -> Request {
+    let mut r = set_link(index, Vec::new(), format!("set interface #{index} down"));
+    if let RouteNetlinkMessage::SetLink(m) = &mut r.msg {
+        m.header.change_mask = LinkFlags::Up;
+    }
+    r
+}
+
+pub fn rename_link(index: u32, name: &str) -> Request {
+    set_link(
+        index,
+        vec![LinkAttribute::IfName(name.to_string())],
+        format!("rename interface #{index} to {name}"),
+    )
+}
+
 pub fn set_link_up(index: u32) -> Request {
     let mut m = link(Vec::new(), true);
     m.header.index = index;
@@ -303,6 +338,33 @@ mod tests {
             .attributes
             .contains(&LinkAttribute::IfName("eth0".into())));
         assert!(!peer.header.change_mask.contains(LinkFlags::Up));
+    }
+
+    #[test]
+    fn tombstone_requests_go_by_index() {
+        let RouteNetlinkMessage::SetLink(m) = round_trip(set_link_down(9)) else {
+            panic!("not SetLink")
+        };
+        assert_eq!(m.header.index, 9);
+        assert!(m.header.change_mask.contains(LinkFlags::Up));
+        assert!(!m.header.flags.contains(LinkFlags::Up));
+        assert!(m.attributes.is_empty());
+
+        let RouteNetlinkMessage::SetLink(m) = round_trip(rename_link(4, "fdel0123456789a")) else {
+            panic!("not SetLink")
+        };
+        assert_eq!(m.header.index, 4);
+        assert!(m.header.change_mask.is_empty());
+        assert_eq!(
+            m.attributes,
+            vec![LinkAttribute::IfName("fdel0123456789a".into())]
+        );
+
+        let RouteNetlinkMessage::DelLink(m) = round_trip(del_link_index(4)) else {
+            panic!("not DelLink")
+        };
+        assert_eq!(m.header.index, 4);
+        assert!(m.attributes.is_empty());
     }
 
     #[test]

@@ -15,6 +15,8 @@ pub struct Link {
     pub mtu: Option<u32>,
     pub master: Option<u32>,
     pub up: bool,
+    /// IFLA_LINK: for a veth, the peer's index (in the peer's namespace).
+    pub peer: Option<u32>,
 }
 
 pub fn link(msg: &RouteNetlinkMessage) -> Option<Link> {
@@ -28,6 +30,7 @@ pub fn link(msg: &RouteNetlinkMessage) -> Option<Link> {
         mtu: None,
         master: None,
         up: m.header.flags.contains(LinkFlags::Up),
+        peer: None,
     };
     for a in &m.attributes {
         match a {
@@ -35,6 +38,7 @@ pub fn link(msg: &RouteNetlinkMessage) -> Option<Link> {
             LinkAttribute::Address(b) => l.mac = <[u8; 6]>::try_from(b.as_slice()).ok(),
             LinkAttribute::Mtu(v) => l.mtu = Some(*v),
             LinkAttribute::Controller(v) => l.master = Some(*v),
+            LinkAttribute::Link(v) => l.peer = Some(*v),
             _ => {}
         }
     }

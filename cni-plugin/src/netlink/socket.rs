@@ -9,6 +9,8 @@ use netlink_packet_core::{
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
+use std::os::fd::{AsRawFd, RawFd};
+
 use super::messages;
 use super::parse::{self, Link};
 use crate::error::{code, CniError};
@@ -63,6 +65,19 @@ impl Request {
     }
 }
 
+/// Appends one request to a datagram; messages are 4-byte aligned in it.
+fn encode(msg: RouteNetlinkMessage, flags: u16, seq: u32, out: &mut Vec<u8>) {
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | flags;
+    header.sequence_number = seq;
+    let mut m = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(msg));
+    m.finalize();
+    let start = out.len();
+    let len = (m.buffer_len() + 3) & !3;
+    out.resize(start + len, 0);
+    m.serialize(&mut out[start..start + m.buffer_len()]);
+}
+
 pub struct Netlink {
     sock: Socket,
     seq: u32,
@@ -99,16 +114,7 @@ impl Netlink {
         let mut kinds = Vec::with_capacity(reqs.len());
         let mut whats = Vec::with_capacity(reqs.len());
         for (i, r) in reqs.into_iter().enumerate() {
-            let mut header = NetlinkHeader::default();
-            header.flags = NLM_F_REQUEST | r.flags;
-            header.sequence_number = base.wrapping_add(i as u32);
-            let mut m = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(r.msg));
-            m.finalize();
-            let start = out.len();
-            // Netlink messages are 4-byte aligned inside a datagram.
-            let len = (m.buffer_len() + 3) & !3;
-            out.resize(start + len, 0);
-            m.serialize(&mut out[start..start + m.buffer_len()]);
+            encode(r.msg, r.flags, base.wrapping_add(i as u32), &mut out);
             kinds.push(r.flags);
             whats.push(r.what);
         }
@@ -184,6 +190,19 @@ impl Netlink {
             }
         }
         Ok(results.into_iter().flatten().collect())
+    }
+
+    /// The datagram for `req`, for a sender that must not allocate or parse
+    /// (a forked child, see [`crate::background`]); its reply is never read.
+    pub fn prepare(&mut self, req: Request) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode(req.msg, req.flags, self.seq, &mut out);
+        self.seq = self.seq.wrapping_add(1);
+        out
+    }
+
+    pub fn raw_fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
     }
 
     /// One request, one result.

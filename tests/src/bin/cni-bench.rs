@@ -5,9 +5,23 @@
 //! alternate between the plugins (A B, then B A, ...) so machine noise hits
 //! both alike. Timed: fork + exec + the plugin's run until exit.
 //!
+//! DEL is also followed until the kernel is done with the pair, outside the
+//! timed call, from DEL's start: (1) "unlisted", the host-side veth's index
+//! (looked up before the call) no longer resolves in the node namespace;
+//! (2) "done", every process the DEL left behind has exited: the bench is a
+//! child subreaper, so flannel-rs's background deleter is re-parented to
+//! it and reaped here. The kernel unlists a deleted link early and then
+//! waits (RCU barrier, references draining) inside the deleting call, so
+//! (2) is when its work for this DEL ended. Waiting for both before the
+//! next call also keeps the background work off the other plugin's timed
+//! calls.
+//!
 //! Run as root: `cargo run --release -p e2e --bin cni-bench -- --pods 50`.
 //! See docs/PERFORMANCE.md.
 
+use std::ffi::CString;
+use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -32,6 +46,54 @@ struct Side {
     del: Vec<Duration>,
     add_cpu: Vec<Duration>,
     del_cpu: Vec<Duration>,
+    /// DEL start until the host veth no longer resolves.
+    del_unlisted: Vec<Duration>,
+    /// DEL start until the processes it left behind have exited.
+    del_done: Vec<Duration>,
+    /// CPU time of those processes (the background deleter).
+    del_bg_cpu: Vec<Duration>,
+    /// Per pod, the host-side veth its ADD reported.
+    host_veths: Vec<Option<String>>,
+}
+
+/// How long a veth may take to disappear after DEL before the run fails.
+const GONE_LIMIT: Duration = Duration::from_secs(10);
+
+/// Runs `f` on a thread inside network namespace `ns` (interface look-ups
+/// by name and index go through the calling thread's namespace).
+fn in_netns<T: Send>(ns: &Netns, f: impl FnOnce() -> T + Send) -> Result<T, Error> {
+    let file = File::open(ns.path())?;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: setns only reads the fd; the thread is ours and ends
+            // with the scope.
+            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(f())
+        })
+        .join()
+        .map_err(|_| Error::from("link watcher thread panicked"))?
+        .map_err(|e| format!("entering {}: {e}", ns.name()).into())
+    })
+}
+
+/// Reaps one exited orphan. Some(true): reaped one, Some(false): some are
+/// still running, None: there are none.
+fn reap_orphan() -> Option<bool> {
+    let mut status = 0;
+    // SAFETY: waitpid writes only status.
+    match unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) } {
+        0 => Some(false),
+        pid if pid > 0 => Some(true),
+        _ => None,
+    }
+}
+
+fn link_exists(index: u32) -> bool {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: buf has the IF_NAMESIZE bytes if_indextoname writes at most.
+    !unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) }.is_null()
 }
 
 /// CPU time (user + system) of all waited-for descendants so far. The
@@ -81,6 +143,7 @@ impl Side {
             )
             .into());
         }
+        self.host_veths[pod] = result["interfaces"][1]["name"].as_str().map(str::to_string);
         if timed {
             self.add.push(t);
             self.add_cpu.push(cpu);
@@ -89,10 +152,60 @@ impl Side {
     }
 
     fn del(&mut self, pod: usize, timed: bool) -> Result<(), Error> {
+        let name = self.host_veths[pod]
+            .clone()
+            .ok_or_else(|| format!("{} ADD for pod {pod} named no host veth", self.label))?;
+        let c_name = CString::new(name.clone())?;
+        // SAFETY: a valid C string.
+        let index = in_netns(&self.node, || unsafe {
+            libc::if_nametoindex(c_name.as_ptr())
+        })?;
+        if index == 0 {
+            return Err(format!(
+                "{}: host veth {name} of pod {pod} not found before DEL",
+                self.label
+            )
+            .into());
+        }
+        let start = Instant::now();
         let (t, cpu, _) = self.call("DEL", pod)?;
+        let cpu_before_bg = children_cpu();
+        // Poll every 100 us: fine enough for 15-30 ms, light on the CPU
+        // the kernel's deletion needs. waitpid works from any thread.
+        let (unlisted, done) = in_netns(&self.node, || {
+            let (mut unlisted, mut done) = (None, None);
+            while unlisted.is_none() || done.is_none() {
+                if unlisted.is_none() && !link_exists(index) {
+                    unlisted = Some(start.elapsed());
+                }
+                while done.is_none() {
+                    match reap_orphan() {
+                        Some(true) => continue,
+                        Some(false) => break,
+                        None => done = Some(start.elapsed()),
+                    }
+                }
+                if start.elapsed() > GONE_LIMIT {
+                    break;
+                }
+                std::thread::sleep(Duration::from_micros(100));
+            }
+            (unlisted, done)
+        })?;
+        let (Some(unlisted), Some(done)) = (unlisted, done) else {
+            return Err(format!(
+                "{}: host veth #{index} ({name}) or its deleter still there {GONE_LIMIT:?} after DEL",
+                self.label
+            )
+            .into());
+        };
         if timed {
             self.del.push(t);
             self.del_cpu.push(cpu);
+            self.del_unlisted.push(unlisted);
+            self.del_done.push(done);
+            self.del_bg_cpu
+                .push(children_cpu().saturating_sub(cpu_before_bg));
         }
         Ok(())
     }
@@ -125,6 +238,7 @@ fn side(
     let pods = (0..=pods)
         .map(|_| Netns::create("bench-pod"))
         .collect::<Result<Vec<_>, _>>()?;
+    let host_veths = vec![None; pods.len()];
     Ok(Side {
         label,
         plugin,
@@ -135,6 +249,10 @@ fn side(
         del: Vec::new(),
         add_cpu: Vec::new(),
         del_cpu: Vec::new(),
+        del_unlisted: Vec::new(),
+        del_done: Vec::new(),
+        del_bg_cpu: Vec::new(),
+        host_veths,
     })
 }
 
@@ -151,6 +269,19 @@ fn row(op: &str, s: &Side, wall: &[Duration], cpu: &[Duration]) -> String {
     )
 }
 
+fn after_row(what: &str, s: &Side, samples: &[Duration], cpu: &[Duration]) -> String {
+    match (median(samples), percentile(samples, 99.0), median(cpu)) {
+        (Some(m), Some(p), Some(c)) => format!(
+            "{what:<9} {:<20} {:>10.2} {:>10.2} {:>14.2}",
+            s.label,
+            ms(m),
+            ms(p),
+            ms(c)
+        ),
+        _ => format!("{what:<9} {:<20} no samples", s.label),
+    }
+}
+
 fn ratio(ours: &[Duration], reference: &[Duration]) -> f64 {
     match (median(ours), median(reference)) {
         (Some(a), Some(b)) if !b.is_zero() => a.as_secs_f64() / b.as_secs_f64(),
@@ -160,6 +291,16 @@ fn ratio(ours: &[Duration], reference: &[Duration]) -> f64 {
 
 fn run(pods: usize) -> Result<bool, Error> {
     e2e::root::require_root("cni-bench")?;
+    // Orphans of the plugins (flannel-rs's background deleter) become our
+    // children, so DEL's "done" time can be measured by reaping them.
+    // SAFETY: prctl with these arguments only sets a flag on this process.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        return Err(format!(
+            "prctl(PR_SET_CHILD_SUBREAPER): {}",
+            std::io::Error::last_os_error()
+        )
+        .into());
+    }
     let state = e2e::temp::temp_dir("bench")?;
     let subnet_file = state.path().join("subnet.env");
     std::fs::write(
@@ -237,6 +378,17 @@ fn run(pods: usize) -> Result<bool, Error> {
         "{}",
         row("DEL", &reference, &reference.del, &reference.del_cpu)
     );
+    println!("after DEL, from its start (outside the timed call; cpu = background processes):");
+    for side in [&ours, &reference] {
+        println!(
+            "{}",
+            after_row("unlisted", side, &side.del_unlisted, &side.del_bg_cpu)
+        );
+        println!(
+            "{}",
+            after_row("done", side, &side.del_done, &side.del_bg_cpu)
+        );
+    }
     let add = ratio(&ours.add, &reference.add);
     let del = ratio(&ours.del, &reference.del);
     println!("ratio flannel-rs/reference (median wall): ADD {add:.3}  DEL {del:.3}  (target <= {TARGET_RATIO})");
@@ -244,6 +396,11 @@ fn run(pods: usize) -> Result<bool, Error> {
         "ratio flannel-rs/reference (median cpu):  ADD {:.3}  DEL {:.3}",
         ratio(&ours.add_cpu, &reference.add_cpu),
         ratio(&ours.del_cpu, &reference.del_cpu)
+    );
+    println!(
+        "ratio flannel-rs/reference (median from DEL start): unlisted {:.3}  done {:.3}",
+        ratio(&ours.del_unlisted, &reference.del_unlisted),
+        ratio(&ours.del_done, &reference.del_done)
     );
     let met = add <= TARGET_RATIO && del <= TARGET_RATIO;
     println!("target {}", if met { "met" } else { "MISSED" });
