@@ -1,8 +1,10 @@
 //! flannelctl: the flannel-rs operator tool. This file only dispatches: each
 //! subcommand is a module under src/<name>/ with its own `Args` and `run`.
 
+mod compare;
 mod lab;
 mod plan;
+mod probe;
 
 use clap::{Parser, Subcommand};
 use std::fmt::Display;
@@ -21,6 +23,10 @@ enum Command {
     Plan(plan::PlanArgs),
     /// A multi-node cluster in network namespaces on this machine.
     Lab(lab::LabArgs),
+    /// Latency and throughput of each datapath, side by side, on a lab.
+    Compare(compare::CompareArgs),
+    /// Latency and throughput between two endpoints (server and client).
+    Probe(probe::ProbeArgs),
 }
 
 /// Prints a subcommand's error and turns it into exit status 1.
@@ -35,5 +41,7 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Plan(args) => finish(plan::run(&args)),
         Command::Lab(args) => finish(lab::run(&args)),
+        Command::Compare(args) => finish(compare::run(&args)),
+        Command::Probe(args) => finish(probe::run(&args)),
     }
 }

@@ -9,3 +9,4 @@ pub mod masq;
 pub mod netlink;
 pub mod node;
 pub mod reconcile;
+pub mod userspace;

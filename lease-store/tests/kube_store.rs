@@ -1,14 +1,13 @@
-//! The Kubernetes backend against the fake API server of kube_support (no
-//! real API server can run on these machines; see docs/KUBE-MODE.md).
-
-mod kube_support;
+//! The Kubernetes backend against the fake API server of
+//! `lease_store::kube::testing` (no real API server can run on these
+//! machines; see docs/KUBE-MODE.md).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kube_support::{node_json, FakeApi};
 use lease_store::conformance::{self, Fixture, Table};
+use lease_store::kube::testing::{node_json, FakeApi, ListRequest};
 use lease_store::kube::{KubeOptions, KubeStore};
 use lease_store::store::Result;
 use lease_store::{
@@ -313,32 +312,165 @@ async fn list_and_watch_turn_managed_nodes_into_peer_events() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gone_410_gives_a_snapshot_then_events() {
+async fn gone_410_on_resume_gives_a_snapshot_then_events() {
     let fake = FakeApi::start(Duration::from_secs(60)).await;
     fake.put_node(managed("n1", &["10.244.1.0/24"], 1));
     let s = store(&fake, "other", NET);
-    let (_, rev) = s.list().await.unwrap();
+    let mut w = s.watch(0, None).await.unwrap();
+    assert!(
+        matches!(next(&mut w).await, WatchUpdate::Snapshot { leases, .. } if leases.len() == 1)
+    );
     fake.put_node(managed("n2", &["10.244.2.0/24"], 2));
-    fake.compact();
-    let mut w = s.watch(rev, None).await.unwrap();
+    assert!(
+        matches!(&next_events(&mut w).await[..], [LeaseEvent::Added(l)] if l.attrs == attrs(2))
+    );
+    // The server ends the watch and the history the watcher would resume
+    // from is compacted away: its resume gets 410 Gone, it lists again and
+    // the consumer gets a snapshot.
+    fake.end_watches_and_compact();
     match next(&mut w).await {
         WatchUpdate::Snapshot { leases, revision } => {
             assert_eq!(leases.len(), 2, "{leases:?}");
-            assert_eq!(revision as u64, fake.resource_version());
+            assert!(revision > 0);
         }
         other => panic!("expected a snapshot after 410 Gone, got {other:?}"),
     }
-    assert_eq!(fake.watch_requests(), vec![rev.to_string()]);
+    assert_eq!(fake.lists(), 2, "the initial list and the relist after 410");
+    assert!(
+        fake.watch_requests().len() >= 2,
+        "{:?}",
+        fake.watch_requests()
+    );
     fake.put_node(managed("n3", &["10.244.3.0/24"], 3));
     let ev = next_events(&mut w).await;
     assert!(
         matches!(&ev[..], [LeaseEvent::Added(l)] if l.attrs == attrs(3)),
         "{ev:?}"
     );
-    // After the snapshot the cache knows every node: a heartbeat of a node
+    // After the snapshot the view knows every node: a heartbeat of a node
     // that was in it is not an event.
     fake.update_node("n2", |n| n["status"]["phase"] = json!("Running"));
     quiet(&mut w, Duration::from_millis(400)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_from_an_unknown_or_compacted_revision_starts_with_a_snapshot() {
+    let fake = FakeApi::start(Duration::from_secs(60)).await;
+    fake.put_node(managed("n1", &["10.244.1.0/24"], 1));
+    let (_, rev) = store(&fake, "other", NET).list().await.unwrap();
+    fake.put_node(managed("n2", &["10.244.2.0/24"], 2));
+    fake.compact();
+    // Another store (another process): it cannot know the view at `rev`.
+    let mut w = store(&fake, "other", NET).watch(rev, None).await.unwrap();
+    match next(&mut w).await {
+        WatchUpdate::Snapshot { leases, revision } => {
+            assert_eq!(leases.len(), 2, "{leases:?}");
+            assert_eq!(revision as u64, fake.resource_version());
+        }
+        other => panic!("expected a snapshot, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_from_the_stores_own_list_delivers_only_the_changes_since() {
+    let fake = FakeApi::start(Duration::from_secs(60)).await;
+    fake.put_node(managed("n1", &["10.244.1.0/24"], 1));
+    fake.put_node(managed("n2", &["10.244.2.0/24"], 2));
+    let s = store(&fake, "other", NET);
+    let (leases, rev) = s.list().await.unwrap();
+    assert_eq!(leases.len(), 2);
+    // Changes between the list and the watch's own first list.
+    fake.delete_node("n1");
+    fake.put_node(managed("n3", &["10.244.3.0/24"], 3));
+    let mut w = s.watch(rev, None).await.unwrap();
+    match next(&mut w).await {
+        WatchUpdate::Events { events, revision } => {
+            assert!(revision > rev);
+            assert_eq!(events.len(), 2, "{events:?}");
+            assert!(matches!(&events[0], LeaseEvent::Removed(l) if l.attrs == attrs(1)));
+            assert!(matches!(&events[1], LeaseEvent::Added(l) if l.attrs == attrs(3)));
+        }
+        other => panic!("expected the changes since {rev}, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_are_paginated_and_complete() {
+    let fake = FakeApi::start(Duration::from_secs(60)).await;
+    let n = 23;
+    fake.put_nodes((0..n).map(|i| {
+        if i % 5 == 4 {
+            node_json(&format!("u{i:02}"), &[], &[])
+        } else {
+            managed(
+                &format!("n{i:02}"),
+                &[&format!("10.244.{i}.0/24")],
+                i as u8 + 1,
+            )
+        }
+    }));
+    let cfg = NetworkConfig::parse(NET).unwrap();
+    let mut opts = KubeOptions::new("other", cfg);
+    opts.page_size = 5;
+    let s = KubeStore::new(fake.client(), opts);
+    let (leases, _) = s.list().await.unwrap();
+    assert_eq!(leases.len(), 19, "every managed node, across pages");
+    let pages = |reqs: &[ListRequest]| {
+        assert!(reqs.iter().all(|r| r.limit == Some(5)), "{reqs:?}");
+        assert!(!reqs[0].continued && reqs[1..].iter().all(|r| r.continued));
+        reqs.len()
+    };
+    assert_eq!(pages(&fake.list_requests()), 5, "23 nodes in pages of 5");
+
+    // The watcher's own list pages too.
+    let mut w = store_with_pages(&fake, 5).watch(0, None).await.unwrap();
+    match next(&mut w).await {
+        WatchUpdate::Snapshot { leases, .. } => assert_eq!(leases.len(), 19),
+        other => panic!("expected a snapshot, got {other:?}"),
+    }
+    let reqs = fake.list_requests();
+    assert_eq!(pages(&reqs[5..]), 5);
+
+    // A page after the first comes from the same snapshot: a node added
+    // mid-list is not in it (the watch delivers it afterwards).
+    let mut pager = fake.list_requests().len();
+    let path = "/api/v1/nodes?limit=10";
+    let first = get_json(&fake, path).await;
+    assert_eq!(first["metadata"]["remainingItemCount"], 13);
+    fake.put_node(managed("n99", &["10.244.99.0/24"], 99));
+    let token = first["metadata"]["continue"].as_str().unwrap().to_string();
+    let mut seen = first["items"].as_array().unwrap().len();
+    let mut token = Some(token);
+    while let Some(t) = token {
+        let page = get_json(&fake, &format!("{path}&continue={t}")).await;
+        assert_eq!(
+            page["metadata"]["resourceVersion"],
+            first["metadata"]["resourceVersion"]
+        );
+        seen += page["items"].as_array().unwrap().len();
+        token = page["metadata"]["continue"].as_str().map(str::to_string);
+        pager += 1;
+    }
+    assert_eq!(seen, 23, "the snapshot of the first page");
+    assert_eq!(fake.list_requests().len(), pager + 1);
+}
+
+fn store_with_pages(fake: &FakeApi, page_size: u32) -> KubeStore {
+    let cfg = NetworkConfig::parse(NET).unwrap_or_else(|e| panic!("net conf: {e}"));
+    let mut opts = KubeOptions::new("other", cfg);
+    opts.page_size = page_size;
+    KubeStore::new(fake.client(), opts)
+}
+
+/// A GET of `path` on the fake through a kube client, as JSON.
+async fn get_json(fake: &FakeApi, path: &str) -> Value {
+    let req = http::Request::get(path)
+        .body(Vec::new())
+        .unwrap_or_else(|e| panic!("request {path}: {e}"));
+    fake.client()
+        .request::<Value>(req)
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -369,7 +501,9 @@ async fn watch_resumes_from_the_last_bookmark_when_the_server_ends_it() {
         matches!(&ev[..], [LeaseEvent::Added(l)] if l.attrs == attrs(2)),
         "{ev:?}"
     );
-    assert_eq!(fake.lists(), 1, "a resumed watch must not list again");
+    // One list by `list()`, one by the watcher before its first watch
+    // (kube's watcher always lists first); none when it resumed.
+    assert_eq!(fake.lists(), 2, "a resumed watch must not list again");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -51,6 +51,8 @@ pub struct LabConfig {
     pub resync_period: Option<&'static str>,
     pub lease_ttl: Option<&'static str>,
     pub daemon_args: Vec<String>,
+    /// `(node, flag)` for one node's daemon only (`--node-daemon-arg`).
+    pub node_daemon_args: Vec<(u32, String)>,
 }
 
 impl LabConfig {
@@ -66,6 +68,7 @@ impl LabConfig {
             resync_period: None,
             lease_ttl: None,
             daemon_args: vec![],
+            node_daemon_args: vec![],
         }
     }
 }
@@ -168,6 +171,9 @@ impl Lab {
         }
         for a in &cfg.daemon_args {
             c.arg(format!("--daemon-arg={a}"));
+        }
+        for (k, a) in &cfg.node_daemon_args {
+            c.arg(format!("--node-daemon-arg={k}={a}"));
         }
         // The guard exists before `up` runs: a failure half-way is cleaned.
         let lab = Lab {

@@ -4,7 +4,9 @@
 //! calls the daemon makes; the DaemonSet's flags parse with the daemon's own
 //! CLI and its probes hit the health server those flags configure; the
 //! systemd unit passes `systemd-analyze verify` and its env file sets real
-//! flags to valid values. No root needed.
+//! flags to valid values. deploy/bench/ (the probe between two nodes)
+//! parses the same way and each client Job reaches its own server across
+//! two nodes on the intended path. No root needed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -14,8 +16,9 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use clap::{CommandFactory, Parser};
 use flanneld::cli::{Cli, Settings};
 use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, Namespace, PodSpec, Probe, ServiceAccount, Volume,
+    ConfigMap, Container, Namespace, Pod, PodSpec, Probe, Service, ServiceAccount, Volume,
 };
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -752,6 +755,216 @@ fn systemd_unit_passes_systemd_analyze_verify() -> Result<()> {
         out.status.success() && !stderr.contains("flanneld-rs.service"),
         "systemd-analyze verify: {}\n{stderr}",
         out.status
+    );
+    Ok(())
+}
+
+// ---- deploy/bench: flannelctl probe between two nodes ----
+
+/// The objects of deploy/bench/*.yml.
+#[derive(Default)]
+struct Bench {
+    pods: Vec<Pod>,
+    services: Vec<Service>,
+    jobs: Vec<Job>,
+    namespaces: usize,
+}
+
+fn load_bench() -> Result<Bench> {
+    let dir = deploy_dir().join("bench");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("listing {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yml" | "yaml")))
+        .collect();
+    files.sort();
+    ensure!(!files.is_empty(), "no *.yml in {}", dir.display());
+    let mut b = Bench::default();
+    for file in files {
+        for doc in yaml_docs(&file)? {
+            let api = doc.value["apiVersion"].as_str().unwrap_or_default();
+            let kind = doc.value["kind"].as_str().unwrap_or_default();
+            match (api, kind) {
+                ("v1", "Namespace") => {
+                    typed::<Namespace>(&doc)?;
+                    b.namespaces += 1;
+                }
+                ("v1", "Pod") => b.pods.push(typed(&doc)?),
+                ("v1", "Service") => b.services.push(typed(&doc)?),
+                ("batch/v1", "Job") => b.jobs.push(typed(&doc)?),
+                _ => bail!(
+                    "{}: apiVersion {api:?} kind {kind:?} is not expected in deploy/bench",
+                    doc.origin
+                ),
+            }
+        }
+    }
+    Ok(b)
+}
+
+/// The value after `flag` in a command line.
+fn flag_value<'a>(cmd: &'a [String], flag: &str) -> Option<&'a str> {
+    cmd.iter()
+        .position(|a| a == flag)
+        .and_then(|i| cmd.get(i + 1))
+        .map(String::as_str)
+}
+
+fn only_container(spec: &PodSpec, what: &str) -> Result<Container> {
+    ensure!(spec.containers.len() == 1, "{what}: expected one container");
+    Ok(spec.containers[0].clone())
+}
+
+fn hostname_selector(spec: &PodSpec) -> Option<String> {
+    spec.node_selector
+        .as_ref()?
+        .get("kubernetes.io/hostname")
+        .cloned()
+}
+
+#[test]
+fn bench_manifests_are_typed_objects_without_unknown_fields() -> Result<()> {
+    let b = load_bench()?;
+    ensure!(
+        b.namespaces == 1,
+        "deploy/bench: one Namespace, got {}",
+        b.namespaces
+    );
+    ensure!(
+        (b.pods.len(), b.services.len(), b.jobs.len()) == (2, 2, 2),
+        "deploy/bench: two server Pods, two Services, two client Jobs"
+    );
+    Ok(())
+}
+
+#[test]
+fn bench_clients_reach_their_own_server_on_another_node() -> Result<()> {
+    let b = load_bench()?;
+    let m = load_manifest()?;
+    let image = daemon_container(pod_spec(&m.daemonset)?)?.image.clone();
+    let mut paths = BTreeSet::new();
+    for job in &b.jobs {
+        let name = job.metadata.name.clone().unwrap_or_default();
+        let spec = job
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .ok_or_else(|| anyhow!("Job {name} has no pod template spec"))?;
+        let c = only_container(spec, &name)?;
+        ensure!(
+            c.image == image,
+            "Job {name}: image {:?}, the DaemonSet ships {image:?}",
+            c.image
+        );
+        let cmd = c.command.clone().unwrap_or_default();
+        ensure!(
+            cmd.len() > 3
+                && cmd[0] == "/usr/local/bin/flannelctl"
+                && cmd[1..3] == ["probe", "client"],
+            "Job {name} does not run `flannelctl probe client`: {cmd:?}"
+        );
+        ensure!(
+            spec.restart_policy.as_deref() == Some("Never"),
+            "Job {name}: restartPolicy Never"
+        );
+        // --server NAME.NAMESPACE.svc.cluster.local:PORT of a headless Service.
+        let server =
+            flag_value(&cmd, "--server").ok_or_else(|| anyhow!("Job {name}: no --server"))?;
+        let (host, port) = server
+            .rsplit_once(':')
+            .ok_or_else(|| anyhow!("Job {name}: --server {server} has no port"))?;
+        let port: i32 = port
+            .parse()
+            .with_context(|| format!("Job {name}: port of {server}"))?;
+        let ns = job.metadata.namespace.clone().unwrap_or_default();
+        let svc_name = host
+            .strip_suffix(&format!(".{ns}.svc.cluster.local"))
+            .ok_or_else(|| {
+                anyhow!("Job {name}: --server {server} is not a Service of namespace {ns}")
+            })?;
+        let svc = b
+            .services
+            .iter()
+            .find(|s| s.metadata.name.as_deref() == Some(svc_name))
+            .ok_or_else(|| anyhow!("Job {name}: no Service {svc_name}"))?;
+        let sspec = svc
+            .spec
+            .as_ref()
+            .ok_or_else(|| anyhow!("Service {svc_name} has no spec"))?;
+        ensure!(
+            sspec.cluster_ip.as_deref() == Some("None"),
+            "Service {svc_name} must be headless: kube-proxy is not the path we measure"
+        );
+        let protos: BTreeSet<&str> = sspec
+            .ports
+            .iter()
+            .flatten()
+            .filter(|p| p.port == port)
+            .filter_map(|p| p.protocol.as_deref())
+            .collect();
+        ensure!(
+            protos == BTreeSet::from(["TCP", "UDP"]),
+            "Service {svc_name}: port {port} needs TCP and UDP, has {protos:?}"
+        );
+        // The Service selects exactly one server Pod, listening on that port.
+        let selector = sspec.selector.clone().unwrap_or_default();
+        ensure!(!selector.is_empty(), "Service {svc_name} has no selector");
+        let servers: Vec<&Pod> = b
+            .pods
+            .iter()
+            .filter(|p| {
+                let labels = p.metadata.labels.clone().unwrap_or_default();
+                selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+            })
+            .collect();
+        ensure!(
+            servers.len() == 1,
+            "Service {svc_name} selects {} pods, want 1",
+            servers.len()
+        );
+        let pspec = servers[0]
+            .spec
+            .as_ref()
+            .ok_or_else(|| anyhow!("server pod has no spec"))?;
+        let pc = only_container(pspec, svc_name)?;
+        ensure!(
+            pc.image == image,
+            "server of {svc_name}: image {:?}",
+            pc.image
+        );
+        let pcmd = pc.command.clone().unwrap_or_default();
+        ensure!(
+            pcmd.len() > 3
+                && pcmd[0] == "/usr/local/bin/flannelctl"
+                && pcmd[1..3] == ["probe", "server"],
+            "server of {svc_name} does not run `flannelctl probe server`: {pcmd:?}"
+        );
+        ensure!(
+            flag_value(&pcmd, "--listen") == Some(format!("0.0.0.0:{port}").as_str()),
+            "server of {svc_name} must --listen 0.0.0.0:{port}: {pcmd:?}"
+        );
+        // Same path at both ends, on two different nodes.
+        let host_net = spec.host_network == Some(true);
+        ensure!(
+            host_net == (pspec.host_network == Some(true)),
+            "Job {name} and its server must both use hostNetwork or both the pod network"
+        );
+        if host_net {
+            ensure!(
+                spec.dns_policy.as_deref() == Some("ClusterFirstWithHostNet"),
+                "Job {name}: a hostNetwork pod needs dnsPolicy ClusterFirstWithHostNet to resolve {server}"
+            );
+        }
+        let (a, c_node) = (hostname_selector(pspec), hostname_selector(spec));
+        ensure!(
+            a.is_some() && c_node.is_some() && a != c_node,
+            "Job {name} must run on another node than its server ({a:?} vs {c_node:?})"
+        );
+        paths.insert(host_net);
+    }
+    ensure!(
+        paths.len() == 2,
+        "one overlay (pod network) and one native (hostNetwork) pair"
     );
     Ok(())
 }

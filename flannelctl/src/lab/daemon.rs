@@ -44,6 +44,20 @@ pub struct DaemonOptions {
     pub lease_ttl: Option<String>,
     /// Passed through verbatim, last (so they can override).
     pub extra: Vec<String>,
+    /// `(node, flag)`: passed to that node's daemon only, after `extra`
+    /// (e.g. one node with `--datapath-mode userspace` in a mixed lab).
+    pub per_node: Vec<(u32, String)>,
+}
+
+/// Parses a `--node-daemon-arg` value `K=FLAG` (node index, then the flag).
+pub fn parse_node_arg(text: &str) -> Result<(u32, String), String> {
+    let (k, flag) = text.split_once('=').ok_or_else(|| {
+        format!("--node-daemon-arg {text:?}: expected NODE=FLAG, e.g. 1=--datapath-mode=userspace")
+    })?;
+    let k = k
+        .parse::<u32>()
+        .map_err(|_| format!("--node-daemon-arg {text:?}: {k:?} is not a node number"))?;
+    Ok((k, flag.to_string()))
 }
 
 /// The daemon's command line for `node` in lab `lab`.
@@ -93,6 +107,12 @@ pub fn argv(lab: &LabState, node: &NodeState, opts: &DaemonOptions) -> Vec<Strin
         v.extend(["--lease-ttl".into(), t.clone()]);
     }
     v.extend(opts.extra.iter().cloned());
+    v.extend(
+        opts.per_node
+            .iter()
+            .filter(|(k, _)| *k == node.index)
+            .map(|(_, flag)| flag.clone()),
+    );
     v
 }
 
@@ -193,6 +213,10 @@ mod tests {
         let opts = DaemonOptions {
             resync_period: Some("1s".into()),
             extra: vec!["--log-format".into(), "json".into()],
+            per_node: vec![
+                (node().index, "--datapath-mode=metadata".into()),
+                (node().index + 1, "--not-for-this-node".into()),
+            ],
             ..Default::default()
         };
         let v = argv(&lab("embedded"), &node(), &opts).join(" ");
@@ -208,8 +232,22 @@ mod tests {
             v.contains("--subnet-file /run/flannelctl/lab-t/node2/subnet.env"),
             "{v}"
         );
-        assert!(v.ends_with("--resync-period 1s --log-format json"), "{v}");
+        assert!(
+            v.ends_with("--resync-period 1s --log-format json --datapath-mode=metadata"),
+            "{v}"
+        );
+        assert!(!v.contains("--not-for-this-node"), "{v}");
         assert!(!v.contains("--ip-masq") && !v.contains("etcd"), "{v}");
+    }
+
+    #[test]
+    fn node_arg_parses() {
+        assert_eq!(
+            parse_node_arg("1=--datapath-mode=userspace"),
+            Ok((1, "--datapath-mode=userspace".into()))
+        );
+        assert!(parse_node_arg("--datapath-mode").is_err());
+        assert!(parse_node_arg("x=--a").is_err());
     }
 
     #[test]

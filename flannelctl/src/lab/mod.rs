@@ -3,11 +3,11 @@
 //! line and dispatch; each step lives in its own module.
 
 mod bins;
-mod daemon;
-mod down;
+pub(crate) mod daemon;
+pub(crate) mod down;
 mod embedded;
 mod etcd;
-mod names;
+pub(crate) mod names;
 mod netconf;
 mod ops;
 mod pods;
@@ -15,9 +15,9 @@ mod probe;
 mod process;
 mod render;
 mod sh;
-mod state;
+pub(crate) mod state;
 mod topology;
-mod up;
+pub(crate) mod up;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -171,6 +171,10 @@ struct UpArgs {
     /// Extra daemon flag, repeatable (e.g. --daemon-arg=--log-format=json).
     #[arg(long = "daemon-arg", allow_hyphen_values = true)]
     daemon_args: Vec<String>,
+    /// Extra flag for one node's daemon, repeatable: NODE=FLAG (e.g.
+    /// --node-daemon-arg=1=--datapath-mode=userspace for a mixed lab).
+    #[arg(long = "node-daemon-arg", allow_hyphen_values = true, value_parser = daemon::parse_node_arg)]
+    node_daemon_args: Vec<(u32, String)>,
     /// Seconds to wait for each daemon to become ready.
     #[arg(long, default_value_t = 60)]
     ready_timeout: u64,
@@ -257,6 +261,7 @@ fn run_up(a: &UpArgs) -> Result<ExitCode, LabError> {
             resync_period: a.resync_period.clone(),
             lease_ttl: a.lease_ttl.clone(),
             extra: a.daemon_args.clone(),
+            per_node: a.node_daemon_args.clone(),
         },
         ready_timeout: Duration::from_secs(a.ready_timeout),
     };

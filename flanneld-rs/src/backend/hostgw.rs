@@ -71,6 +71,7 @@ impl Backend for HostGwBackend {
                 gateway: peer.public_ip,
                 oif: node.iface_index,
                 onlink: false,
+                encap: None,
             };
             desired.add_peer(
                 peer.subnet,

@@ -109,6 +109,13 @@ pub trait Backend: Send {
     /// Makes the kernel match `peers` (the complete desired set, own lease
     /// excluded). Idempotent; also recreates the device if it vanished.
     async fn reconcile(&mut self, peers: &[Peer]) -> Result<ReconcileReport, BackendError>;
+
+    /// Packet counters of a datapath that moves packets itself (the
+    /// userspace one), read by /metrics at scrape time; `None` for the
+    /// kernel datapaths.
+    fn datapath_counters(&self) -> Option<std::sync::Arc<crate::userspace::counters::Counters>> {
+        None
+    }
 }
 
 // Implementations (owner: "dp").
@@ -117,6 +124,7 @@ pub mod hostgw;
 pub mod metadata;
 pub mod options;
 pub mod spec;
+pub mod tunnel;
 pub mod userspace;
 pub mod vtep_mac;
 pub mod vxlan;

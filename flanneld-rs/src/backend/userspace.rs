@@ -1,14 +1,377 @@
-//! The userspace datapath as a backend: a TUN device and a UDP socket
-//! framing VXLAN or Geneve (the engine lives in `crate::userspace`). Being
-//! written (issue 5).
+//! The userspace datapath as a backend: device `flannel-tun` run by the
+//! engine in `crate::userspace` (TUN + UDP, VXLAN or Geneve framing), the
+//! lease's `.0/32` on it, and per peer a route to its subnet through it
+//! (protocol 70, reconciled like the kernel backends). The engine's peer
+//! table is swapped in whole on every reconcile.
 
-use super::{Backend, BackendError, TunnelSpec};
-use crate::netlink::Netlink;
+use std::sync::{Arc, RwLock};
+
+use async_trait::async_trait;
+use ipnet::Ipv4Net;
+use lease_store::{Lease, NetworkConfig};
+use rtnetlink::LinkUnspec;
+
+use super::{
+    tunnel, vtep_mac, Backend, BackendError, Encap, LocalNode, Peer, Prepared, ReconcileReport,
+    TunnelSpec,
+};
+use crate::netlink::{Netlink, NetlinkError};
+use crate::reconcile::{Mac, Route, State};
+use crate::userspace::counters::Counters;
+use crate::userspace::engine::{Engine, EngineConfig, EngineInfo, PeerSlot};
+use crate::userspace::frame::{Framer, OVERHEAD_IPV4};
+use crate::userspace::peers::{PeerEntry, PeerTable};
+
+/// The device name (one per node, whatever the encapsulation).
+pub const TUN_NAME: &str = "flannel-tun";
+/// Queues (thread pairs) at most; more rarely helps a node's pod traffic.
+const MAX_QUEUES: usize = 4;
 
 /// The userspace backend for `spec`.
-pub fn new(_netlink: Netlink, spec: TunnelSpec) -> Result<Box<dyn Backend>, BackendError> {
-    Err(BackendError::Unsupported(format!(
-        "{} in userspace mode (not built yet)",
-        spec.encap.backend_type()
-    )))
+pub fn new(netlink: Netlink, spec: TunnelSpec) -> Result<Box<dyn Backend>, BackendError> {
+    Ok(Box::new(UserspaceBackend::new(netlink, spec)))
+}
+
+pub struct UserspaceBackend {
+    nl: Netlink,
+    spec: TunnelSpec,
+    node: Option<LocalNode>,
+    mtu: u16,
+    mac: Mac,
+    engine: Option<Engine>,
+    index: Option<u32>,
+    lease: Option<Ipv4Net>,
+    peers: Arc<PeerSlot>,
+    counters: Arc<Counters>,
+    queues: usize,
+    offload: bool,
+}
+
+impl UserspaceBackend {
+    pub fn new(nl: Netlink, spec: TunnelSpec) -> Self {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        UserspaceBackend {
+            nl,
+            spec,
+            node: None,
+            mtu: 0,
+            mac: Mac([0; 6]),
+            engine: None,
+            index: None,
+            lease: None,
+            peers: Arc::new(RwLock::new(Arc::new(PeerTable::default()))),
+            counters: Arc::new(Counters::default()),
+            queues: cpus.clamp(1, MAX_QUEUES),
+            offload: true,
+        }
+    }
+
+    /// Number of queues to ask for (tests and benchmarks); call before
+    /// `prepare`.
+    pub fn set_queues(&mut self, queues: usize) {
+        self.queues = queues.max(1);
+    }
+
+    /// Whether to ask for TUN offloads (GSO/GRO); call before `prepare`.
+    pub fn set_offload(&mut self, offload: bool) {
+        self.offload = offload;
+    }
+
+    /// What the running engine negotiated with the kernel.
+    pub fn engine_info(&self) -> Option<EngineInfo> {
+        self.engine.as_ref().map(Engine::info)
+    }
+
+    /// The peer table the engine currently uses.
+    pub fn peer_table(&self) -> Arc<PeerTable> {
+        match self.peers.read() {
+            Ok(p) => p.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn node(&self) -> Result<&LocalNode, BackendError> {
+        self.node
+            .as_ref()
+            .ok_or_else(|| BackendError::Other("userspace: used before prepare".into()))
+    }
+
+    /// Keeps a live engine whose device still exists, or starts a new one
+    /// (a TUN device dies with its fds, and vice versa); true when started.
+    async fn ensure_engine(&mut self) -> Result<bool, BackendError> {
+        let link = self.nl.link_by_name(TUN_NAME).await?;
+        if let (Some(engine), Some(link)) = (&self.engine, &link) {
+            if engine.is_alive() && Some(link.index) == self.index {
+                if !link.up || link.mtu != Some(u32::from(self.mtu)) {
+                    let msg = LinkUnspec::new_with_index(link.index)
+                        .mtu(u32::from(self.mtu))
+                        .up()
+                        .build();
+                    self.nl
+                        .handle()
+                        .link()
+                        .set(msg)
+                        .execute()
+                        .await
+                        .map_err(|e| {
+                            NetlinkError::request(format!("setting MTU/up on {TUN_NAME}"), e)
+                        })?;
+                }
+                return Ok(false);
+            }
+        }
+        if self.engine.take().is_some() {
+            tracing::warn!("{TUN_NAME} vanished or its queues stopped: recreating it");
+        }
+        if let Some(stale) = link {
+            // Left by someone else (a persistent TUN, a crashed run's
+            // namesake): ours must be created by this process.
+            self.nl
+                .handle()
+                .link()
+                .del(stale.index)
+                .execute()
+                .await
+                .map_err(|e| NetlinkError::request(format!("deleting stale {TUN_NAME}"), e))?;
+        }
+        let node = self.node()?.clone();
+        if self.spec.encap == Encap::Vxlan {
+            // A kernel VXLAN device of ours (FDB or metadata mode) holds
+            // the same UDP port.
+            let why = "the userspace datapath needs its UDP port";
+            tunnel::remove_other_mode_device(
+                &self.nl,
+                &super::vxlan::device_name(self.spec.vni),
+                why,
+            )
+            .await?;
+            tunnel::remove_other_mode_device(
+                &self.nl,
+                super::metadata::device::device_name(Encap::Vxlan),
+                why,
+            )
+            .await?;
+        }
+        let cfg = EngineConfig {
+            tun_name: TUN_NAME.into(),
+            mtu: self.mtu,
+            framer: Framer {
+                encap: self.spec.encap,
+                vni: self.spec.vni,
+                our_mac: self.mac,
+            },
+            bind: std::net::SocketAddrV4::new(node.iface_addr, self.spec.port),
+            queues: self.queues,
+            offload: self.offload,
+            netns: self.nl.netns_path().map(|p| p.to_path_buf()),
+        };
+        let engine = Engine::start(cfg, self.peers.clone(), self.counters.clone())
+            .map_err(|e| BackendError::Other(format!("userspace datapath: {e}")))?;
+        let info = engine.info();
+        tracing::info!(
+            "{TUN_NAME} up: {} {} queue(s), TUN offload {}, UDP GSO {} segments, UDP GRO {}",
+            self.spec.encap.backend_type(),
+            info.queues,
+            if info.tun_offload { "on" } else { "off" },
+            info.udp_gso_segments,
+            if info.udp_gro_segments > 1 {
+                "on"
+            } else {
+                "off"
+            },
+        );
+        self.engine = Some(engine);
+        self.index = Some(tunnel::created_index(&self.nl, TUN_NAME).await?);
+        Ok(true)
+    }
+}
+
+/// The route through the TUN device for one peer (an onlink gateway: the
+/// device is point-to-point and resolves no neighbours).
+pub fn tun_route(peer: &Peer, dev: u32) -> State {
+    State {
+        routes: vec![Route {
+            dst: peer.subnet,
+            gateway: peer.subnet.network(),
+            oif: dev,
+            onlink: true,
+            encap: None,
+        }],
+        ..State::default()
+    }
+}
+
+/// The engine's table for `peers` (own lease excluded; peers without a
+/// usable VTEP MAC are left out, reconcile reports them).
+pub fn peer_table(
+    peers: &[Peer],
+    encap: Encap,
+    port: u16,
+    own: Option<Ipv4Net>,
+    own_ip: std::net::Ipv4Addr,
+) -> PeerTable {
+    PeerTable::new(peers.iter().filter_map(|p| {
+        if Some(p.subnet) == own || p.public_ip == own_ip {
+            return None;
+        }
+        let mac = tunnel::peer_vtep_mac(p, encap.backend_type()).ok()?;
+        Some((
+            p.subnet,
+            PeerEntry {
+                addr: std::net::SocketAddrV4::new(p.public_ip, port),
+                mac,
+            },
+        ))
+    }))
+}
+
+#[async_trait]
+impl Backend for UserspaceBackend {
+    async fn prepare(
+        &mut self,
+        node: &LocalNode,
+        _config: &NetworkConfig,
+    ) -> Result<Prepared, BackendError> {
+        let mtu = self
+            .spec
+            .mtu
+            .unwrap_or(node.iface_mtu.saturating_sub(OVERHEAD_IPV4 as u32));
+        self.mtu = u16::try_from(mtu)
+            .ok()
+            .filter(|m| *m >= 576)
+            .ok_or_else(|| {
+                BackendError::Config(format!(
+                    "overlay MTU {mtu} is outside 576..=65535; set Backend.MTU or check the underlay MTU"
+                ))
+            })?;
+        self.mac = vtep_mac::derive(node.public_ip, self.spec.vni);
+        self.node = Some(node.clone());
+        self.ensure_engine().await?;
+        Ok(Prepared {
+            backend_type: self.spec.encap.backend_type().into(),
+            backend_data: Some(
+                serde_json::json!({ "VNI": self.spec.vni, "VtepMAC": self.mac.to_string() }),
+            ),
+            mtu: u32::from(self.mtu),
+        })
+    }
+
+    async fn attach(&mut self, lease: &Lease) -> Result<(), BackendError> {
+        let subnet = lease
+            .subnet
+            .ok_or_else(|| BackendError::Other("userspace: the lease has no IPv4 subnet".into()))?;
+        self.lease = Some(subnet);
+        let index = self
+            .index
+            .ok_or_else(|| BackendError::Other("userspace: attach called before prepare".into()))?;
+        tunnel::ensure_lease_address(&self.nl, index, subnet, TUN_NAME).await
+    }
+
+    async fn reconcile(&mut self, peers: &[Peer]) -> Result<ReconcileReport, BackendError> {
+        let node = self.node()?.clone();
+        let recreated = self.ensure_engine().await?;
+        let dev = self
+            .index
+            .ok_or_else(|| BackendError::Other("userspace: no device index".into()))?;
+        if let Some(lease) = self.lease {
+            tunnel::ensure_lease_address(&self.nl, dev, lease, TUN_NAME).await?;
+        }
+        let table = peer_table(
+            peers,
+            self.spec.encap,
+            self.spec.port,
+            self.lease,
+            node.public_ip,
+        );
+        // Table first: a route must never point at a peer the engine does
+        // not know yet.
+        match self.peers.write() {
+            Ok(mut slot) => *slot = Arc::new(table),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(table),
+        }
+        let ours = self.spec.encap.backend_type();
+        tunnel::converge_peers(
+            &self.nl,
+            &node,
+            self.lease,
+            peers,
+            dev,
+            self.spec.vxlan.direct_routing,
+            ours,
+            recreated,
+            |peer, direct| match direct {
+                Some(underlay) => Ok(tunnel::direct_route(peer, underlay)),
+                None => tunnel::peer_vtep_mac(peer, ours).map(|_| tun_route(peer, dev)),
+            },
+        )
+        .await
+    }
+
+    fn datapath_counters(&self) -> Option<Arc<Counters>> {
+        Some(self.counters.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::net::Ipv4Addr;
+
+    fn peer(subnet: &str, last: u8, kind: &str, data: serde_json::Value) -> Peer {
+        Peer {
+            subnet: subnet.parse().unwrap(),
+            public_ip: Ipv4Addr::new(198, 51, 100, last),
+            backend_type: kind.into(),
+            backend_data: Some(data),
+        }
+    }
+
+    #[test]
+    fn table_keeps_usable_peers_of_our_encapsulation() {
+        let peers = [
+            peer(
+                "10.244.1.0/24",
+                1,
+                "geneve",
+                json!({"VtepMAC": "0a:00:00:00:00:01"}),
+            ),
+            peer(
+                "10.244.2.0/24",
+                2,
+                "geneve",
+                json!({"VtepMAC": "0a:00:00:00:00:02"}),
+            ),
+            peer(
+                "10.244.3.0/24",
+                3,
+                "vxlan",
+                json!({"VtepMAC": "0a:00:00:00:00:03"}),
+            ),
+            peer("10.244.4.0/24", 4, "geneve", json!({})),
+        ];
+        let own: Ipv4Net = "10.244.1.0/24".parse().unwrap();
+        let t = peer_table(
+            &peers,
+            Encap::Geneve,
+            6081,
+            Some(own),
+            Ipv4Addr::new(9, 9, 9, 9),
+        );
+        assert_eq!(t.len(), 1);
+        let e = t.lookup(Ipv4Addr::new(10, 244, 2, 9)).unwrap();
+        assert_eq!(e.addr, "198.51.100.2:6081".parse().unwrap());
+        assert_eq!(e.mac, "0a:00:00:00:00:02".parse().unwrap());
+    }
+
+    #[test]
+    fn tun_route_is_onlink_through_the_device() {
+        let p = peer("10.244.7.0/24", 7, "vxlan", json!({}));
+        let r = tun_route(&p, 12).routes[0];
+        assert_eq!(r.dst, p.subnet);
+        assert_eq!(
+            (r.gateway, r.oif, r.onlink),
+            (Ipv4Addr::new(10, 244, 7, 0), 12, true)
+        );
+    }
 }

@@ -11,13 +11,12 @@ use async_trait::async_trait;
 use ipnet::Ipv4Net;
 use lease_store::{Lease, NetworkConfig};
 use netlink_packet_route::link::InfoKind;
-use rtnetlink::{LinkUnspec, LinkVxlan};
+use rtnetlink::LinkVxlan;
 
-use super::converge::{converge, on_same_l2, Desired};
-use super::options::{data_field, VxlanOptions};
-use super::{vtep_mac, Backend, BackendError, LocalNode, Peer, Prepared, ReconcileReport};
+use super::options::VxlanOptions;
+use super::{tunnel, vtep_mac, Backend, BackendError, LocalNode, Peer, Prepared, ReconcileReport};
 use crate::netlink::dump::LinkState;
-use crate::netlink::{Netlink, NetlinkError};
+use crate::netlink::Netlink;
 use crate::reconcile::{Fdb, Mac, Neigh, Route, State};
 
 /// VXLAN over IPv4: outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14).
@@ -94,25 +93,13 @@ impl DeviceSpec {
         if v.gbp != self.gbp {
             diffs.push(format!("GBP {} != {}", v.gbp, self.gbp));
         }
+        if v.external {
+            diffs.push("in external (metadata) mode".to_string());
+        }
         if v.learning != Some(self.learning) {
             diffs.push(format!("learning {:?} != {}", v.learning, self.learning));
         }
-        if link.mac != Some(self.mac) {
-            diffs.push(format!(
-                "MAC {} != {}",
-                link.mac.map(|m| m.to_string()).unwrap_or_default(),
-                self.mac
-            ));
-        }
-        if diffs.is_empty() {
-            Ok(())
-        } else {
-            Err(format!(
-                "{} is incompatible: {}",
-                self.name,
-                diffs.join(", ")
-            ))
-        }
+        tunnel::adoption_verdict(&self.name, link, self.mac, diffs)
     }
 }
 
@@ -124,18 +111,9 @@ pub fn device_name(vni: u32) -> String {
 /// programmed. Pure: the L2 check is done by the caller.
 pub fn peer_entries(peer: &Peer, dev: u32, direct: Option<u32>) -> Result<State, String> {
     if let Some(underlay) = direct {
-        let route = Route {
-            dst: peer.subnet,
-            gateway: peer.public_ip,
-            oif: underlay,
-            onlink: false,
-        };
-        return Ok(State {
-            routes: vec![route],
-            ..State::default()
-        });
+        return Ok(tunnel::direct_route(peer, underlay));
     }
-    let mac = peer_mac(peer)?;
+    let mac = tunnel::peer_vtep_mac(peer, "vxlan")?;
     let gw = peer.subnet.network();
     Ok(State {
         neighs: vec![Neigh { ip: gw, mac }],
@@ -148,29 +126,9 @@ pub fn peer_entries(peer: &Peer, dev: u32, direct: Option<u32>) -> Result<State,
             gateway: gw,
             oif: dev,
             onlink: true,
+            encap: None,
         }],
     })
-}
-
-fn peer_mac(peer: &Peer) -> Result<Mac, String> {
-    if peer.backend_type != "vxlan" {
-        return Err(format!(
-            "peer {} at {} uses backend {:?}, this node vxlan: all nodes must use the same backend",
-            peer.subnet, peer.public_ip, peer.backend_type
-        ));
-    }
-    let field = peer
-        .backend_data
-        .as_ref()
-        .and_then(|d| data_field(d, "VtepMAC"));
-    let text = field.and_then(|v| v.as_str()).ok_or_else(|| {
-        format!(
-            "peer {} at {} published no VtepMAC in its BackendData",
-            peer.subnet, peer.public_ip
-        )
-    })?;
-    text.parse()
-        .map_err(|e| format!("peer {} at {}: VtepMAC: {e}", peer.subnet, peer.public_ip))
 }
 
 pub struct VxlanBackend {
@@ -220,41 +178,12 @@ impl VxlanBackend {
     /// Adopts a compatible device or (re)creates it; true when created.
     async fn ensure_device(&mut self) -> Result<bool, BackendError> {
         let spec = self.spec()?.clone();
-        let existing = self.nl.link_by_name(&spec.name).await?;
-        if let Some(link) = existing {
-            match spec.check_adoptable(&link) {
-                Ok(()) => {
-                    if link.mtu != Some(spec.mtu) || !link.up {
-                        let msg = LinkUnspec::new_with_index(link.index)
-                            .mtu(spec.mtu)
-                            .up()
-                            .build();
-                        self.nl
-                            .handle()
-                            .link()
-                            .set(msg)
-                            .execute()
-                            .await
-                            .map_err(|e| {
-                                NetlinkError::request(format!("setting MTU/up on {}", spec.name), e)
-                            })?;
-                    }
-                    self.index = Some(link.index);
-                    return Ok(false);
-                }
-                Err(reason) => {
-                    tracing::warn!("{reason}: deleting and recreating it");
-                    self.nl
-                        .handle()
-                        .link()
-                        .del(link.index)
-                        .execute()
-                        .await
-                        .map_err(|e| {
-                            NetlinkError::request(format!("deleting incompatible {}", spec.name), e)
-                        })?;
-                }
-            }
+        if let Some(index) =
+            tunnel::adopt_or_remove(&self.nl, &spec.name, spec.mtu, |l| spec.check_adoptable(l))
+                .await?
+        {
+            self.index = Some(index);
+            return Ok(false);
         }
         let mut b = LinkVxlan::new(&spec.name, spec.vni)
             .dev(spec.underlay)
@@ -265,67 +194,21 @@ impl VxlanBackend {
             b = b.gbp();
         }
         let msg = b.mtu(spec.mtu).address(spec.mac.0.to_vec()).up().build();
-        self.nl
-            .handle()
-            .link()
-            .add(msg)
-            .execute()
-            .await
-            .map_err(|e| {
-                NetlinkError::request(
-                    format!(
-                        "creating {} (vni {} local {} port {})",
-                        spec.name, spec.vni, spec.local, spec.port
-                    ),
-                    e,
-                )
-            })?;
-        let link = self.nl.link_by_name(&spec.name).await?.ok_or_else(|| {
-            BackendError::Other(format!("{} vanished right after it was created", spec.name))
-        })?;
-        self.index = Some(link.index);
+        let what = format!(
+            "creating {} (vni {} local {} port {})",
+            spec.name, spec.vni, spec.local, spec.port
+        );
+        tunnel::add_link(&self.nl, msg, what).await?;
+        self.index = Some(tunnel::created_index(&self.nl, &spec.name).await?);
         Ok(true)
     }
 
-    /// Puts exactly `<lease .0>/32` on the device (an address from an
-    /// older lease would make the kernel source packets from it).
+    /// Puts exactly `<lease .0>/32` on the device.
     async fn ensure_address(&self) -> Result<(), BackendError> {
         let (Some(lease), Some(index)) = (self.lease, self.index) else {
             return Ok(());
         };
-        let want =
-            Ipv4Net::new(lease.network(), 32).map_err(|e| BackendError::Other(e.to_string()))?;
-        let mut present = false;
-        for (net, msg) in self.nl.ipv4_addrs(index).await? {
-            if net == want {
-                present = true;
-                continue;
-            }
-            self.nl
-                .handle()
-                .address()
-                .del(msg)
-                .execute()
-                .await
-                .map_err(|e| {
-                    NetlinkError::request(
-                        format!("removing stale address {net} from the vxlan device"),
-                        e,
-                    )
-                })?;
-        }
-        if !present {
-            self.nl
-                .handle()
-                .address()
-                .add(index, want.addr().into(), 32)
-                .execute()
-                .await
-                .map_err(|e| {
-                    NetlinkError::request(format!("adding {want} to the vxlan device"), e)
-                })?;
-        }
-        Ok(())
+        tunnel::ensure_lease_address(&self.nl, index, lease, "the vxlan device").await
     }
 }
 
@@ -341,6 +224,12 @@ impl Backend for VxlanBackend {
         let mtu = spec.mtu;
         self.spec = Some(spec);
         self.node = Some(node.clone());
+        tunnel::remove_other_mode_device(
+            &self.nl,
+            super::metadata::VXLAN_DEVICE,
+            "this node now runs VXLAN in FDB mode, which needs the UDP port it holds",
+        )
+        .await?;
         self.ensure_device().await?;
         Ok(Prepared {
             backend_type: "vxlan".into(),
@@ -368,33 +257,18 @@ impl Backend for VxlanBackend {
             .index
             .ok_or_else(|| BackendError::Other("vxlan: no device index".into()))?;
 
-        let mut desired = Desired::default();
-        let mut errors = Vec::new();
-        for peer in peers {
-            if Some(peer.subnet) == self.lease || peer.public_ip == node.public_ip {
-                continue;
-            }
-            let direct = if self.opts.direct_routing
-                && peer.backend_type == "vxlan"
-                && on_same_l2(&self.nl, peer.public_ip, node.iface_index).await?
-            {
-                Some(node.iface_index)
-            } else {
-                None
-            };
-            match peer_entries(peer, dev, direct) {
-                Ok(entries) => desired.add_peer(peer.subnet, entries),
-                Err(e) => errors.push(e),
-            }
-        }
-        let out = converge(&self.nl, &desired, Some(dev)).await?;
-        errors.extend(out.errors);
-        Ok(ReconcileReport {
-            changes: out.changes,
-            errors,
-            peers: out.peers_ok,
-            device_recreated: recreated,
-        })
+        tunnel::converge_peers(
+            &self.nl,
+            &node,
+            self.lease,
+            peers,
+            dev,
+            self.opts.direct_routing,
+            "vxlan",
+            recreated,
+            |peer, direct| peer_entries(peer, dev, direct),
+        )
+        .await
     }
 }
 
@@ -432,7 +306,9 @@ mod tests {
                 underlay: Some(s.underlay),
                 learning: Some(false),
                 gbp: false,
+                external: false,
             }),
+            geneve: None,
         }
     }
 
@@ -507,7 +383,8 @@ mod tests {
                 dst: "10.244.7.0/24".parse().unwrap(),
                 gateway: gw,
                 oif: 11,
-                onlink: true
+                onlink: true,
+                encap: None
             }]
         );
     }

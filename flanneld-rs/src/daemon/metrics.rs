@@ -1,7 +1,13 @@
 //! The daemon's Prometheus metrics (served at /metrics in the OpenMetrics
 //! text format, which Prometheus scrapes).
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::MetricType;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -12,6 +18,7 @@ use prometheus_client::registry::Registry;
 
 use crate::backend::{BackendError, ReconcileReport};
 use crate::daemon::peers::Applied;
+use crate::userspace::counters::Counters;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TriggerLabel {
@@ -44,6 +51,58 @@ pub struct Metrics {
     pub lease_acquisitions: Counter,
     pub lease_renewals: Counter,
     pub lease_renewal_failures: Counter,
+    datapath: Arc<DatapathCollector>,
+}
+
+/// The userspace datapath's packet counters, read from its atomics at
+/// scrape time (nothing is exported for the kernel datapaths).
+#[derive(Debug, Default)]
+struct DatapathCollector {
+    counters: Mutex<Option<Arc<Counters>>>,
+}
+
+impl Collector for DatapathCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let counters = match self.counters.lock() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        let Some(counters) = counters else {
+            return Ok(());
+        };
+        let snap = counters.snapshot();
+        {
+            let mut packets = encoder.encode_descriptor(
+                "userspace_packets",
+                "Packets handled by the userspace datapath (tx = TUN to UDP, rx = UDP to TUN): delivered, or dropped by reason",
+                None,
+                MetricType::Counter,
+            )?;
+            for (dir, n, _) in &snap.ok {
+                let labels = [("direction", dir.label()), ("result", "delivered")];
+                ConstCounter::new(*n).encode(packets.encode_family(&labels)?)?;
+            }
+            for (dir, reason, n) in &snap.drops {
+                let labels = [
+                    ("direction", dir.label()),
+                    ("result", "dropped"),
+                    ("reason", reason.label()),
+                ];
+                ConstCounter::new(*n).encode(packets.encode_family(&labels)?)?;
+            }
+        }
+        let mut bytes = encoder.encode_descriptor(
+            "userspace_bytes",
+            "Inner IPv4 bytes delivered by the userspace datapath",
+            None,
+            MetricType::Counter,
+        )?;
+        for (dir, _, b) in &snap.ok {
+            let labels = [("direction", dir.label())];
+            ConstCounter::new(*b).encode(bytes.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
 }
 
 impl Default for Metrics {
@@ -70,7 +129,9 @@ impl Metrics {
             lease_acquisitions: Counter::default(),
             lease_renewals: Counter::default(),
             lease_renewal_failures: Counter::default(),
+            datapath: Arc::default(),
         };
+        registry.register_collector(Box::new(m.datapath.clone()));
         registry.register("peers", "Peers programmed in the datapath", m.peers.clone());
         registry.register(
             "lease_expiry_timestamp_seconds",
@@ -123,6 +184,15 @@ impl Metrics {
             m.lease_renewal_failures.clone(),
         );
         Metrics { registry, ..m }
+    }
+
+    /// Exports a datapath's counters (`Backend::datapath_counters`) from
+    /// now on; the daemon calls it once after `prepare`.
+    pub fn set_datapath(&self, counters: Option<Arc<Counters>>) {
+        match self.datapath.counters.lock() {
+            Ok(mut c) => *c = counters,
+            Err(poisoned) => *poisoned.into_inner() = counters,
+        }
     }
 
     /// Records one reconcile pass.
@@ -244,5 +314,30 @@ mod tests {
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }
+        assert!(!text.contains("userspace"), "no datapath attached: {text}");
+    }
+
+    #[test]
+    fn datapath_counters_are_read_at_scrape_time() {
+        use crate::userspace::counters::Dir;
+        use crate::userspace::frame::Drop;
+        let m = Metrics::new();
+        let c = Arc::new(Counters::default());
+        m.set_datapath(Some(c.clone()));
+        c.ok(Dir::Rx, 5, 500);
+        c.count_drop(Dir::Rx, Drop::WrongVni, 2);
+        let text = m.encode().unwrap();
+        for want in [
+            "flanneld_userspace_packets_total{direction=\"rx\",result=\"delivered\"} 5",
+            "flanneld_userspace_packets_total{direction=\"tx\",result=\"delivered\"} 0",
+            "flanneld_userspace_packets_total{direction=\"rx\",result=\"dropped\",reason=\"wrong_vni\"} 2",
+            "flanneld_userspace_packets_total{direction=\"tx\",result=\"dropped\",reason=\"no_peer\"} 0",
+            "flanneld_userspace_bytes_total{direction=\"rx\"} 500",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+        // Later increments show without re-registering anything.
+        c.count_drop(Dir::Rx, Drop::WrongVni, 1);
+        assert!(m.encode().unwrap().contains("reason=\"wrong_vni\"} 3"));
     }
 }

@@ -339,6 +339,8 @@ impl LeaseLoop {
                 source,
             })?;
         self.prepared = Some(prepared);
+        // The userspace datapath counts its packets; /metrics reads them.
+        self.metrics.set_datapath(self.backend.datapath_counters());
 
         let previous = self.previous_subnet(network);
         self.acquire(previous).await?;

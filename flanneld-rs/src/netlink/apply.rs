@@ -5,7 +5,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
-use netlink_packet_route::route::{RouteMessage, RouteProtocol};
+use netlink_packet_route::route::{
+    RouteAttribute, RouteIpTunnel, RouteLwEnCapType, RouteLwTunnelEncap, RouteMessage,
+    RouteProtocol,
+};
 use netlink_packet_route::AddressFamily;
 use nix::errno::Errno;
 use rtnetlink::RouteMessageBuilder;
@@ -93,7 +96,8 @@ fn ignore_gone(r: Result<(), NetlinkError>) -> Result<(), NetlinkError> {
     }
 }
 
-/// The route as installed: main table, our protocol, onlink when asked.
+/// The route as installed: main table, our protocol, onlink when asked,
+/// and `encap ip id <VNI> dst <peer>` for a metadata-mode device.
 pub fn route_message(r: &Route, proto: u8) -> RouteMessage {
     let mut b = RouteMessageBuilder::<Ipv4Addr>::new()
         .destination_prefix(r.dst.network(), r.dst.prefix_len())
@@ -103,7 +107,16 @@ pub fn route_message(r: &Route, proto: u8) -> RouteMessage {
     if r.onlink {
         b = b.onlink();
     }
-    b.build()
+    let mut msg = b.build();
+    if let Some(e) = r.encap {
+        msg.attributes
+            .push(RouteAttribute::EncapType(RouteLwEnCapType::Ip));
+        msg.attributes.push(RouteAttribute::Encap(vec![
+            RouteLwTunnelEncap::Ip(RouteIpTunnel::Id(e.id)),
+            RouteLwTunnelEncap::Ip(RouteIpTunnel::Destination(e.dst)),
+        ]));
+    }
+    msg
 }
 
 fn neigh_message(n: &Neigh, dev: u32) -> NeighbourMessage {
@@ -130,4 +143,76 @@ fn fdb_message(f: &Fdb, dev: u32) -> NeighbourMessage {
             f.dst,
         )));
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::TunnelEncap;
+    use rtnetlink::packet_core::{Emitable, Parseable};
+
+    fn encap_route() -> Route {
+        Route {
+            dst: "10.244.7.0/24".parse().unwrap(),
+            gateway: Ipv4Addr::new(10, 244, 7, 0),
+            oif: 11,
+            onlink: true,
+            encap: Some(TunnelEncap {
+                id: 0x0001_0203,
+                dst: Ipv4Addr::new(198, 51, 100, 7),
+            }),
+        }
+    }
+
+    /// The attribute value with netlink type `kind` (flags masked off).
+    fn attr(bytes: &[u8], kind: u16) -> Option<&[u8]> {
+        let mut at = 0;
+        while at + 4 <= bytes.len() {
+            let len = usize::from(u16::from_ne_bytes([bytes[at], bytes[at + 1]]));
+            let t = u16::from_ne_bytes([bytes[at + 2], bytes[at + 3]]) & 0x3fff;
+            if len < 4 || at + len > bytes.len() {
+                return None;
+            }
+            if t == kind {
+                return Some(&bytes[at + 4..at + len]);
+            }
+            at += (len + 3) & !3;
+        }
+        None
+    }
+
+    #[test]
+    fn encap_route_carries_lwtunnel_ip_attributes() {
+        let msg = route_message(&encap_route(), 70);
+        let mut buf = vec![0u8; msg.buffer_len()];
+        msg.emit(&mut buf);
+        // rtmsg header is 12 bytes; attributes follow.
+        let attrs = &buf[12..];
+        // RTA_ENCAP_TYPE (21) = LWTUNNEL_ENCAP_IP (2), host order u16.
+        assert_eq!(attr(attrs, 21), Some(&2u16.to_ne_bytes()[..]));
+        // RTA_ENCAP (22): LWTUNNEL_IP_ID (1) as big-endian u64, LWTUNNEL_IP_DST (2).
+        let nested = attr(attrs, 22).expect("RTA_ENCAP present");
+        assert_eq!(attr(nested, 1), Some(&0x0001_0203_u64.to_be_bytes()[..]));
+        assert_eq!(attr(nested, 2), Some(&[198, 51, 100, 7][..]));
+        // And it parses back into the same encap.
+        let parsed = RouteMessage::parse(buf.as_slice()).unwrap();
+        let back = parsed.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Encap(e) => super::super::dump::ip_encap(e),
+            _ => None,
+        });
+        assert_eq!(back, encap_route().encap);
+    }
+
+    #[test]
+    fn plain_route_has_no_encap() {
+        let r = Route {
+            encap: None,
+            ..encap_route()
+        };
+        let msg = route_message(&r, 70);
+        assert!(!msg
+            .attributes
+            .iter()
+            .any(|a| matches!(a, RouteAttribute::Encap(_) | RouteAttribute::EncapType(_))));
+    }
 }

@@ -2,7 +2,7 @@
 
 use std::fs::File;
 use std::os::fd::AsFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::NetlinkError;
 
@@ -12,6 +12,9 @@ use super::NetlinkError;
 #[derive(Clone, Debug)]
 pub struct Netlink {
     handle: rtnetlink::Handle,
+    /// The namespace given to `connect_in_netns` (`None`: the caller's), so
+    /// a backend can create its TUN device and sockets there too.
+    netns: Option<PathBuf>,
 }
 
 impl Netlink {
@@ -21,7 +24,10 @@ impl Netlink {
         tokio::runtime::Handle::try_current().map_err(|_| NetlinkError::NoRuntime)?;
         let (conn, handle, _) = rtnetlink::new_connection().map_err(NetlinkError::Open)?;
         tokio::spawn(conn);
-        Ok(Netlink { handle })
+        Ok(Netlink {
+            handle,
+            netns: None,
+        })
     }
 
     /// A connection bound to the namespace at `path` (e.g.
@@ -32,6 +38,7 @@ impl Netlink {
         let rt = tokio::runtime::Handle::try_current().map_err(|_| NetlinkError::NoRuntime)?;
         let shown = path.display().to_string();
         let path = path.to_owned();
+        let netns = Some(path.clone());
         let opened = std::thread::spawn(move || {
             let _rt = rt.enter();
             let file = File::open(&path).map_err(|e| e.to_string())?;
@@ -49,7 +56,13 @@ impl Netlink {
             reason,
         })?;
         tokio::spawn(conn);
-        Ok(Netlink { handle })
+        Ok(Netlink { handle, netns })
+    }
+
+    /// The namespace this connection was opened in by `connect_in_netns`
+    /// (`None`: the opener's own).
+    pub fn netns_path(&self) -> Option<&Path> {
+        self.netns.as_deref()
     }
 
     pub fn handle(&self) -> &rtnetlink::Handle {

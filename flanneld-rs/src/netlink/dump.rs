@@ -6,18 +6,19 @@ use futures::TryStreamExt;
 use ipnet::Ipv4Net;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo,
+    InfoData, InfoGeneve, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo,
 };
 use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourState};
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteProtocol,
+    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteIpTunnel, RouteLwTunnelEncap,
+    RouteProtocol,
 };
 use netlink_packet_route::AddressFamily;
 use nix::errno::Errno;
 use rtnetlink::RouteMessageBuilder;
 
 use super::{Netlink, NetlinkError};
-use crate::reconcile::{Fdb, Mac, Neigh, Route};
+use crate::reconcile::{Fdb, Mac, Neigh, Route, TunnelEncap};
 
 /// The VXLAN attributes that decide whether a device can be adopted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -28,6 +29,16 @@ pub struct VxlanAttrs {
     pub underlay: Option<u32>,
     pub learning: Option<bool>,
     pub gbp: bool,
+    /// Metadata (external) mode: any VNI, the remote taken per packet.
+    pub external: bool,
+}
+
+/// The Geneve attributes that decide whether a device can be adopted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GeneveAttrs {
+    pub vni: Option<u32>,
+    pub port: Option<u16>,
+    pub external: bool,
 }
 
 /// A link as far as the datapath cares.
@@ -41,6 +52,8 @@ pub struct LinkState {
     pub kind: Option<InfoKind>,
     /// Present when `kind` is vxlan.
     pub vxlan: Option<VxlanAttrs>,
+    /// Present when `kind` is geneve.
+    pub geneve: Option<GeneveAttrs>,
 }
 
 /// Where the kernel would send a packet to some address.
@@ -91,11 +104,13 @@ impl Netlink {
             let mut dst = Ipv4Addr::UNSPECIFIED;
             let mut gateway = Ipv4Addr::UNSPECIFIED;
             let mut oif = 0;
+            let mut encap = None;
             for attr in &msg.attributes {
                 match attr {
                     RouteAttribute::Destination(RouteAddress::Inet(a)) => dst = *a,
                     RouteAttribute::Gateway(RouteAddress::Inet(g)) => gateway = *g,
                     RouteAttribute::Oif(i) => oif = *i,
+                    RouteAttribute::Encap(e) => encap = ip_encap(e),
                     _ => {}
                 }
             }
@@ -107,6 +122,7 @@ impl Netlink {
                 gateway,
                 oif,
                 onlink: h.flags.contains(RouteFlags::Onlink),
+                encap,
             });
         }
         Ok(out)
@@ -254,6 +270,21 @@ fn neigh_fields(attrs: &[NeighbourAttribute]) -> (Option<IpAddr>, Option<Mac>) {
     (ip, mac)
 }
 
+/// `encap ip id <id> dst <dst>` of a route; `None` for other encaps or
+/// when either part is missing (not a route we would have written).
+pub fn ip_encap(attrs: &[RouteLwTunnelEncap]) -> Option<TunnelEncap> {
+    let mut id = None;
+    let mut dst = None;
+    for a in attrs {
+        match a {
+            RouteLwTunnelEncap::Ip(RouteIpTunnel::Id(i)) => id = Some(*i),
+            RouteLwTunnelEncap::Ip(RouteIpTunnel::Destination(d)) => dst = Some(*d),
+            _ => {}
+        }
+    }
+    Some(TunnelEncap { id: id?, dst: dst? })
+}
+
 fn mac_of(bytes: &[u8]) -> Option<Mac> {
     <[u8; 6]>::try_from(bytes).ok().map(Mac)
 }
@@ -266,6 +297,7 @@ fn link_state(index: u32, flags: LinkFlags, attrs: &[LinkAttribute]) -> LinkStat
         up: flags.contains(LinkFlags::Up),
         kind: None,
         vxlan: None,
+        geneve: None,
     };
     for attr in attrs {
         match attr {
@@ -276,6 +308,7 @@ fn link_state(index: u32, flags: LinkFlags, attrs: &[LinkAttribute]) -> LinkStat
                     match info {
                         LinkInfo::Kind(k) => state.kind = Some(k.clone()),
                         LinkInfo::Data(InfoData::Vxlan(v)) => state.vxlan = Some(vxlan_attrs(v)),
+                        LinkInfo::Data(InfoData::Geneve(g)) => state.geneve = Some(geneve_attrs(g)),
                         _ => {}
                     }
                 }
@@ -296,8 +329,22 @@ fn vxlan_attrs(infos: &[InfoVxlan]) -> VxlanAttrs {
             InfoVxlan::Link(l) => v.underlay = Some(*l),
             InfoVxlan::Learning(l) => v.learning = Some(*l),
             InfoVxlan::Gbp => v.gbp = true,
+            InfoVxlan::CollectMetadata(m) => v.external = *m,
             _ => {}
         }
     }
     v
+}
+
+fn geneve_attrs(infos: &[InfoGeneve]) -> GeneveAttrs {
+    let mut g = GeneveAttrs::default();
+    for info in infos {
+        match info {
+            InfoGeneve::Id(id) => g.vni = Some(*id),
+            InfoGeneve::Port(p) => g.port = Some(*p),
+            InfoGeneve::CollectMetadata => g.external = true,
+            _ => {}
+        }
+    }
+    g
 }

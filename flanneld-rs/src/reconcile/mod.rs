@@ -74,6 +74,18 @@ pub struct Route {
     pub gateway: Ipv4Addr,
     pub oif: u32,
     pub onlink: bool,
+    /// Per-route tunnel metadata (metadata-mode devices); part of the
+    /// comparison, so a peer whose public IP changed gets its route replaced.
+    pub encap: Option<TunnelEncap>,
+}
+
+/// `encap ip id <id> dst <dst>` on a route (lightweight tunnel, LWTUNNEL_ENCAP_IP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TunnelEncap {
+    /// The VNI.
+    pub id: u64,
+    /// The peer's public (underlay) address.
+    pub dst: Ipv4Addr,
 }
 
 /// Everything a backend programs (desired) or finds (actual).
@@ -255,6 +267,7 @@ mod tests {
                 gateway: gw,
                 oif: 7,
                 onlink: true,
+                encap: None,
             }],
         }
     }
@@ -345,6 +358,7 @@ mod tests {
                 gateway: ip("198.51.100.5"),
                 oif: 3,
                 onlink: false,
+                encap: None,
             }],
             ..State::default()
         };
@@ -353,6 +367,7 @@ mod tests {
             gateway: ip("10.244.5.0"),
             oif: 7,
             onlink: true,
+            encap: None,
         };
         let ops = plan(
             &desired,
@@ -368,6 +383,38 @@ mod tests {
             ..State::default()
         };
         assert_eq!(plan(&desired, &twice), vec![Op::RouteDel(old)]);
+    }
+
+    #[test]
+    fn changed_encap_dst_replaces_the_route() {
+        let with = |dst: &str| Route {
+            dst: net("10.244.6.0/24"),
+            gateway: ip("10.244.6.0"),
+            oif: 7,
+            onlink: true,
+            encap: Some(TunnelEncap {
+                id: 1,
+                dst: ip(dst),
+            }),
+        };
+        let one = |r: Route| State {
+            routes: vec![r],
+            ..State::default()
+        };
+        let want = with("198.51.100.6");
+        assert!(plan(&one(want), &one(want)).is_empty());
+        assert_eq!(
+            plan(&one(want), &one(with("198.51.100.66"))),
+            vec![Op::RouteReplace(want)]
+        );
+        // A plain route where an encapsulated one is wanted (or the
+        // reverse) is replaced too.
+        let plain = Route {
+            encap: None,
+            ..want
+        };
+        assert_eq!(plan(&one(want), &one(plain)), vec![Op::RouteReplace(want)]);
+        assert_eq!(plan(&one(plain), &one(want)), vec![Op::RouteReplace(plain)]);
     }
 
     #[test]

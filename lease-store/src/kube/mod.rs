@@ -14,6 +14,9 @@
 mod client;
 pub mod mapping;
 mod store;
+#[cfg(feature = "kube-testing")]
+pub mod testing;
+mod view;
 mod watch;
 
 pub use client::{client, ClientSource};

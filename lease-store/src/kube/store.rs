@@ -1,5 +1,6 @@
 //! `KubeStore`: the `LeaseStore` over Node objects.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Node;
@@ -7,6 +8,7 @@ use kube::api::{ListParams, Patch, PatchParams};
 use kube::Api;
 
 use super::mapping::{self, MapError};
+use super::view::Peers;
 use crate::config::NetworkConfig;
 use crate::lease::{Lease, LeaseAttrs};
 use crate::store::{AcquireRequest, LeaseStore, LeaseWatch, Result, Revision, StoreError};
@@ -28,6 +30,8 @@ pub struct KubeOptions {
     pub poll_interval: Duration,
     /// The longest pause between attempts to re-open a failed watch.
     pub backoff_max: Duration,
+    /// Nodes per list page (`limit`), for `list` and the watch's lists.
+    pub page_size: u32,
 }
 
 impl KubeOptions {
@@ -39,15 +43,22 @@ impl KubeOptions {
             pod_cidr_wait: Duration::from_secs(600),
             poll_interval: Duration::from_secs(1),
             backoff_max: Duration::from_secs(30),
+            // client-go's default page size.
+            page_size: 500,
         }
     }
 }
+
+/// The peers of the last `list`, at its revision: a watch from that
+/// revision starts from them (see `view::PeerView`).
+type LastList = Arc<Mutex<Option<(Revision, Peers)>>>;
 
 /// The lease store of a node in Kubernetes mode. Cloning shares the client.
 #[derive(Clone)]
 pub struct KubeStore {
     pub(super) nodes: Api<Node>,
-    pub(super) opts: std::sync::Arc<KubeOptions>,
+    pub(super) opts: Arc<KubeOptions>,
+    last_list: LastList,
 }
 
 pub(super) fn api_error(op: &'static str, e: kube::Error) -> StoreError {
@@ -73,34 +84,63 @@ impl KubeStore {
     pub fn new(client: kube::Client, opts: KubeOptions) -> Self {
         KubeStore {
             nodes: Api::all(client),
-            opts: std::sync::Arc::new(opts),
+            opts: Arc::new(opts),
+            last_list: Arc::default(),
         }
     }
 
-    /// Every managed node's lease with the node's name, and the list's
-    /// resourceVersion.
-    pub(super) async fn list_named(&self) -> Result<(Vec<(String, Lease)>, Revision)> {
-        let list = self
-            .nodes
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| api_error("list nodes", e))?;
-        let revision = list
-            .metadata
-            .resource_version
-            .as_deref()
-            .and_then(|rv| rv.parse().ok())
-            .unwrap_or(0);
-        let mut leases = Vec::new();
-        for node in &list.items {
-            match mapping::node_lease(node, &self.opts.prefix) {
-                Ok(Some(l)) => leases.push((mapping::node_name(node).to_string(), l)),
-                Ok(None) => {}
-                // One bad node must not hide every other peer.
-                Err(e) => tracing::warn!(error = %e, "skipping a node with unusable flannel data"),
+    /// Every managed node's lease by node name, and the list's
+    /// resourceVersion. Paginated (`page_size` nodes per request); a
+    /// continue token that expired mid-way (410) starts the list over.
+    async fn list_peers(&self) -> Result<(Peers, Revision)> {
+        const ATTEMPTS: usize = 3;
+        let mut attempt = 1;
+        'list: loop {
+            let mut lp = ListParams::default().limit(self.opts.page_size);
+            let mut leases = Peers::new();
+            let mut revision = None;
+            loop {
+                let page = match self.nodes.list(&lp).await {
+                    Ok(p) => p,
+                    Err(kube::Error::Api(s))
+                        if s.code == 410 && lp.continue_token.is_some() && attempt < ATTEMPTS =>
+                    {
+                        attempt += 1;
+                        continue 'list;
+                    }
+                    Err(e) => return Err(api_error("list nodes", e)),
+                };
+                // Every page is served at the first page's resourceVersion.
+                revision = revision.or_else(|| {
+                    page.metadata
+                        .resource_version
+                        .as_deref()
+                        .and_then(|rv| rv.parse::<Revision>().ok())
+                });
+                for node in &page.items {
+                    match mapping::node_lease(node, &self.opts.prefix) {
+                        Ok(Some(l)) => {
+                            leases.insert(mapping::node_name(node).to_string(), l);
+                        }
+                        Ok(None) => {}
+                        // One bad node must not hide every other peer.
+                        Err(e) => {
+                            tracing::warn!(error = %e, "skipping a node with unusable flannel data")
+                        }
+                    }
+                }
+                match page.metadata.continue_.filter(|t| !t.is_empty()) {
+                    Some(token) => lp = lp.continue_token(&token),
+                    None => return Ok((leases, revision.unwrap_or(0))),
+                }
             }
         }
-        Ok((leases, revision))
+    }
+
+    fn last_list(&self) -> std::sync::MutexGuard<'_, Option<(Revision, Peers)>> {
+        // The data is a plain cache: a panic elsewhere cannot leave it
+        // half-written in a way that matters.
+        self.last_list.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn options(&self) -> &KubeOptions {
@@ -238,16 +278,30 @@ impl LeaseStore for KubeStore {
         })
     }
 
+    /// Paginated; the result is also kept so that a `watch` from its
+    /// revision can start from it.
     async fn list(&self) -> Result<(Vec<Lease>, Revision)> {
-        let (named, revision) = self.list_named().await?;
-        Ok((named.into_iter().map(|(_, l)| l).collect(), revision))
+        let (peers, revision) = self.list_peers().await?;
+        let leases = peers.values().cloned().collect();
+        *self.last_list() = Some((revision, peers));
+        Ok((leases, revision))
     }
 
+    /// kube's runtime watcher always starts with a list of its own. From
+    /// the revision of this store's last `list`, that list is delivered as
+    /// the changes since; from any other revision (0 included) as a
+    /// `Snapshot`. See docs/KUBE-MODE.md.
     async fn watch(&self, from: Revision, own: Option<Lease>) -> Result<LeaseWatch> {
-        Ok(super::watch::stream(
-            self.clone(),
-            from,
-            own.map(|l| l.key()),
-        ))
+        let base = {
+            let mut last = self.last_list();
+            match last.take() {
+                Some((rev, peers)) if from > 0 && rev == from => Some((rev, peers)),
+                other => {
+                    *last = other;
+                    None
+                }
+            }
+        };
+        Ok(super::watch::stream(self, own.map(|l| l.key()), base))
     }
 }

@@ -1,184 +1,106 @@
-//! The lease watch: a list+watch loop on all Nodes. It resumes from the last
-//! resourceVersion seen (events or bookmarks) when the server ends a watch,
-//! re-opens with backoff after errors, and lists again, delivering a
-//! snapshot, when the server answers 410 Gone (history compacted).
+//! The lease watch: kube's runtime watcher on all Nodes (a paginated list,
+//! then a watch with bookmarks; it resumes from the last resourceVersion
+//! when the server ends a watch and lists again after 410 Gone), its events
+//! turned into lease updates by `view::PeerView`. Errors are retried here
+//! with backoff, as the consumer cannot do better.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::stream::{self, BoxStream};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
-use kube::api::{WatchEvent, WatchParams};
+use kube::runtime::watcher;
 
-use super::mapping;
 use super::store::KubeStore;
-use crate::lease::Lease;
-use crate::store::{LeaseEvent, LeaseWatch, Revision, WatchUpdate};
+use super::view::{PeerView, Peers};
+use crate::store::{LeaseWatch, Revision, WatchUpdate};
 
-/// The API server ends a watch after this long; we then resume it.
+/// The API server ends a watch after this long; the watcher then resumes it.
 const WATCH_TIMEOUT_SECS: u32 = 290;
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 
+type Events = BoxStream<'static, watcher::Result<watcher::Event<Node>>>;
+
 struct State {
-    store: KubeStore,
-    /// The resourceVersion to watch from; `None` = list first.
-    rv: Option<String>,
-    own_key: Option<String>,
-    /// The lease each managed node had when last delivered, by node name:
-    /// heartbeats that change nothing are dropped, and a deletion carries
-    /// the attributes peers need to clean up.
-    known: HashMap<String, Lease>,
-    raw: Option<BoxStream<'static, kube::Result<WatchEvent<Node>>>>,
+    events: Events,
+    view: PeerView,
     delay: Duration,
+    backoff_max: Duration,
 }
 
-enum Step {
-    Deliver(WatchUpdate),
-    Nothing,
-    /// Open the watch again, after a pause when something failed.
-    Reopen(Option<String>),
-    /// 410 Gone: list again.
-    Resync,
+/// 410 Gone: the watcher lists again at once; no reason to wait.
+fn is_gone(e: &watcher::Error) -> bool {
+    match e {
+        watcher::Error::WatchError(s) => s.code == 410,
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s)) => s.code == 410,
+        _ => false,
+    }
 }
 
-pub(super) fn stream(store: KubeStore, from: Revision, own_key: Option<String>) -> LeaseWatch {
+pub(super) fn stream(
+    store: &KubeStore,
+    own_key: Option<String>,
+    base: Option<(Revision, Peers)>,
+) -> LeaseWatch {
+    let opts = store.options();
+    // Bookmarks keep the resume point current; pages keep the first list
+    // of a large cluster from being one giant response.
+    let config = watcher::Config {
+        bookmarks: true,
+        page_size: Some(opts.page_size),
+        timeout: Some(WATCH_TIMEOUT_SECS),
+        ..Default::default()
+    };
     let state = State {
-        store,
-        rv: (from > 0).then(|| from.to_string()),
-        own_key,
-        known: HashMap::new(),
-        raw: None,
+        events: watcher(store.nodes.clone(), config).boxed(),
+        view: PeerView::new(&opts.prefix, own_key, base),
         delay: FIRST_BACKOFF,
+        backoff_max: opts.backoff_max,
     };
     Box::pin(stream::unfold(state, |mut st| async move {
-        let update = st.next_update().await;
+        let update = st.next_update().await?;
         Some((Ok(update), st))
     }))
 }
 
-fn is_gone(code: u16) -> bool {
-    code == 410
-}
-
 impl State {
-    /// Loops until there is something to deliver; transient failures are
-    /// retried here, with backoff, as the consumer cannot do better.
-    async fn next_update(&mut self) -> WatchUpdate {
+    /// The next update; `None` only if the watcher itself ends, which it
+    /// does not.
+    async fn next_update(&mut self) -> Option<WatchUpdate> {
         loop {
-            match self.step().await {
-                Step::Deliver(u) => return u,
-                Step::Nothing => {}
-                Step::Reopen(why) => {
-                    self.raw = None;
-                    if let Some(why) = why {
-                        tracing::warn!(reason = %why, retry_in = ?self.delay, "node watch failed; re-opening");
-                        tokio::time::sleep(self.delay).await;
-                        self.delay = (self.delay * 2).min(self.store.opts.backoff_max);
-                    }
+            let event = match self.events.next().await? {
+                Ok(ev) => ev,
+                Err(e) if is_gone(&e) => {
+                    tracing::info!(error = %e, "node watch expired; listing the nodes again");
+                    continue;
                 }
-                Step::Resync => {
-                    self.raw = None;
-                    self.rv = None;
-                }
-            }
-        }
-    }
-
-    async fn snapshot(&mut self) -> Step {
-        match self.store.list_named().await {
-            Ok((named, revision)) => {
-                let own = self.own_key.as_deref();
-                self.known = named
-                    .into_iter()
-                    .filter(|(_, l)| Some(l.key().as_str()) != own)
-                    .collect();
-                let leases: Vec<Lease> = self.known.values().cloned().collect();
-                self.rv = Some(revision.to_string());
-                self.delay = FIRST_BACKOFF;
-                Step::Deliver(WatchUpdate::Snapshot { leases, revision })
-            }
-            Err(e) => Step::Reopen(Some(format!("listing nodes: {e}"))),
-        }
-    }
-
-    async fn step(&mut self) -> Step {
-        let Some(rv) = self.rv.clone() else {
-            return self.snapshot().await;
-        };
-        if self.raw.is_none() {
-            let wp = WatchParams::default().timeout(WATCH_TIMEOUT_SECS);
-            match self.store.nodes.watch(&wp, &rv).await {
-                Ok(s) => self.raw = Some(s.boxed()),
-                Err(kube::Error::Api(s)) if is_gone(s.code) => return Step::Resync,
-                Err(e) => return Step::Reopen(Some(e.to_string())),
-            }
-        }
-        let Some(raw) = self.raw.as_mut() else {
-            return Step::Nothing;
-        };
-        match raw.next().await {
-            // The server ended the watch (its timeout): resume at once.
-            None => Step::Reopen(None),
-            Some(Err(e)) => Step::Reopen(Some(e.to_string())),
-            Some(Ok(ev)) => {
-                self.delay = FIRST_BACKOFF;
-                self.event(ev)
-            }
-        }
-    }
-
-    fn event(&mut self, ev: WatchEvent<Node>) -> Step {
-        let (node, deleted) = match ev {
-            WatchEvent::Added(n) | WatchEvent::Modified(n) => (n, false),
-            WatchEvent::Deleted(n) => (n, true),
-            WatchEvent::Bookmark(b) => {
-                self.rv = Some(b.metadata.resource_version);
-                return Step::Nothing;
-            }
-            WatchEvent::Error(s) if is_gone(s.code) => return Step::Resync,
-            WatchEvent::Error(s) => {
-                return Step::Reopen(Some(format!("watch error {}: {}", s.code, s.message)))
-            }
-        };
-        if let Some(rv) = node.metadata.resource_version.clone() {
-            self.rv = Some(rv);
-        }
-        let name = mapping::node_name(&node).to_string();
-        let prefix = &self.store.opts.prefix;
-        let after = if deleted {
-            None
-        } else {
-            match mapping::node_lease(&node, prefix) {
-                Ok(l) => l,
                 Err(e) => {
-                    // Treated as gone: its routes would be wrong anyway.
-                    tracing::warn!(error = %e, "a node's flannel data is unusable");
+                    tracing::warn!(error = %e, retry_in = ?self.delay, "node watch failed; retrying");
+                    tokio::time::sleep(self.delay).await;
+                    self.delay = (self.delay * 2).min(self.backoff_max);
+                    continue;
+                }
+            };
+            let update = match event {
+                // Init comes before the list request: it proves nothing
+                // about the server, so it does not reset the backoff.
+                watcher::Event::Init => {
+                    self.view.init();
+                    continue;
+                }
+                watcher::Event::InitApply(node) => {
+                    self.view.init_apply(&node);
                     None
                 }
+                watcher::Event::InitDone => self.view.init_done(),
+                watcher::Event::Apply(node) => self.view.change(&node, false),
+                watcher::Event::Delete(node) => self.view.change(&node, true),
+            };
+            self.delay = FIRST_BACKOFF;
+            if update.is_some() {
+                return update;
             }
-        };
-        // A deleted node we never saw (watch started from a revision):
-        // its last state is in the event.
-        let before = match self.known.remove(&name) {
-            Some(l) => Some(l),
-            None if deleted => mapping::node_lease(&node, prefix).ok().flatten(),
-            None => None,
-        };
-        let own = self.own_key.as_deref();
-        let is_own = |l: &Lease| Some(l.key().as_str()) == own;
-        let before = before.filter(|l| !is_own(l));
-        let after = after.filter(|l| !is_own(l));
-        if let Some(l) = &after {
-            self.known.insert(name, l.clone());
         }
-        let events: Vec<LeaseEvent> = mapping::node_change(before.as_ref(), after.as_ref());
-        if events.is_empty() {
-            return Step::Nothing;
-        }
-        Step::Deliver(WatchUpdate::Events {
-            events,
-            revision: mapping::resource_version(&node),
-        })
     }
 }

@@ -1,15 +1,17 @@
-//! A fake Kubernetes API server for Nodes, on 127.0.0.1, with the real
+//! A fake Kubernetes API server for Nodes (feature `kube-testing`, for
+//! tests and benchmarks, never daemons), on 127.0.0.1, with the real
 //! response shapes: `GET /api/v1/nodes` (a NodeList with
-//! `metadata.resourceVersion`), the same with `watch=true` (a stream of
-//! `{"type":...,"object":...}` lines, BOOKMARK events when asked, an ERROR
-//! with a 410 `Status` when the resourceVersion is compacted away),
-//! `GET /api/v1/nodes/{name}` and `PATCH /api/v1/nodes/{name}/status` (JSON
-//! merge patch, and strategic merge patch for `status.conditions`).
+//! `metadata.resourceVersion`; paginated with `limit` and `continue`, pages
+//! of one consistent snapshot with `remainingItemCount`), the same with
+//! `watch=true` (a stream of `{"type":...,"object":...}` lines, BOOKMARK
+//! events when asked, an ERROR with a 410 `Status` when the resourceVersion
+//! is compacted away), `GET /api/v1/nodes/{name}` and
+//! `PATCH /api/v1/nodes/{name}/status` (JSON merge patch, and strategic
+//! merge patch for `status.conditions`).
 //!
-//! It is not an API server: no authentication, admission, field selectors,
-//! pagination, other resources or the main (non-status) node endpoint.
-
-#![allow(dead_code)]
+//! It is not an API server: no authentication, admission, selectors, other
+//! resources or the main (non-status) node endpoint. No real API server can
+//! be installed where this project is tested; see docs/KUBE-MODE.md.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -24,18 +26,44 @@ use axum::routing::get;
 use axum::Router;
 use serde_json::{json, Value};
 
+/// The nodes by name; values are shared so that a paginated list can keep
+/// its snapshot without copying every node.
+type Nodes = BTreeMap<String, Arc<Value>>;
+
+/// A list request as the server saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListRequest {
+    /// `limit`, when the client asked for pages.
+    pub limit: Option<usize>,
+    /// Whether it carried a `continue` token (a page after the first).
+    pub continued: bool,
+}
+
+/// An unfinished paginated list: later pages come from this snapshot, as
+/// the API server serves them at the first page's resourceVersion.
+struct Paging {
+    rv: u64,
+    nodes: Nodes,
+}
+
+/// Paginated lists kept at once; the oldest is dropped (its continue token
+/// then gets 410, as an expired token does on the API server).
+const MAX_PAGINGS: usize = 64;
+
 struct Inner {
     rv: u64,
-    nodes: BTreeMap<String, Value>,
+    nodes: Nodes,
     /// (resourceVersion, type, object) after `oldest`.
-    history: VecDeque<(u64, &'static str, Value)>,
+    history: VecDeque<(u64, &'static str, Arc<Value>)>,
     /// Watches from a resourceVersion older than this get 410 Gone.
     oldest: u64,
     /// Bumped to end every open watch (as an API server restart does).
     epoch: u64,
     /// The resourceVersion of every watch request, in order.
     watch_requests: Vec<String>,
-    lists: usize,
+    list_requests: Vec<ListRequest>,
+    pagings: BTreeMap<u64, Paging>,
+    next_paging: u64,
 }
 
 struct Shared {
@@ -61,6 +89,33 @@ pub struct FakeApi {
 impl Drop for FakeApi {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// A [`FakeApi`] running on a thread of its own (see
+/// [`FakeApi::start_on_thread`]); derefs to the server.
+pub struct FakeApiThread {
+    api: FakeApi,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::ops::Deref for FakeApiThread {
+    type Target = FakeApi;
+    fn deref(&self) -> &FakeApi {
+        &self.api
+    }
+}
+
+impl Drop for FakeApiThread {
+    fn drop(&mut self) {
+        // Ending block_on drops the runtime and with it the server task.
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
@@ -175,7 +230,9 @@ impl FakeApi {
                 oldest: 100,
                 epoch: 0,
                 watch_requests: Vec::new(),
-                lists: 0,
+                list_requests: Vec::new(),
+                pagings: BTreeMap::new(),
+                next_paging: 0,
             }),
             changed,
             bookmark_every,
@@ -200,6 +257,52 @@ impl FakeApi {
         FakeApi { shared, addr, task }
     }
 
+    /// Starts a server on a thread of its own with its own runtime, after
+    /// running `prepare` on that thread: e.g. a `setns` into a test's
+    /// network namespace, so that the server's 127.0.0.1 is that
+    /// namespace's loopback. Dropping the handle stops the server and joins
+    /// the thread.
+    pub fn start_on_thread(
+        bookmark_every: Duration,
+        prepare: impl FnOnce() -> std::io::Result<()> + Send + 'static,
+    ) -> std::io::Result<FakeApiThread> {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("fake-kube-api".into())
+            .spawn(move || {
+                let run = || -> std::io::Result<tokio::runtime::Runtime> {
+                    prepare()?;
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                };
+                let rt = match run() {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let api = FakeApi::start(bookmark_every).await;
+                    // The handle lives on the caller's side; this side only
+                    // keeps the runtime (and so the server) running.
+                    if ready_tx.send(Ok(api)).is_ok() {
+                        let _ = stop_rx.await;
+                    }
+                });
+            })?;
+        let api = ready_rx.recv().map_err(|_| {
+            std::io::Error::other("the fake API server thread ended before it started the server")
+        })??;
+        Ok(FakeApiThread {
+            api,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
@@ -214,10 +317,11 @@ impl FakeApi {
             .unwrap_or_else(|e| panic!("kube client for the fake API server: {e}"))
     }
 
-    fn record(inner: &mut Inner, kind: &'static str, mut obj: Value) -> (u64, Value) {
+    fn record(inner: &mut Inner, kind: &'static str, mut obj: Value) -> (u64, Arc<Value>) {
         inner.rv += 1;
         let rv = inner.rv;
         obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let obj = Arc::new(obj);
         inner.history.push_back((rv, kind, obj.clone()));
         (rv, obj)
     }
@@ -268,7 +372,7 @@ impl FakeApi {
             let mut node = g
                 .nodes
                 .get(name)
-                .cloned()
+                .map(|n| Value::clone(n))
                 .unwrap_or_else(|| panic!("fake API: no node {name} to update"));
             f(&mut node);
             let (rv, obj) = Self::record(&mut g, "MODIFIED", node);
@@ -286,7 +390,7 @@ impl FakeApi {
                 .nodes
                 .remove(name)
                 .unwrap_or_else(|| panic!("fake API: no node {name} to delete"));
-            Self::record(&mut g, "DELETED", node).0
+            Self::record(&mut g, "DELETED", Value::clone(&node)).0
         };
         self.notify(rv);
         rv
@@ -305,7 +409,7 @@ impl FakeApi {
     }
 
     pub fn node(&self, name: &str) -> Option<Value> {
-        self.shared.lock().nodes.get(name).cloned()
+        self.shared.lock().nodes.get(name).map(|n| Value::clone(n))
     }
 
     pub fn resource_version(&self) -> u64 {
@@ -332,18 +436,46 @@ impl FakeApi {
         self.notify(rv);
     }
 
+    /// Ends every open watch and forgets the history past what any
+    /// watcher saw (writes to other resources, then a compaction): each
+    /// watcher's resume gets 410 Gone and must list again.
+    pub fn end_watches_and_compact(&self) {
+        let rv = {
+            let mut g = self.shared.lock();
+            g.epoch += 1;
+            g.rv += 1;
+            g.oldest = g.rv;
+            let oldest = g.oldest;
+            g.history.retain(|(rv, _, _)| *rv > oldest);
+            g.rv
+        };
+        self.notify(rv);
+    }
+
     pub fn watch_requests(&self) -> Vec<String> {
         self.shared.lock().watch_requests.clone()
     }
 
+    /// Complete lists served (a paginated list counts once, at its first
+    /// page).
     pub fn lists(&self) -> usize {
-        self.shared.lock().lists
+        self.shared
+            .lock()
+            .list_requests
+            .iter()
+            .filter(|r| !r.continued)
+            .count()
+    }
+
+    /// Every list request (pages included), in order.
+    pub fn list_requests(&self) -> Vec<ListRequest> {
+        self.shared.lock().list_requests.clone()
     }
 }
 
 async fn get_node(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
     match s.lock().nodes.get(&name) {
-        Some(n) => axum::Json(n.clone()).into_response(),
+        Some(n) => axum::Json(Value::clone(n)).into_response(),
         None => status_response(404, "NotFound", format!("nodes \"{name}\" not found")),
     }
 }
@@ -376,7 +508,7 @@ async fn patch_status(
     };
     let (rv, obj) = {
         let mut g = s.lock();
-        let Some(mut node) = g.nodes.get(&name).cloned() else {
+        let Some(mut node) = g.nodes.get(&name).map(|n| Value::clone(n)) else {
             return status_response(404, "NotFound", format!("nodes \"{name}\" not found"));
         };
         // The status subresource ignores changes to spec.
@@ -394,7 +526,7 @@ async fn patch_status(
         (rv, obj)
     };
     s.changed.send_replace(rv);
-    axum::Json(obj).into_response()
+    axum::Json(Value::clone(&obj)).into_response()
 }
 
 async fn list_or_watch(
@@ -403,15 +535,7 @@ async fn list_or_watch(
 ) -> Response {
     let watch = matches!(q.get("watch").map(String::as_str), Some("true" | "1"));
     if !watch {
-        let mut g = s.lock();
-        g.lists += 1;
-        let items: Vec<Value> = g.nodes.values().cloned().collect();
-        return axum::Json(json!({
-            "kind": "NodeList", "apiVersion": "v1",
-            "metadata": { "resourceVersion": g.rv.to_string() },
-            "items": items,
-        }))
-        .into_response();
+        return list(&s, &q);
     }
     let from = q.get("resourceVersion").cloned().unwrap_or_default();
     let bookmarks = q.get("allowWatchBookmarks").map(String::as_str) == Some("true");
@@ -463,6 +587,115 @@ async fn list_or_watch(
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from_stream(body))
         .unwrap_or_else(|e| status_response(500, "InternalError", e.to_string()))
+}
+
+/// A continue token: which snapshot, and the last name served. Opaque to
+/// clients, as the API server's (base64 JSON) are.
+fn continue_token(paging: u64, last: &str) -> String {
+    format!("{paging}/{last}")
+}
+
+fn parse_continue(token: &str) -> Option<(u64, &str)> {
+    let (id, last) = token.split_once('/')?;
+    Some((id.parse().ok()?, last))
+}
+
+/// `GET /api/v1/nodes`: the whole list, or with `limit` one page of a
+/// snapshot taken at the first page, the rest reached by `continue`.
+fn list(s: &Shared, q: &HashMap<String, String>) -> Response {
+    let limit = q
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .filter(|l| *l > 0);
+    let token = q.get("continue").filter(|t| !t.is_empty());
+    let mut g = s.lock();
+    g.list_requests.push(ListRequest {
+        limit,
+        continued: token.is_some(),
+    });
+    let (paging, start) = match token {
+        None => {
+            let Some(_) = limit else {
+                let items: Vec<&Value> = g.nodes.values().map(|n| n.as_ref()).collect();
+                return axum::Json(json!({
+                    "kind": "NodeList", "apiVersion": "v1",
+                    "metadata": { "resourceVersion": g.rv.to_string() },
+                    "items": items,
+                }))
+                .into_response();
+            };
+            let id = g.next_paging;
+            g.next_paging += 1;
+            let paging = Paging {
+                rv: g.rv,
+                nodes: g.nodes.clone(),
+            };
+            g.pagings.insert(id, paging);
+            while g.pagings.len() > MAX_PAGINGS {
+                g.pagings.pop_first();
+            }
+            (id, None)
+        }
+        Some(t) => match parse_continue(t) {
+            None => {
+                return status_response(
+                    400,
+                    "BadRequest",
+                    format!("continue key is not valid: {t:?}"),
+                )
+            }
+            Some((id, last)) => (id, Some(last.to_string())),
+        },
+    };
+    let oldest = g.oldest;
+    let expired = || {
+        status_response(
+            410,
+            "Expired",
+            "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.".into(),
+        )
+    };
+    let Some(rv) = g.pagings.get(&paging).map(|p| p.rv) else {
+        return expired();
+    };
+    if rv < oldest {
+        g.pagings.remove(&paging);
+        return expired();
+    }
+    let (items, remaining) = {
+        let nodes = match g.pagings.get(&paging) {
+            Some(p) => &p.nodes,
+            None => return expired(),
+        };
+        let mut rest = match &start {
+            None => nodes.range::<String, _>(..),
+            Some(last) => nodes
+                .range::<String, _>((std::ops::Bound::Excluded(last), std::ops::Bound::Unbounded)),
+        };
+        let items: Vec<Value> = rest
+            .by_ref()
+            .take(limit.unwrap_or(usize::MAX))
+            .map(|(_, n)| Value::clone(n))
+            .collect();
+        (items, rest.count())
+    };
+    let mut meta = json!({ "resourceVersion": rv.to_string() });
+    if remaining > 0 {
+        let last = items
+            .last()
+            .and_then(|n| n["metadata"]["name"].as_str())
+            .unwrap_or("");
+        meta["continue"] = json!(continue_token(paging, last));
+        meta["remainingItemCount"] = json!(remaining);
+    } else {
+        g.pagings.remove(&paging);
+    }
+    axum::Json(json!({
+        "kind": "NodeList", "apiVersion": "v1",
+        "metadata": meta,
+        "items": items,
+    }))
+    .into_response()
 }
 
 fn line(kind: &str, obj: &Value) -> Bytes {

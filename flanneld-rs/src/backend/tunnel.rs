@@ -1,0 +1,234 @@
+//! Device handling shared by the kernel tunnel backends (FDB-mode VXLAN and
+//! metadata-mode VXLAN/Geneve): adopt-or-recreate, the lease address, the
+//! peer's VTEP MAC, and removing the other mode's device.
+
+use ipnet::Ipv4Net;
+use netlink_packet_route::link::LinkMessage;
+use rtnetlink::LinkUnspec;
+
+use super::converge::{converge, on_same_l2, Desired};
+use super::options::data_field;
+use super::{BackendError, LocalNode, Peer, ReconcileReport};
+use crate::netlink::dump::LinkState;
+use crate::netlink::{Netlink, NetlinkError};
+use crate::reconcile::{Mac, Route, State};
+
+/// The index of link `name` when it exists and `check` accepts it (MTU and
+/// up/down are fixed in place); an incompatible link is deleted (`None`).
+pub async fn adopt_or_remove(
+    nl: &Netlink,
+    name: &str,
+    mtu: u32,
+    check: impl Fn(&LinkState) -> Result<(), String>,
+) -> Result<Option<u32>, BackendError> {
+    let Some(link) = nl.link_by_name(name).await? else {
+        return Ok(None);
+    };
+    match check(&link) {
+        Ok(()) => {
+            if link.mtu != Some(mtu) || !link.up {
+                let msg = LinkUnspec::new_with_index(link.index).mtu(mtu).up().build();
+                nl.handle()
+                    .link()
+                    .set(msg)
+                    .execute()
+                    .await
+                    .map_err(|e| NetlinkError::request(format!("setting MTU/up on {name}"), e))?;
+            }
+            Ok(Some(link.index))
+        }
+        Err(reason) => {
+            tracing::warn!("{reason}: deleting and recreating it");
+            delete_link(nl, link.index, &format!("deleting incompatible {name}")).await?;
+            Ok(None)
+        }
+    }
+}
+
+/// The end of a device's adoption check: `diffs` found so far plus the
+/// MAC (derived, so a different one means another node's or VNI's device).
+pub fn adoption_verdict(
+    name: &str,
+    link: &LinkState,
+    mac: Mac,
+    mut diffs: Vec<String>,
+) -> Result<(), String> {
+    if link.mac != Some(mac) {
+        diffs.push(format!(
+            "MAC {} != {mac}",
+            link.mac.map(|m| m.to_string()).unwrap_or_default()
+        ));
+    }
+    if diffs.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{name} is incompatible: {}", diffs.join(", ")))
+    }
+}
+
+/// Sends a prepared RTM_NEWLINK; the raw netlink error is kept so a caller
+/// can tell a missing kernel module (EOPNOTSUPP) from other failures.
+pub async fn add_link(nl: &Netlink, msg: LinkMessage, what: String) -> Result<(), NetlinkError> {
+    nl.handle()
+        .link()
+        .add(msg)
+        .execute()
+        .await
+        .map_err(|e| NetlinkError::request(what, e))
+}
+
+/// The index of a link just created.
+pub async fn created_index(nl: &Netlink, name: &str) -> Result<u32, BackendError> {
+    let link = nl.link_by_name(name).await?.ok_or_else(|| {
+        BackendError::Other(format!("{name} vanished right after it was created"))
+    })?;
+    Ok(link.index)
+}
+
+async fn delete_link(nl: &Netlink, index: u32, what: &str) -> Result<(), BackendError> {
+    nl.handle()
+        .link()
+        .del(index)
+        .execute()
+        .await
+        .map_err(|e| NetlinkError::request(what.to_string(), e))?;
+    Ok(())
+}
+
+/// Removes our device of the other VXLAN mode (`flannel.<VNI>` vs
+/// `flannel-vxlan`): both want the same UDP port. The kernel drops the
+/// routes through it with it. True when something was removed.
+pub async fn remove_other_mode_device(
+    nl: &Netlink,
+    name: &str,
+    why: &str,
+) -> Result<bool, BackendError> {
+    let Some(link) = nl.link_by_name(name).await? else {
+        return Ok(false);
+    };
+    if link.kind != Some(netlink_packet_route::link::InfoKind::Vxlan) {
+        // Not a device of ours under that name: leave it alone.
+        return Ok(false);
+    }
+    tracing::info!("removing {name} and its routes: {why}");
+    delete_link(nl, link.index, &format!("removing {name} ({why})")).await?;
+    Ok(true)
+}
+
+/// Puts exactly `<lease .0>/32` on device `index` (an address from an
+/// older lease would make the kernel source packets from it).
+pub async fn ensure_lease_address(
+    nl: &Netlink,
+    index: u32,
+    lease: Ipv4Net,
+    dev: &str,
+) -> Result<(), BackendError> {
+    let want = Ipv4Net::new(lease.network(), 32).map_err(|e| BackendError::Other(e.to_string()))?;
+    let mut present = false;
+    for (net, msg) in nl.ipv4_addrs(index).await? {
+        if net == want {
+            present = true;
+            continue;
+        }
+        nl.handle()
+            .address()
+            .del(msg)
+            .execute()
+            .await
+            .map_err(|e| {
+                NetlinkError::request(format!("removing stale address {net} from {dev}"), e)
+            })?;
+    }
+    if !present {
+        nl.handle()
+            .address()
+            .add(index, want.addr().into(), 32)
+            .execute()
+            .await
+            .map_err(|e| NetlinkError::request(format!("adding {want} to {dev}"), e))?;
+    }
+    Ok(())
+}
+
+/// The VTEP MAC a peer of encapsulation `ours` published, or why it
+/// cannot be programmed.
+pub fn peer_vtep_mac(peer: &Peer, ours: &str) -> Result<Mac, String> {
+    if peer.backend_type != ours {
+        return Err(format!(
+            "peer {} at {} uses backend {:?}, this node {ours}: all nodes must use the same backend",
+            peer.subnet, peer.public_ip, peer.backend_type
+        ));
+    }
+    let field = peer
+        .backend_data
+        .as_ref()
+        .and_then(|d| data_field(d, "VtepMAC"));
+    let text = field.and_then(|v| v.as_str()).ok_or_else(|| {
+        format!(
+            "peer {} at {} published no VtepMAC in its BackendData",
+            peer.subnet, peer.public_ip
+        )
+    })?;
+    text.parse()
+        .map_err(|e| format!("peer {} at {}: VtepMAC: {e}", peer.subnet, peer.public_ip))
+}
+
+/// DirectRouting: a peer on the same L2 gets a plain route via its public
+/// IP on the underlay instead of a tunnel.
+pub fn direct_route(peer: &Peer, underlay: u32) -> State {
+    State {
+        routes: vec![Route {
+            dst: peer.subnet,
+            gateway: peer.public_ip,
+            oif: underlay,
+            onlink: false,
+            encap: None,
+        }],
+        ..State::default()
+    }
+}
+
+/// One tunnel reconcile pass over `peers` once the device (`dev`) is in
+/// place: our own lease is skipped, DirectRouting peers on our L2 get
+/// `direct`, `entries` gives each peer's entries (or why not), and the
+/// kernel is made to match.
+#[allow(clippy::too_many_arguments)]
+pub async fn converge_peers(
+    nl: &Netlink,
+    node: &LocalNode,
+    lease: Option<Ipv4Net>,
+    peers: &[Peer],
+    dev: u32,
+    direct_routing: bool,
+    ours: &str,
+    recreated: bool,
+    entries: impl Fn(&Peer, Option<u32>) -> Result<State, String>,
+) -> Result<ReconcileReport, BackendError> {
+    let mut desired = Desired::default();
+    let mut errors = Vec::new();
+    for peer in peers {
+        if Some(peer.subnet) == lease || peer.public_ip == node.public_ip {
+            continue;
+        }
+        let direct = if direct_routing
+            && peer.backend_type == ours
+            && on_same_l2(nl, peer.public_ip, node.iface_index).await?
+        {
+            Some(node.iface_index)
+        } else {
+            None
+        };
+        match entries(peer, direct) {
+            Ok(e) => desired.add_peer(peer.subnet, e),
+            Err(e) => errors.push(e),
+        }
+    }
+    let out = converge(nl, &desired, Some(dev)).await?;
+    errors.extend(out.errors);
+    Ok(ReconcileReport {
+        changes: out.changes,
+        errors,
+        peers: out.peers_ok,
+        device_recreated: recreated,
+    })
+}

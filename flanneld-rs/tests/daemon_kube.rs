@@ -1,0 +1,364 @@
+//! The real `flanneld-rs` binary in Kubernetes mode (`--kube-subnet-mgr`)
+//! against the fake API server of `lease_store::kube::testing` (no real API
+//! server can run on these machines; see docs/KUBE-MODE.md), in a node
+//! namespace (`fct-kdm-*`) with a VXLAN backend over a veth underlay in
+//! 198.51.100.0/24. The fake runs on a thread that entered the namespace,
+//! so its 127.0.0.1 is the daemon's; the root namespace is not touched.
+//!
+//! Checks: the daemon publishes backend-type, backend-data and public-ip on
+//! its Node and sets NetworkUnavailable=False (status subresource) without
+//! erasing Ready; subnet.env has the node's podCIDR; the two peers get
+//! routes; a peer added and one deleted through the API show up and go;
+//! /readyz turns 200; SIGTERM exits 0.
+//!
+//! Needs root (fails loudly otherwise). Run:
+//! `CARGO_TARGET_DIR=/work/targets/kube2 cargo test -p flanneld-rs --test daemon_kube`
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use e2e::netns::Netns;
+use lease_store::kube::testing::{node_json, FakeApi, FakeApiThread};
+use lease_store::subnet_env::SubnetEnv;
+use serde_json::Value;
+
+const HEALTH_PORT: u16 = 9473;
+const P: &str = "flannel.alpha.coreos.com/";
+const NET_CONF: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","VNI":1}}"#;
+const NODE: &str = "kube-node-1";
+
+/// The daemon; killed (SIGKILL) on drop if still running.
+struct Daemon {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(ns: &Netns, dir: &Path, api_url: &str) -> Daemon {
+        let log = dir.join("flanneld.log");
+        let out = std::fs::File::create(&log).expect("daemon log file in the test's temp dir");
+        let err = out.try_clone().expect("clone log handle");
+        let child = ns
+            .exec(env!("CARGO_BIN_EXE_flanneld-rs"))
+            .args(["--kube-subnet-mgr", "--kube-api-url", api_url])
+            .args(["--iface", "veth0"])
+            .arg("--net-config-path")
+            .arg(dir.join("net-conf.json"))
+            .arg("--subnet-file")
+            .arg(dir.join("subnet.env"))
+            .args(["--healthz-addr", &format!("127.0.0.1:{HEALTH_PORT}")])
+            .args(["--resync-period", "1s"])
+            .env("NODE_NAME", NODE)
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("spawn ip netns exec flanneld-rs");
+        Daemon {
+            child: Some(child),
+            log,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then the exit code (SIGKILL and a panic after 10 s).
+    fn terminate(&mut self) -> Option<i32> {
+        let mut child = self.child.take().expect("daemon running");
+        let pid = i32::try_from(child.id()).expect("pid fits i32");
+        // SAFETY: kill has no memory preconditions; `ip netns exec` execs
+        // the daemon, so this pid is the daemon itself.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for the daemon") {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("daemon ignored SIGTERM for 10 s; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Enters `ns` on the calling thread only.
+fn enter(ns_path: &Path) -> std::io::Result<()> {
+    let f = std::fs::File::open(ns_path)?;
+    // SAFETY: setns on this thread only, with a valid namespace fd.
+    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The status code of a GET to 127.0.0.1:port inside `ns`, from a fresh
+/// thread that entered the namespace.
+fn http_status(ns: &Netns, port: u16, path: &str) -> Result<u16, String> {
+    let ns_path = ns.path();
+    let path = path.to_string();
+    std::thread::spawn(move || -> Result<u16, String> {
+        enter(&ns_path).map_err(|e| format!("setns {}: {e}", ns_path.display()))?;
+        let mut s =
+            TcpStream::connect((Ipv4Addr::LOCALHOST, port)).map_err(|e| format!("connect: {e}"))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .map_err(|e| e.to_string())?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .map_err(|e| e.to_string())?;
+        let mut resp = String::new();
+        s.read_to_string(&mut resp)
+            .map_err(|e| format!("read: {e}"))?;
+        resp.split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| format!("bad response {resp:?}"))
+    })
+    .join()
+    .map_err(|_| "http thread panicked".to_string())?
+}
+
+fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> Option<T>,
+    logs: &dyn Fn() -> String,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "timed out after {timeout:?} waiting for {what}; daemon log:\n{}",
+                logs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A node another daemon already published (VXLAN, VTEP MAC from `n`).
+fn peer(name: &str, cidr: &str, n: u8) -> Value {
+    let ip = format!("198.51.100.{n}");
+    let bd = format!(r#"{{"VNI":1,"VtepMAC":"0a:58:00:00:00:{n:02x}"}}"#);
+    node_json(
+        name,
+        &[cidr],
+        &[
+            (&format!("{P}kube-subnet-manager"), "true"),
+            (&format!("{P}backend-type"), "vxlan"),
+            (&format!("{P}backend-data"), &bd),
+            (&format!("{P}public-ip"), &ip),
+        ],
+    )
+}
+
+fn ann(node: &Value, name: &str) -> Option<String> {
+    node["metadata"]["annotations"][format!("{P}{name}")]
+        .as_str()
+        .map(str::to_string)
+}
+
+/// The route to `subnet` in `ns`, when it goes through flannel.1.
+fn overlay_route(ns: &Netns, subnet: &str) -> Option<String> {
+    let out = ns.run("ip", &["route", "show", subnet]).ok()?;
+    out.contains("dev flannel.1").then_some(out)
+}
+
+/// The node namespace with its underlay: veth0 198.51.100.1/24, its peer
+/// end (veth1) in the same namespace, so the peers' addresses are on-link.
+fn node_netns() -> Netns {
+    let ns = Netns::create("kdm-node").expect("create the node namespace (needs root)");
+    ns.run(
+        "ip",
+        &[
+            "link", "add", "veth0", "type", "veth", "peer", "name", "veth1",
+        ],
+    )
+    .expect("underlay veth pair");
+    ns.run("ip", &["addr", "add", "198.51.100.1/24", "dev", "veth0"])
+        .expect("underlay address");
+    for dev in ["veth0", "veth1"] {
+        ns.run("ip", &["link", "set", dev, "up"])
+            .expect("underlay up");
+    }
+    ns
+}
+
+#[test]
+fn daemon_in_kube_mode_publishes_its_node_and_follows_peers() {
+    e2e::root::require_root("daemon_kube test").unwrap_or_else(|e| panic!("{e}"));
+    let dir = e2e::temp::temp_dir("kdm").expect("temp dir");
+    let dir = dir.path();
+    std::fs::write(dir.join("net-conf.json"), NET_CONF).expect("write net-conf.json");
+    let ns = node_netns();
+    // Declared after the namespace, so it stops before the namespace goes.
+    let ns_path = ns.path();
+    let fake: FakeApiThread =
+        FakeApi::start_on_thread(Duration::from_secs(5), move || enter(&ns_path))
+            .expect("fake API server inside the node namespace");
+    fake.put_node(node_json(NODE, &["10.244.1.0/24"], &[]));
+    fake.put_node(peer("peer-2", "10.244.2.0/24", 2));
+    fake.put_node(peer("peer-3", "10.244.3.0/24", 3));
+
+    let mut daemon = Daemon::start(&ns, dir, &fake.url());
+    let logs = || daemon.log();
+
+    // The node's annotations and condition, through the status subresource.
+    let node = wait_for(
+        "the daemon's annotations on its Node",
+        Duration::from_secs(30),
+        || fake.node(NODE).filter(|n| ann(n, "backend-type").is_some()),
+        &logs,
+    );
+    assert_eq!(ann(&node, "kube-subnet-manager").as_deref(), Some("true"));
+    assert_eq!(ann(&node, "backend-type").as_deref(), Some("vxlan"));
+    assert_eq!(ann(&node, "public-ip").as_deref(), Some("198.51.100.1"));
+    let bd: Value = serde_json::from_str(&ann(&node, "backend-data").expect("backend-data"))
+        .expect("backend-data is JSON");
+    assert_eq!(bd["VNI"], 1, "{bd}");
+    let mac = bd["VtepMAC"].as_str().expect("VtepMAC in backend-data");
+    let node = wait_for(
+        "NetworkUnavailable=False on the Node",
+        Duration::from_secs(10),
+        || {
+            fake.node(NODE).filter(|n| {
+                n["status"]["conditions"]
+                    .as_array()
+                    .is_some_and(|c| c.iter().any(|c| c["type"] == "NetworkUnavailable"))
+            })
+        },
+        &logs,
+    );
+    let conds = node["status"]["conditions"].as_array().expect("conditions");
+    let cond = |t: &str| conds.iter().find(|c| c["type"] == t).cloned();
+    let nu = cond("NetworkUnavailable").expect("NetworkUnavailable");
+    assert_eq!(nu["status"], "False");
+    assert_eq!(nu["reason"], "FlannelIsUp");
+    assert_eq!(
+        cond("Ready").expect("kubelet's Ready kept")["status"],
+        "True"
+    );
+    // The VTEP MAC published is the device's.
+    let link = ns
+        .run("ip", &["-d", "link", "show", "flannel.1"])
+        .expect("flannel.1 exists");
+    assert!(
+        link.contains(mac),
+        "published VtepMAC {mac} is not flannel.1's:\n{link}"
+    );
+
+    // subnet.env: the node's podCIDR.
+    let env = wait_for(
+        "subnet.env",
+        Duration::from_secs(30),
+        || SubnetEnv::read(&dir.join("subnet.env")).ok(),
+        &logs,
+    );
+    assert_eq!(
+        env.subnet.map(|s| s.trunc().to_string()).as_deref(),
+        Some("10.244.1.0/24")
+    );
+    assert_eq!(
+        env.networks
+            .iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>(),
+        vec!["10.244.0.0/16"]
+    );
+
+    // Routes to both peers through the overlay, and their FDB entries.
+    for (subnet, ip) in [
+        ("10.244.2.0/24", "198.51.100.2"),
+        ("10.244.3.0/24", "198.51.100.3"),
+    ] {
+        wait_for(
+            "a route to a peer",
+            Duration::from_secs(15),
+            || overlay_route(&ns, subnet),
+            &logs,
+        );
+        let fdb = ns
+            .run("bridge", &["fdb", "show", "dev", "flannel.1"])
+            .expect("bridge fdb");
+        assert!(
+            fdb.contains(&format!("dst {ip}")),
+            "no FDB entry to {ip}:\n{fdb}"
+        );
+    }
+    assert!(
+        overlay_route(&ns, "10.244.1.0/24").is_none(),
+        "no overlay route to our own subnet"
+    );
+
+    // /readyz.
+    wait_for(
+        "/readyz 200",
+        Duration::from_secs(15),
+        || {
+            http_status(&ns, HEALTH_PORT, "/readyz")
+                .ok()
+                .filter(|c| *c == 200)
+        },
+        &logs,
+    );
+
+    // A peer joins and one leaves, through the API.
+    fake.put_node(peer("peer-4", "10.244.4.0/24", 4));
+    wait_for(
+        "the route to a peer added through the API",
+        Duration::from_secs(15),
+        || overlay_route(&ns, "10.244.4.0/24"),
+        &logs,
+    );
+    fake.delete_node("peer-2");
+    wait_for(
+        "the route to a deleted peer to go",
+        Duration::from_secs(15),
+        || overlay_route(&ns, "10.244.2.0/24").is_none().then_some(()),
+        &logs,
+    );
+    let fdb = ns
+        .run("bridge", &["fdb", "show", "dev", "flannel.1"])
+        .expect("bridge fdb");
+    assert!(
+        !fdb.contains("dst 198.51.100.2 "),
+        "FDB entry of the deleted peer left:\n{fdb}"
+    );
+    assert!(overlay_route(&ns, "10.244.3.0/24").is_some(), "peer-3 kept");
+
+    // The daemon read the nodes through paginated lists and watches.
+    let lists = fake.list_requests();
+    assert!(
+        !lists.is_empty() && lists.iter().all(|r| r.limit.is_some()),
+        "{lists:?}"
+    );
+    assert!(!fake.watch_requests().is_empty());
+
+    let code = daemon.terminate();
+    assert_eq!(code, Some(0), "exit status; log:\n{}", daemon.log());
+}
