@@ -27,12 +27,21 @@ pub fn num_threads(stat: &str) -> Option<usize> {
     rest.split_ascii_whitespace().nth(17)?.parse().ok()
 }
 
+/// Milliseconds the detached child waits before its request (tests only).
+pub const TEST_DELAY_ENV: &str = "FLANNEL_RS_TEST_DETACHED_DELAY_MS";
+
 /// Sends `datagram` on netlink socket `fd` from a detached child and
 /// returns the child's pid without waiting for it. The kernel carries out
 /// an rtnetlink request inside the sender's `send`, so the child's `send`
 /// is where the wait moves to. Refuses (and sends nothing) when forking is
 /// not safe; the caller then does the request itself.
-pub fn send_detached(fd: RawFd, datagram: &[u8]) -> Result<libc::pid_t, BackgroundError> {
+/// `delay_ms` makes the child wait before sending (for tests only, through
+/// `TEST_DELAY_ENV`: they need the kernel's work to outlast the plugin).
+pub fn send_detached(
+    fd: RawFd,
+    datagram: &[u8],
+    delay_ms: u32,
+) -> Result<libc::pid_t, BackgroundError> {
     if fd <= 2 {
         return Err(BackgroundError::StdFd(fd));
     }
@@ -53,7 +62,7 @@ pub fn send_detached(fd: RawFd, datagram: &[u8]) -> Result<libc::pid_t, Backgrou
         return Err(BackgroundError::Fork(std::io::Error::last_os_error()));
     }
     if pid == 0 {
-        unsafe { child(fd, datagram) }
+        unsafe { child(fd, datagram, delay_ms) }
     }
     Ok(pid)
 }
@@ -62,7 +71,7 @@ pub fn send_detached(fd: RawFd, datagram: &[u8]) -> Result<libc::pid_t, Backgrou
 ///
 /// # Safety
 /// Only after fork, in the child.
-unsafe fn child(fd: RawFd, datagram: &[u8]) -> ! {
+unsafe fn child(fd: RawFd, datagram: &[u8], delay_ms: u32) -> ! {
     // First the runtime's pipes: it reads stdout and stderr until EOF.
     let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
     for std_fd in 0..=2 {
@@ -82,6 +91,13 @@ unsafe fn child(fd: RawFd, datagram: &[u8]) -> ! {
     // Its own session: a signal to the runtime's process group (a timeout
     // killing the plugin's group, a ^C) does not cut the deletion short.
     libc::setsid();
+    if delay_ms > 0 {
+        let t = libc::timespec {
+            tv_sec: libc::time_t::from(delay_ms / 1000),
+            tv_nsec: libc::c_long::from((delay_ms % 1000) * 1_000_000),
+        };
+        libc::nanosleep(&t, std::ptr::null_mut());
+    }
     // The reply (ACK or error) is not read: nobody is left to tell, and
     // a failure leaves only a down, renamed link (see del.rs).
     libc::send(fd as RawFd, datagram.as_ptr().cast(), datagram.len(), 0);
@@ -115,7 +131,7 @@ mod tests {
         let worker = std::thread::spawn(move || stopped.recv());
         let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
         assert!(num_threads(&stat).unwrap() >= 2);
-        let refused = send_detached(100, &[]);
+        let refused = send_detached(100, &[], 0);
         drop(stop);
         let _ = worker.join();
         assert!(

@@ -193,6 +193,7 @@ fn timed_del(
                 .env("CNI_NETNS", pod.path())
                 .env("CNI_IFNAME", "eth0")
                 .env("CNI_PATH", "/usr/lib/cni")
+                .env("FLANNEL_RS_TEST_DETACHED_DELAY_MS", "300")
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
@@ -229,9 +230,9 @@ fn runtime_sees_eof_before_the_kernel_is_done() {
     let conf = node.conf("1.0.0", json!({}));
     // If the background child kept stdout or stderr open, EOF could only
     // come after it exited, that is after the pair is gone: never with the
-    // pair still there. The kernel's deletion takes milliseconds and the
-    // plugin's exit after the fork microseconds, but a loaded machine can
-    // reorder them once: a few attempts, one clear case is proof enough.
+    // pair still there. The child is told to wait 300 ms before deleting
+    // (on a quiet machine the kernel's deletion would otherwise beat the
+    // check); a few attempts still cover a badly loaded machine.
     let mut seen = Vec::new();
     for attempt in 0..5 {
         let p = Netns::new(&format!("bge-{attempt}"));

@@ -42,7 +42,17 @@ fn all_pods_talk(lab: &Lab, tcp: &[(u32, u32)]) -> Vec<lab::Pod> {
     pods
 }
 
+/// One lab at a time: each carries iperf3 and a restart under ping, and two
+/// cores shared by several labs would turn CPU starvation into packet loss.
+static ONE_LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_lab() -> std::sync::MutexGuard<'static, ()> {
+    // A panicking test poisons the lock; the next lab is independent of it.
+    ONE_LAB.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn datapath_lab(stem: char, backend: &'static str) {
+    let _one = one_lab();
     let lab = Lab::up(stem, &LabConfig::new(backend, "embedded")).unwrap();
     let nodes = lab.nodes().unwrap();
     assert_eq!(nodes.len(), 3);
@@ -143,6 +153,7 @@ fn geneve_userspace_lab() {
 fn mixed_lab(stem: char, mode: &str, node1_dev: &str) {
     let mut cfg = LabConfig::new("vxlan", "embedded");
     cfg.node_daemon_args = vec![(1, format!("--datapath-mode={mode}"))];
+    let _one = one_lab();
     let lab = Lab::up(stem, &cfg).unwrap();
     assert!(
         lab::netns_has_link(&lab.node_ns(1), node1_dev),

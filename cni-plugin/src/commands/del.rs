@@ -66,7 +66,13 @@ pub fn del(cfg: &Config, att: &Attachment) -> Result<(), CniError> {
 
     if let Some((mut nl, index)) = pending {
         let datagram = nl.prepare(messages::del_link_index(index));
-        if let Err(why) = background::send_detached(nl.raw_fd(), &datagram) {
+        // Tests slow the child down to see that the runtime is not kept
+        // waiting for it (cni-plugin/tests/del_background.rs).
+        let delay_ms = std::env::var(background::TEST_DELAY_ENV)
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0);
+        if let Err(why) = background::send_detached(nl.raw_fd(), &datagram, delay_ms) {
             eprintln!("flannel-rs: deleting veth #{index} in the foreground: {why}");
             if let Err(e) = delete_host_end(&mut nl, index) {
                 errors.push(e.into());
