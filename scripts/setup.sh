@@ -10,7 +10,9 @@ fi
 
 packages=(
   # build
-  protobuf-compiler pkg-config gcc openssl
+  # libprotobuf-dev: the google/protobuf/*.proto that etcd-client's protos import
+  # (only Recommended by protobuf-compiler, and we install without Recommends)
+  protobuf-compiler libprotobuf-dev pkg-config gcc openssl
   # the CNI binary links static-pie (libc.a) and its test reads it with readelf
   libc6-dev binutils
   # kernel tooling used by tests and the lab

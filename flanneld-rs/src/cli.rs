@@ -180,6 +180,13 @@ pub struct Cli {
     /// without the geneve module). Peers interoperate across modes.
     #[arg(long, env = "FLANNELD_DATAPATH_MODE", value_enum)]
     pub datapath_mode: Option<crate::backend::DatapathMode>,
+
+    /// Userspace datapath only: how long a queue thread keeps looking for
+    /// packets after its last one before it sleeps (e.g. 100us, 0 to sleep
+    /// at once). Longer cuts request/response latency and costs CPU while
+    /// traffic flows; at most 10ms.
+    #[arg(long, env = "FLANNELD_USERSPACE_BUSY_POLL", default_value = "100us", value_parser = parse_duration)]
+    pub userspace_busy_poll: Duration,
 }
 
 /// A validation error: names the flag and says what to do.
@@ -215,6 +222,8 @@ pub enum CliError {
     BadAnnotationPrefix(String),
     #[error("--lease-ttl must be at least 10s (got {0:?}); the daemon renews before it runs out")]
     TtlTooShort(Duration),
+    #[error("--userspace-busy-poll {0:?} is too long: a queue thread keeps a CPU busy that long after every burst of packets; use 0 to 10ms (default 100us)")]
+    BusyPollTooLong(Duration),
 }
 
 /// How to reach the lease store.
@@ -272,7 +281,8 @@ pub struct Settings {
     pub resync_period: Duration,
     pub lease_ttl: Duration,
     pub log_format: LogFormat,
-    pub datapath_mode: Option<crate::backend::DatapathMode>,
+    /// `--datapath-mode` and `--userspace-busy-poll`.
+    pub datapath: crate::backend::NodeOverrides,
 }
 
 impl Cli {
@@ -344,6 +354,9 @@ impl Cli {
         if self.lease_ttl < Duration::from_secs(10) {
             return Err(CliError::TtlTooShort(self.lease_ttl));
         }
+        if self.userspace_busy_poll > MAX_BUSY_POLL {
+            return Err(CliError::BusyPollTooLong(self.userspace_busy_poll));
+        }
 
         let healthz_addr = match self.healthz_addr {
             Some(addr) => Some(addr),
@@ -366,7 +379,10 @@ impl Cli {
             resync_period: self.resync_period,
             lease_ttl: self.lease_ttl,
             log_format: self.log_format,
-            datapath_mode: self.datapath_mode,
+            datapath: crate::backend::NodeOverrides {
+                mode: self.datapath_mode,
+                busy_poll: self.userspace_busy_poll,
+            },
         })
     }
 
@@ -431,22 +447,27 @@ impl Cli {
     }
 }
 
-/// Parses `500ms`, `10s`, `5m`, `24h`, or a bare number of seconds.
+/// The longest `--userspace-busy-poll`: beyond this the "poll" is a CPU
+/// given over to the datapath.
+const MAX_BUSY_POLL: Duration = Duration::from_millis(10);
+
+/// Parses `100us`, `500ms`, `10s`, `5m`, `24h`, or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: u64 = num.parse().map_err(|_| {
-        format!("{text:?} is not a duration: use a number with ms, s, m or h (e.g. 10s)")
+        format!("{text:?} is not a duration: use a number with us, ms, s, m or h (e.g. 10s)")
     })?;
     let d = match unit {
+        "us" => Duration::from_micros(n),
         "ms" => Duration::from_millis(n),
         "" | "s" => Duration::from_secs(n),
         "m" => Duration::from_secs(n.saturating_mul(60)),
         "h" => Duration::from_secs(n.saturating_mul(3600)),
         _ => {
             return Err(format!(
-                "{text:?}: unknown unit {unit:?}; use ms, s, m or h"
+                "{text:?}: unknown unit {unit:?}; use us, ms, s, m or h"
             ))
         }
     };
@@ -631,9 +652,32 @@ mod tests {
         assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
         assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86400)));
+        assert_eq!(parse_duration("100us"), Ok(Duration::from_micros(100)));
         assert!(parse_duration("1d").is_err());
         assert!(parse_duration("s").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn busy_poll_default_bounds_and_mode_go_to_the_backend() {
+        let s = parse(&[]).unwrap().settings().unwrap();
+        assert_eq!(s.datapath, crate::backend::NodeOverrides::default());
+        assert_eq!(s.datapath.busy_poll, Duration::from_micros(100));
+        let s = parse(&["--userspace-busy-poll", "0", "--datapath-mode", "userspace"])
+            .unwrap()
+            .settings()
+            .unwrap();
+        assert_eq!(s.datapath.busy_poll, Duration::ZERO);
+        assert_eq!(
+            s.datapath.mode,
+            Some(crate::backend::DatapathMode::Userspace)
+        );
+        let e = parse(&["--userspace-busy-poll", "1s"])
+            .unwrap()
+            .settings()
+            .unwrap_err();
+        assert_eq!(e, CliError::BusyPollTooLong(Duration::from_secs(1)));
+        assert!(e.to_string().contains("use 0 to 10ms"), "{e}");
     }
 
     fn kube(args: &[&str], node: Option<&str>) -> Result<Settings, CliError> {

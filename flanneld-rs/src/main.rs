@@ -76,7 +76,7 @@ async fn run(settings: Settings) -> Result<(), String> {
             .await
             .map_err(|e| e.to_string())?;
         let backend =
-            wiring::make_backend(&config, settings.datapath_mode).map_err(|e| e.to_string())?;
+            wiring::make_backend(&config, &settings.datapath).map_err(|e| e.to_string())?;
         let masq = wiring::masquerade(settings.ip_masq)
             .await
             .map_err(|e| e.to_string())?;

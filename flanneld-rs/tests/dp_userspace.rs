@@ -148,62 +148,12 @@ fn tcp(client: &Netns, server: &Netns, server_ip: &str, port: u16) {
     panic!("TCP from {} to {server_ip} failed: {last}", client.name());
 }
 
-/// Turns TX checksum offload off on `dev` inside `ns`, as `ethtool -K
-/// <dev> tx off` does (no ethtool here: the legacy ETHTOOL_STXCSUM ioctl).
-///
-/// Why: on a veth a kernel VXLAN device's packets leave with the inner
-/// TCP checksum unfinished (CHECKSUM_PARTIAL, finished by the NIC on a real
-/// wire); a UDP socket receives the bytes without that note, so a
-/// userspace receiver would see bad checksums. With TX checksumming off
-/// the kernel finishes the checksum before the packet leaves, as a NIC
-/// would.
-fn tx_checksum_off(ns: &Netns, dev: &str) {
-    const SIOCETHTOOL: libc::c_ulong = 0x8946;
-    const ETHTOOL_STXCSUM: u32 = 0x17;
-    #[repr(C)]
-    struct EthtoolValue {
-        cmd: u32,
-        data: u32,
-    }
-    let path = ns.path();
-    let name = dev.to_string();
-    std::thread::spawn(move || {
-        let f = File::open(&path).expect("netns file");
-        nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        let sock = UdpSocket::bind("127.0.0.1:0").expect("ioctl socket");
-        let mut value = EthtoolValue {
-            cmd: ETHTOOL_STXCSUM,
-            data: 0,
-        };
-        // SAFETY: ifreq is plain data; the name fits (checked) and is NUL
-        // terminated by the zeroed tail; ifru_data points at `value`,
-        // alive for the duration of the call.
-        let rc = unsafe {
-            let mut ifr: libc::ifreq = std::mem::zeroed();
-            assert!(name.len() < ifr.ifr_name.len());
-            for (d, s) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
-                *d = s as libc::c_char;
-            }
-            ifr.ifr_ifru.ifru_data = (&mut value as *mut EthtoolValue).cast();
-            libc::ioctl(
-                std::os::fd::AsRawFd::as_raw_fd(&sock),
-                SIOCETHTOOL,
-                &mut ifr,
-            )
-        };
-        assert_eq!(
-            rc,
-            0,
-            "ETHTOOL_STXCSUM on {name}: {}",
-            std::io::Error::last_os_error()
-        );
-    })
-    .join()
-    .expect("ethtool thread");
-}
-
 /// (a) A userspace-VXLAN node and a kernel-VXLAN (FDB mode, Go flannel's
-/// programming) node exchange pod traffic: ping and TCP, both ways.
+/// programming) node exchange pod traffic: ping and TCP, both ways. The
+/// kernel node's veth keeps its TX checksum offload (the default), so its
+/// TCP segments arrive with the checksum unfinished (CHECKSUM_PARTIAL is
+/// never completed by a veth): the userspace receive path must pass that
+/// on, or the pod drops every segment and TCP hangs.
 #[tokio::test]
 async fn userspace_vxlan_interoperates_with_kernel_vxlan() {
     let n = nodes("usvx", 2).await;
@@ -237,7 +187,6 @@ async fn userspace_vxlan_interoperates_with_kernel_vxlan() {
 
     let pod_a = add_pod(&n[0], 1, 1450);
     let pod_b = add_pod(&n[1], 2, 1450);
-    tx_checksum_off(&n[1].ns, "eth0");
     ping(&pod_a, "10.244.2.2");
     ping(&pod_b, "10.244.1.2");
     // Full-size packets cross both ways without fragmentation.
@@ -253,7 +202,13 @@ async fn userspace_vxlan_interoperates_with_kernel_vxlan() {
 
     let c = ua.datapath_counters().unwrap().snapshot();
     assert!(c.packets(Dir::Tx) > 1000, "{c:?}");
-    assert!(c.packets(Dir::Rx) > 1000, "{c:?}");
+    // The transfers crossed (iperf3 stops counting before the last bytes
+    // land, hence not the full 4 MiB). Received packets may be far fewer
+    // than sent ones: a kernel peer behind a veth sends whole TCP
+    // super-packets, each counted once.
+    assert!(c.bytes(Dir::Tx) > 2 << 20, "{c:?}");
+    assert!(c.bytes(Dir::Rx) > 2 << 20, "{c:?}");
+    assert!(c.packets(Dir::Rx) > 100, "{c:?}");
     for r in [
         Drop::WrongVni,
         Drop::BadFlags,

@@ -174,16 +174,11 @@ fn mixed_lab_metadata_node_among_fdb_nodes() {
     mixed_lab('i', "metadata", "flannel-vxlan");
 }
 
-/// A userspace node among kernel FDB nodes, through the real daemon. Pings
-/// pass, but TCP from a kernel node's pod to the userspace node's pod hangs:
-/// a kernel VXLAN device behind a veth sends the inner TCP checksum
-/// unfinished (CHECKSUM_PARTIAL; a real NIC would finish it), and the
-/// userspace receive path delivers it as is. `dp_userspace`'s interop test
-/// turns TX checksum offload off on the kernel peer's veth to show the rest
-/// works; the lab has no such switch yet. Ignored until the receive path
-/// completes partial checksums (see docs/DATAPATH.md).
+/// A userspace node among kernel FDB nodes, through the real daemon. The
+/// kernel nodes' veths keep TX checksum offload, so their TCP arrives with
+/// checksums left pending, and as whole super-packets (a veth never cuts a
+/// GSO packet): the userspace receive path passes both on to the pod.
 #[test]
-#[ignore = "TCP from a kernel VXLAN peer behind a veth arrives with a partial checksum; see the comment"]
 fn mixed_lab_userspace_node_among_fdb_nodes() {
     mixed_lab('j', "userspace", "flannel-tun");
 }

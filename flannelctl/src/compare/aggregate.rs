@@ -49,6 +49,7 @@ pub fn aggregate(rounds: &[ProbeReport]) -> Option<PathSummary> {
         tcp_n_gbit_per_s: median(&col(&|r| Some(r.tcp_n.gbit_per_s))).unwrap_or(0.0),
         cpu_s_per_gbit_1: median(&col(&|r| r.tcp_1.cpu_s_per_gbit)),
         cpu_s_per_gbit_n: median(&col(&|r| r.tcp_n.cpu_s_per_gbit)),
+        udp_cpu_us_per_request: median(&col(&|r| r.udp_rr.cpu_us_per_request)),
     })
 }
 
@@ -90,8 +91,10 @@ pub(crate) mod tests {
                 timeout_ms: 200,
                 latency: LatencySummary::of(&h),
                 histogram: h,
+                cpu_us_per_request: cpu.map(|c| c * 100.0),
             },
             tcp_rr: TcpRr {
+                cpu_us_per_request: None,
                 transactions: t.count,
                 latency: LatencySummary::of(&t),
                 histogram: t,

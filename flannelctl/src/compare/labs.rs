@@ -28,6 +28,8 @@ pub struct LabOptions {
     pub ready_timeout: Duration,
     pub keep: bool,
     pub bin_dir: Option<std::path::PathBuf>,
+    /// `--daemon-arg`s, for every daemon.
+    pub daemon_args: Vec<String>,
 }
 
 impl LabSet {
@@ -54,7 +56,10 @@ impl LabSet {
                 network: "10.244.0.0/16".into(),
                 subnet_len: 24,
                 bin_dir: o.bin_dir.clone(),
-                daemon: DaemonOptions::default(),
+                daemon: DaemonOptions {
+                    extra: o.daemon_args.clone(),
+                    ..DaemonOptions::default()
+                },
                 ready_timeout: o.ready_timeout,
             };
             let slot = match up::up(&opts) {

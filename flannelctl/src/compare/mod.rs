@@ -102,6 +102,10 @@ pub struct CompareArgs {
     /// Seconds to wait for each lab's daemons.
     #[arg(long, default_value_t = 60)]
     ready_timeout: u64,
+    /// Extra flag for every daemon of every lab, repeatable (e.g.
+    /// --daemon-arg=--userspace-busy-poll=0).
+    #[arg(long = "daemon-arg", allow_hyphen_values = true)]
+    daemon_args: Vec<String>,
 }
 
 /// The checked flags.
@@ -187,6 +191,7 @@ pub fn run(a: &CompareArgs) -> Result<ExitCode, CompareError> {
             ready_timeout: Duration::from_secs(a.ready_timeout),
             keep: a.keep,
             bin_dir: a.bin_dir.clone(),
+            daemon_args: a.daemon_args.clone(),
         },
     );
     if signal::stopped() {
@@ -247,6 +252,7 @@ pub fn run(a: &CompareArgs) -> Result<ExitCode, CompareError> {
         streams: p.probe.streams,
         size: p.probe.size,
         underlay_mtu: a.underlay_mtu,
+        daemon_args: a.daemon_args.clone(),
     };
     let rep = report::build(machine, settings, measured);
     print!("{}", report::table(&rep));

@@ -20,6 +20,9 @@ pub struct Settings {
     pub streams: u32,
     pub size: usize,
     pub underlay_mtu: u32,
+    /// `--daemon-arg`s given to every daemon.
+    #[serde(default)]
+    pub daemon_args: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,6 +152,12 @@ pub fn table(r: &CompareReport) -> String {
         m.started_utc,
         m.finished_utc,
     );
+    if !s.daemon_args.is_empty() {
+        out.insert_str(
+            out.len() - 1,
+            &format!("daemons: {}\n", s.daemon_args.join(" ")),
+        );
+    }
     out.push_str(&report::render_table(&rows, Some(&r.baseline)));
     out
 }
@@ -219,6 +228,7 @@ mod tests {
             streams: 4,
             size: 64,
             underlay_mtu: 9001,
+            daemon_args: Vec::new(),
         };
         let measured = vec![
             Measured {

@@ -124,6 +124,7 @@ fn udp_rr(o: &ClientOptions) -> Result<UdpRr, ProbeError> {
     let (mut sent, mut lost) = (0u64, 0u64);
     let end = Instant::now() + o.duration;
     let mut seq = 0u64;
+    let cpu0 = cpu::read();
     while Instant::now() < end {
         seq += 1;
         wire::stamp(&mut req, run, seq);
@@ -190,9 +191,17 @@ fn udp_rr(o: &ClientOptions) -> Result<UdpRr, ProbeError> {
         received: hist.count,
         lost,
         timeout_ms: o.udp_timeout.as_millis() as u64,
+        cpu_us_per_request: cpu_per_request(cpu0, hist.count),
         latency: LatencySummary::of(&hist),
         histogram: hist,
     })
+}
+
+/// Host-wide busy CPU-microseconds per request since `start`.
+fn cpu_per_request(start: Option<cpu::CpuTimes>, requests: u64) -> Option<f64> {
+    let end = cpu::read()?;
+    let busy = cpu::busy_seconds(start?, end, cpu::ticks_per_second());
+    (requests > 0).then(|| busy * 1e6 / requests as f64)
 }
 
 fn tcp_rr(o: &ClientOptions, mut s: TcpStream) -> Result<TcpRr, ProbeError> {
@@ -201,6 +210,7 @@ fn tcp_rr(o: &ClientOptions, mut s: TcpStream) -> Result<TcpRr, ProbeError> {
     let mut reply = vec![0u8; o.size];
     let mut hist = Histogram::new();
     let end = Instant::now() + o.duration;
+    let cpu0 = cpu::read();
     while Instant::now() < end {
         let t0 = Instant::now();
         s.write_all(&req).map_err(&err)?;
@@ -208,6 +218,7 @@ fn tcp_rr(o: &ClientOptions, mut s: TcpStream) -> Result<TcpRr, ProbeError> {
         hist.record(t0.elapsed().as_nanos() as u64);
     }
     Ok(TcpRr {
+        cpu_us_per_request: cpu_per_request(cpu0, hist.count),
         transactions: hist.count,
         latency: LatencySummary::of(&hist),
         histogram: hist,

@@ -47,6 +47,11 @@ pub struct UdpRr {
     pub timeout_ms: u64,
     pub latency: LatencySummary,
     pub histogram: Histogram,
+    /// Host-wide busy CPU-microseconds per answered request (see
+    /// probe/cpu.rs): what one round trip costs the machine, e.g. a
+    /// datapath that polls instead of sleeping.
+    #[serde(default)]
+    pub cpu_us_per_request: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,6 +59,9 @@ pub struct TcpRr {
     pub transactions: u64,
     pub latency: LatencySummary,
     pub histogram: Histogram,
+    /// As `UdpRr::cpu_us_per_request`, per transaction.
+    #[serde(default)]
+    pub cpu_us_per_request: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -99,6 +107,9 @@ pub struct PathSummary {
     pub tcp_n_gbit_per_s: f64,
     pub cpu_s_per_gbit_1: Option<f64>,
     pub cpu_s_per_gbit_n: Option<f64>,
+    /// UDP request/response: host-wide busy CPU-microseconds per request.
+    #[serde(default)]
+    pub udp_cpu_us_per_request: Option<f64>,
 }
 
 impl PathSummary {
@@ -113,6 +124,7 @@ impl PathSummary {
             tcp_n_gbit_per_s: r.tcp_n.gbit_per_s,
             cpu_s_per_gbit_1: r.tcp_1.cpu_s_per_gbit,
             cpu_s_per_gbit_n: r.tcp_n.cpu_s_per_gbit,
+            udp_cpu_us_per_request: r.udp_rr.cpu_us_per_request,
         }
     }
 }
@@ -189,10 +201,10 @@ pub fn render_table(rows: &[Row], baseline: Option<&str>) -> String {
         .unwrap_or(1);
     let vs = baseline.unwrap_or("-");
     let mut out = String::new();
-    out.push_str("Latency, request/response with one message in flight (microseconds)\n");
+    out.push_str("Latency, request/response with one message in flight (microseconds; CPU/req: host-wide busy CPU-microseconds per UDP request)\n");
     let mut head = format!(
-        "{:<w$} {:>8} {:>8} {:>8} {:>8} {:>7} {:>8} {:>8}",
-        "path", "UDP p50", "p90", "p99", "p99.9", "loss", "TCP p50", "p99"
+        "{:<w$} {:>8} {:>8} {:>8} {:>8} {:>7} {:>8} {:>8} {:>8}",
+        "path", "UDP p50", "p90", "p99", "p99.9", "loss", "CPU/req", "TCP p50", "p99"
     );
     if base.is_some() {
         head.push_str(&format!(
@@ -213,13 +225,14 @@ pub fn render_table(rows: &[Row], baseline: Option<&str>) -> String {
                     format!("{:.2}%", 100.0 * s.udp_lost as f64 / s.udp_sent as f64)
                 };
                 let mut l = format!(
-                    "{:<w$} {:>8} {:>8} {:>8} {:>8} {:>7} {:>8} {:>8}",
+                    "{:<w$} {:>8} {:>8} {:>8} {:>8} {:>7} {:>8} {:>8} {:>8}",
                     r.label,
                     us(s.udp_rr.p50_us, s.udp_rr.count),
                     us(s.udp_rr.p90_us, s.udp_rr.count),
                     us(s.udp_rr.p99_us, s.udp_rr.count),
                     us(s.udp_rr.p999_us, s.udp_rr.count),
                     loss,
+                    s.udp_cpu_us_per_request.map_or("-".into(), |c| us(c, 1)),
                     us(s.tcp_rr.p50_us, s.tcp_rr.count),
                     us(s.tcp_rr.p99_us, s.tcp_rr.count),
                 );
@@ -306,6 +319,7 @@ pub(crate) mod tests {
             tcp_n_gbit_per_s: gbit * 1.5,
             cpu_s_per_gbit_1: Some(0.5),
             cpu_s_per_gbit_n: None,
+            udp_cpu_us_per_request: Some(12.5),
         }
     }
 
@@ -339,6 +353,7 @@ pub(crate) mod tests {
         // p50 60 (1.50x native), p99 180 (1.50x), loss 0.50 %.
         assert!(lat.contains("60.0") && lat.contains("180"), "{t}");
         assert!(lat.contains("0.50%") && lat.contains("1.50x"), "{t}");
+        assert!(lat.contains(" 12.5 "), "CPU per request: {t}");
         assert!(line("host-gw", 0).contains("1.00x"), "{t}");
         let thr = line("vxlan", 1);
         assert!(

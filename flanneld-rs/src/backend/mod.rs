@@ -129,24 +129,30 @@ pub mod userspace;
 pub mod vtep_mac;
 pub mod vxlan;
 
-pub use spec::{BackendSpec, Datapath, DatapathMode, Encap, Fallback, TunnelSpec};
+pub use spec::{
+    BackendSpec, Datapath, DatapathMode, Encap, Fallback, NodeOverrides, TunnelSpec,
+    DEFAULT_BUSY_POLL,
+};
 
-/// The backend net-conf.json asks for (with this node's `--datapath-mode`,
-/// if any), driving the namespace `netlink` is bound to (the daemon's own:
-/// `Netlink::connect()`).
+/// The backend net-conf.json asks for (with this node's overrides:
+/// `--datapath-mode`, `--userspace-busy-poll`), driving the namespace
+/// `netlink` is bound to (the daemon's own: `Netlink::connect()`).
 pub fn new(
     config: &NetworkConfig,
     netlink: crate::netlink::Netlink,
-    mode_override: Option<DatapathMode>,
+    node: &NodeOverrides,
 ) -> Result<Box<dyn Backend>, BackendError> {
-    match BackendSpec::parse(&config.backend_type, &config.backend, mode_override)? {
+    match BackendSpec::parse(&config.backend_type, &config.backend, node.mode)? {
         BackendSpec::HostGw => Ok(Box::new(hostgw::HostGwBackend::new(netlink))),
-        BackendSpec::Tunnel(spec) => match spec.datapath {
-            Datapath::KernelFdb => Ok(Box::new(vxlan::VxlanBackend::with_options(
-                netlink, spec.vxlan,
-            ))),
-            Datapath::KernelMetadata => metadata::new(netlink, spec),
-            Datapath::Userspace => userspace::new(netlink, spec),
-        },
+        BackendSpec::Tunnel(mut spec) => {
+            spec.busy_poll = node.busy_poll;
+            match spec.datapath {
+                Datapath::KernelFdb => Ok(Box::new(vxlan::VxlanBackend::with_options(
+                    netlink, spec.vxlan,
+                ))),
+                Datapath::KernelMetadata => metadata::new(netlink, spec),
+                Datapath::Userspace => userspace::new(netlink, spec),
+            }
+        }
     }
 }

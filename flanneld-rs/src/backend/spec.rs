@@ -10,6 +10,8 @@
 //! different datapaths of the same encapsulation interoperate, so a node
 //! may override the mode (`--datapath-mode`) for its kernel's sake.
 
+use std::time::Duration;
+
 use serde_json::Value;
 
 use super::options::VxlanOptions;
@@ -92,6 +94,33 @@ pub struct TunnelSpec {
     pub mtu: Option<u32>,
     /// VXLAN-only flannel options (DirectRouting, GBP, Learning) as parsed.
     pub vxlan: VxlanOptions,
+    /// Userspace datapath: how long a queue thread keeps looking for
+    /// packets after its last one before it sleeps (a node setting:
+    /// `--userspace-busy-poll`, not in net-conf.json).
+    pub busy_poll: Duration,
+}
+
+/// `TunnelSpec::busy_poll` unless the node says otherwise: covers a
+/// request/response turnaround on a busy node, costs at most this much CPU
+/// per burst of packets.
+pub const DEFAULT_BUSY_POLL: Duration = Duration::from_micros(100);
+
+/// What a node may set for itself on top of net-conf.json's Backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeOverrides {
+    /// `--datapath-mode`: replaces `Backend.Mode`.
+    pub mode: Option<DatapathMode>,
+    /// `--userspace-busy-poll`.
+    pub busy_poll: Duration,
+}
+
+impl Default for NodeOverrides {
+    fn default() -> Self {
+        NodeOverrides {
+            mode: None,
+            busy_poll: DEFAULT_BUSY_POLL,
+        }
+    }
 }
 
 /// The backend a node runs.
@@ -210,6 +239,7 @@ impl BackendSpec {
             port,
             mtu: vxlan.mtu,
             vxlan,
+            busy_poll: DEFAULT_BUSY_POLL,
         }))
     }
 }

@@ -24,7 +24,7 @@ use crate::userspace::peers::{PeerEntry, PeerTable};
 
 /// The device name (one per node, whatever the encapsulation).
 pub const TUN_NAME: &str = "flannel-tun";
-/// Queues (thread pairs) at most; more rarely helps a node's pod traffic.
+/// Queues (threads) at most; more rarely helps a node's pod traffic.
 const MAX_QUEUES: usize = 4;
 
 /// The userspace backend for `spec`.
@@ -163,6 +163,7 @@ impl UserspaceBackend {
             bind: std::net::SocketAddrV4::new(node.iface_addr, self.spec.port),
             queues: self.queues,
             offload: self.offload,
+            busy_poll: self.spec.busy_poll,
             netns: self.nl.netns_path().map(|p| p.to_path_buf()),
         };
         let engine = Engine::start(cfg, self.peers.clone(), self.counters.clone())

@@ -134,11 +134,11 @@ pub async fn masquerade(ip_masq: bool) -> Result<Option<Arc<dyn Masquerade>>, Wi
     Ok(None)
 }
 
-/// The backend net-conf.json asks for (and `--datapath-mode` adjusts),
-/// driving this namespace.
+/// The backend net-conf.json asks for (and `--datapath-mode`,
+/// `--userspace-busy-poll` adjust), driving this namespace.
 pub fn make_backend(
     config: &NetworkConfig,
-    mode: Option<backend::DatapathMode>,
+    node: &backend::NodeOverrides,
 ) -> Result<Box<dyn Backend>, WiringError> {
-    Ok(backend::new(config, Netlink::connect()?, mode)?)
+    Ok(backend::new(config, Netlink::connect()?, node)?)
 }

@@ -54,6 +54,10 @@ impl Snapshot {
     pub fn packets(&self, dir: Dir) -> u64 {
         self.ok.iter().find(|x| x.0 == dir).map_or(0, |x| x.1)
     }
+
+    pub fn bytes(&self, dir: Dir) -> u64 {
+        self.ok.iter().find(|x| x.0 == dir).map_or(0, |x| x.2)
+    }
 }
 
 impl Counters {

@@ -1,35 +1,43 @@
-//! The running datapath: per queue, one TX thread (TUN → encapsulate →
-//! UDP) and one RX thread (UDP → decapsulate → TUN), blocking I/O on
-//! dedicated OS threads. Dropping the `Engine` stops and joins them; the
-//! TUN device disappears with its last fd.
+//! The running datapath: per queue, one OS thread that moves packets both
+//! ways, TUN → encapsulate → UDP (`tx`) and UDP → decapsulate → TUN (`rx`),
+//! with non-blocking I/O. Dropping the `Engine` stops and joins the
+//! threads; the TUN device disappears with its last fd.
+//!
+//! Why one thread for both directions: a packet that crosses the engine
+//! costs a thread wake-up whenever the thread that must move it sleeps,
+//! and on a small VM a wake-up costs tens of microseconds. With one thread,
+//! what one direction causes in the other is picked up without one: the
+//! TCP ACKs that a TUN write provokes (the pod's stack answers inside the
+//! write) are read right after it, and a reply that arrives while the
+//! thread is still busy with the request needs no wake-up either. After
+//! its last packet the thread keeps looking for `busy_poll` (yielding the
+//! CPU between looks) before it sleeps in `poll`, so request/response
+//! traffic crosses without wake-ups; 0 sleeps at once.
 
 use std::fs::File;
-use std::io::{self, IoSliceMut};
-use std::net::{SocketAddr, SocketAddrV4};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::io;
+use std::net::SocketAddrV4;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
-use quinn_udp::{RecvMeta, Transmit};
-use tun_rs::{GROTable, SyncDevice, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
+use tun_rs::SyncDevice;
 
-use super::counters::{Counters, Dir};
-use super::frame::{ipv4_destination, Drop, Framer, ENCAP_LEN};
-use super::peers::{PeerEntry, PeerTable};
+use super::counters::Counters;
+use super::frame::Framer;
+use super::peers::PeerTable;
+use super::rx::Rx;
+use super::tx::Tx;
 use super::{tun, udp};
 
-/// How often blocked threads look at the stop flag.
-const POLL_MS: u16 = 100;
+/// How often a sleeping thread looks at the stop flag.
+pub(super) const POLL_MS: u16 = 100;
 /// Largest IPv4 datagram; TUN super-packets and GRO'd UDP buffers fit.
-const MAX_PACKET: usize = 65_535;
-/// UDP GSO: the kernel's segment limit, and what one send may carry.
-const GSO_MAX_SEGMENTS: usize = 64;
-const GSO_MAX_BYTES: usize = 65_000;
-/// recvmmsg batch (quinn-udp's own limit on Linux).
-const RX_BATCH: usize = 32;
+pub(super) const MAX_PACKET: usize = 65_535;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -57,6 +65,9 @@ pub struct EngineConfig {
     pub bind: SocketAddrV4,
     pub queues: usize,
     pub offload: bool,
+    /// How long a queue thread keeps looking for packets after its last
+    /// one before it sleeps (see the module comment).
+    pub busy_poll: Duration,
     /// Namespace to create the TUN device and sockets in (`None`: ours).
     pub netns: Option<PathBuf>,
 }
@@ -73,14 +84,30 @@ pub struct EngineInfo {
 /// The current peer table; readers clone the `Arc` once per batch.
 pub type PeerSlot = RwLock<Arc<PeerTable>>;
 
-struct Shared {
-    stop: AtomicBool,
+pub(super) struct Shared {
+    pub stop: AtomicBool,
     /// Set by a thread that lost its TUN device (deleted by hand).
-    dead: AtomicBool,
-    peers: Arc<PeerSlot>,
-    counters: Arc<Counters>,
-    framer: Framer,
-    mtu: usize,
+    pub dead: AtomicBool,
+    pub peers: Arc<PeerSlot>,
+    pub counters: Arc<Counters>,
+    pub framer: Framer,
+    pub mtu: usize,
+    /// The TUN device speaks virtio-net headers (GSO/GRO).
+    pub offload: bool,
+    pub busy_poll: Duration,
+}
+
+impl Shared {
+    pub fn peers(&self) -> Arc<PeerTable> {
+        match self.peers.read() {
+            Ok(p) => p.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
 }
 
 pub struct Engine {
@@ -106,12 +133,13 @@ impl Engine {
             .join()
             .map_err(|_| EngineError::Thread(io::Error::other("setup thread panicked")))??;
         let (tun, socks) = opened;
+        let max_gso = socks.first().map_or(1, |s| {
+            s.state.max_gso_segments().min(super::tx::GSO_MAX_SEGMENTS)
+        });
         let info = EngineInfo {
             queues: tun.queues.len(),
             tun_offload: tun.offload,
-            udp_gso_segments: socks
-                .first()
-                .map_or(1, |s| s.state.max_gso_segments().min(GSO_MAX_SEGMENTS)),
+            udp_gso_segments: max_gso,
             udp_gro_segments: socks.first().map_or(1, |s| s.state.gro_segments()),
         };
         let shared = Arc::new(Shared {
@@ -121,6 +149,8 @@ impl Engine {
             counters,
             framer: cfg.framer,
             mtu: usize::from(cfg.mtu),
+            offload: tun.offload,
+            busy_poll: cfg.busy_poll,
         });
         let mut engine = Engine {
             shared: shared.clone(),
@@ -128,20 +158,12 @@ impl Engine {
             info,
         };
         for (i, (dev, sock)) in tun.queues.into_iter().zip(socks).enumerate() {
-            let dev = Arc::new(dev);
-            let sock = Arc::new(sock);
-            let (d, s, sh) = (dev.clone(), sock.clone(), shared.clone());
-            let tx = std::thread::Builder::new()
-                .name(format!("us-tx{i}"))
-                .spawn(move || tx_loop(&d, &s, &sh))
-                .map_err(EngineError::Thread)?;
-            engine.threads.push(tx);
             let sh = shared.clone();
-            let rx = std::thread::Builder::new()
-                .name(format!("us-rx{i}"))
-                .spawn(move || rx_loop(&dev, &sock, &sh))
+            let t = std::thread::Builder::new()
+                .name(format!("us-q{i}"))
+                .spawn(move || queue_loop(&dev, &sock, &sh, max_gso))
                 .map_err(EngineError::Thread)?;
-            engine.threads.push(rx);
+            engine.threads.push(t);
         }
         Ok(engine)
     }
@@ -157,7 +179,7 @@ impl Engine {
     }
 }
 
-impl std::ops::Drop for Engine {
+impl Drop for Engine {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Relaxed);
         for t in self.threads.drain(..) {
@@ -178,13 +200,15 @@ fn open_all(cfg: &EngineConfig) -> Result<Opened, EngineError> {
         nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
             .map_err(|e| err(e.into()))?;
     }
+    let tun_err = |source| EngineError::Tun {
+        name: cfg.tun_name.clone(),
+        source,
+    };
     let tun =
-        tun::create(&cfg.tun_name, cfg.mtu, cfg.queues.max(1), cfg.offload).map_err(|source| {
-            EngineError::Tun {
-                name: cfg.tun_name.clone(),
-                source,
-            }
-        })?;
+        tun::create(&cfg.tun_name, cfg.mtu, cfg.queues.max(1), cfg.offload).map_err(tun_err)?;
+    for q in &tun.queues {
+        q.set_nonblocking(true).map_err(tun_err)?;
+    }
     let reuse = tun.queues.len() > 1;
     let mut socks = Vec::new();
     for _ in 0..tun.queues.len() {
@@ -198,256 +222,49 @@ fn open_all(cfg: &EngineConfig) -> Result<Opened, EngineError> {
     Ok((tun, socks))
 }
 
-/// Waits until `fd` is ready for `events` or the poll interval passes.
-fn wait(fd: BorrowedFd<'_>, events: PollFlags) -> bool {
-    let mut fds = [PollFd::new(fd, events)];
-    matches!(nix::poll::poll(&mut fds, PollTimeout::from(POLL_MS)), Ok(n) if n > 0)
-}
-
 /// The TUN device is gone (deleted by hand, or detached).
-fn device_gone(e: &io::Error) -> bool {
+pub(super) fn device_gone(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
-        Some(libc_errno::EBADFD) | Some(libc_errno::ENODEV)
+        Some(nix::libc::EBADFD) | Some(nix::libc::ENODEV)
     )
 }
 
-/// The few errno values compared here (nix re-exports libc).
-mod libc_errno {
-    pub use nix::libc::{EBADFD, EIO, ENODEV};
+/// A queue's device went away: the thread ends and the backend recreates
+/// the engine at its next reconcile.
+pub(super) struct Gone;
+
+/// Sleeps until the TUN queue or the socket has something to read, or the
+/// poll interval passes.
+fn wait_either(dev: &SyncDevice, sock: &udp::Udp) {
+    let mut fds = [
+        PollFd::new(dev.as_fd(), PollFlags::POLLIN),
+        PollFd::new(sock.sock.as_fd(), PollFlags::POLLIN),
+    ];
+    let _ = nix::poll::poll(&mut fds, PollTimeout::from(POLL_MS));
 }
 
-/// Encapsulated packets waiting to be sent: consecutive packets for one
-/// peer, all of one size but the last, go out in one UDP GSO send.
-struct TxBatch {
-    buf: Vec<u8>,
-    dest: Option<SocketAddrV4>,
-    seg: usize,
-    count: usize,
-    closed: bool,
-    max_segments: usize,
-}
-
-impl TxBatch {
-    fn fits(&self, dest: SocketAddrV4, len: usize) -> bool {
-        self.count == 0
-            || (self.dest == Some(dest)
-                && !self.closed
-                && len <= self.seg
-                && self.count < self.max_segments
-                && self.buf.len() + len <= GSO_MAX_BYTES)
-    }
-
-    fn push(&mut self, dest: SocketAddrV4, header: &[u8; ENCAP_LEN], inner: &[u8]) {
-        let len = ENCAP_LEN + inner.len();
-        if self.count == 0 {
-            self.dest = Some(dest);
-            self.seg = len;
-        } else if len < self.seg {
-            // Only the last segment of a GSO send may be shorter.
-            self.closed = true;
-        }
-        self.buf.extend_from_slice(header);
-        self.buf.extend_from_slice(inner);
-        self.count += 1;
-    }
-
-    fn flush(&mut self, sock: &udp::Udp, sh: &Shared) {
-        let Some(dest) = self.dest else { return };
-        if self.count > 0 {
-            let result = send(sock, sh, dest, &self.buf, self.seg, self.count);
-            let n = self.count as u64;
-            let bytes = (self.buf.len() - self.count * ENCAP_LEN) as u64;
-            match result {
-                Ok(()) => sh.counters.ok(Dir::Tx, n, bytes),
-                Err(e) => {
-                    if self.count > 1 && e.raw_os_error() == Some(libc_errno::EIO) {
-                        // The underlay refused GSO: send single datagrams
-                        // from now on.
-                        tracing::warn!("UDP GSO refused by the underlay ({e}); disabling it");
-                        self.max_segments = 1;
-                        for chunk in self.buf.chunks(self.seg) {
-                            match send(sock, sh, dest, chunk, chunk.len(), 1) {
-                                Ok(()) => sh.counters.ok(
-                                    Dir::Tx,
-                                    1,
-                                    chunk.len().saturating_sub(ENCAP_LEN) as u64,
-                                ),
-                                Err(_) => sh.counters.count_drop(Dir::Tx, Drop::UdpSend, 1),
-                            }
-                        }
-                    } else {
-                        tracing::debug!("UDP send to {dest} failed: {e}");
-                        sh.counters.count_drop(Dir::Tx, Drop::UdpSend, n);
-                    }
-                }
-            }
-        }
-        self.buf.clear();
-        self.dest = None;
-        self.count = 0;
-        self.closed = false;
-    }
-}
-
-/// One (GSO) send, waiting while the socket buffer is full.
-fn send(
-    sock: &udp::Udp,
-    sh: &Shared,
-    dest: SocketAddrV4,
-    contents: &[u8],
-    seg: usize,
-    count: usize,
-) -> io::Result<()> {
-    let t = Transmit {
-        destination: SocketAddr::V4(dest),
-        ecn: None,
-        contents,
-        segment_size: (count > 1).then_some(seg),
-        src_ip: None,
-    };
-    loop {
-        match sock.state.try_send((&sock.sock).into(), &t) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if sh.stop.load(Ordering::Relaxed) {
-                    return Err(e);
-                }
-                wait(sock.sock.as_fd(), PollFlags::POLLOUT);
-            }
-            other => return other,
-        }
-    }
-}
-
-fn tx_loop(dev: &SyncDevice, sock: &udp::Udp, sh: &Shared) {
-    let mut original = vec![0u8; VIRTIO_NET_HDR_LEN + MAX_PACKET];
-    let mut bufs = vec![vec![0u8; MAX_PACKET]; IDEAL_BATCH_SIZE];
-    let mut sizes = vec![0usize; IDEAL_BATCH_SIZE];
-    let mut batch = TxBatch {
-        buf: Vec::with_capacity(GSO_MAX_BYTES + MAX_PACKET),
-        dest: None,
-        seg: 0,
-        count: 0,
-        closed: false,
-        max_segments: sock.state.max_gso_segments().clamp(1, GSO_MAX_SEGMENTS),
-    };
-    // One header per peer, rebuilt only when the peer changes.
-    let mut last: Option<(PeerEntry, [u8; ENCAP_LEN])> = None;
-    while !sh.stop.load(Ordering::Relaxed) {
-        if !wait(dev.as_fd(), PollFlags::POLLIN) {
-            continue;
-        }
-        let n = match dev.recv_multiple(&mut original, &mut bufs, &mut sizes, 0) {
-            Ok(n) => n,
-            Err(e) if device_gone(&e) => {
-                tracing::warn!("TUN device gone ({e}); stopping its queue");
+fn queue_loop(dev: &SyncDevice, sock: &udp::Udp, sh: &Shared, max_gso: usize) {
+    let mut tx = Tx::new(max_gso);
+    let mut rx = Rx::new();
+    let mut last_work = Instant::now();
+    while !sh.stopping() {
+        let moved = match (tx.round(dev, sock, sh), rx.round(dev, sock, sh)) {
+            (Ok(a), Ok(b)) => a + b,
+            _ => {
+                tracing::warn!("TUN device gone; stopping its queue");
                 sh.dead.store(true, Ordering::Relaxed);
                 return;
             }
-            Err(e) => {
-                // A malformed super-packet from the stack: skip it.
-                tracing::debug!("TUN read: {e}");
-                sh.counters.count_drop(Dir::Tx, Drop::BadIpv4, 1);
-                continue;
-            }
         };
-        let peers = match sh.peers.read() {
-            Ok(p) => p.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        };
-        for (buf, &size) in bufs.iter().zip(&sizes).take(n) {
-            let pkt = &buf[..size];
-            let dst = match ipv4_destination(pkt) {
-                Ok(d) => d,
-                Err(reason) => {
-                    sh.counters.count_drop(Dir::Tx, reason, 1);
-                    continue;
-                }
-            };
-            let Some(peer) = peers.lookup(dst) else {
-                sh.counters.count_drop(Dir::Tx, Drop::NoPeer, 1);
-                continue;
-            };
-            let header = match &last {
-                Some((p, h)) if p == peer => *h,
-                _ => {
-                    let h = sh.framer.header(peer.mac);
-                    last = Some((*peer, h));
-                    h
-                }
-            };
-            if !batch.fits(peer.addr, ENCAP_LEN + pkt.len()) {
-                batch.flush(sock, sh);
-            }
-            batch.push(peer.addr, &header, pkt);
-        }
-        batch.flush(sock, sh);
-    }
-}
-
-fn rx_loop(dev: &SyncDevice, sock: &udp::Udp, sh: &Shared) {
-    let mut rbufs = vec![vec![0u8; MAX_PACKET]; RX_BATCH];
-    let mut meta = vec![RecvMeta::default(); RX_BATCH];
-    let mut out: Vec<Vec<u8>> = Vec::new();
-    let mut gro = GROTable::default();
-    while !sh.stop.load(Ordering::Relaxed) {
-        if !wait(sock.sock.as_fd(), PollFlags::POLLIN) {
-            continue;
-        }
-        let n = {
-            let mut iovs: Vec<IoSliceMut<'_>> =
-                rbufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
-            match sock.state.recv((&sock.sock).into(), &mut iovs, &mut meta) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => {
-                    // ICMP errors surface here (port unreachable, ...).
-                    tracing::debug!("UDP receive: {e}");
-                    continue;
-                }
-            }
-        };
-        let mut count = 0;
-        let mut bytes = 0u64;
-        for (m, buf) in meta.iter().zip(&rbufs).take(n) {
-            let data = &buf[..m.len.min(buf.len())];
-            let stride = if m.stride == 0 { data.len() } else { m.stride };
-            for seg in data.chunks(stride.max(1)) {
-                match sh.framer.decode(seg, sh.mtu) {
-                    Ok(inner) => {
-                        if out.len() == count {
-                            out.push(Vec::with_capacity(VIRTIO_NET_HDR_LEN + MAX_PACKET));
-                        }
-                        let b = &mut out[count];
-                        b.clear();
-                        b.resize(VIRTIO_NET_HDR_LEN, 0);
-                        b.extend_from_slice(inner);
-                        bytes += inner.len() as u64;
-                        count += 1;
-                    }
-                    Err(reason) => sh.counters.count_drop(Dir::Rx, reason, 1),
-                }
-            }
-        }
-        if count == 0 {
-            continue;
-        }
-        match dev.send_multiple(&mut gro, &mut out[..count], VIRTIO_NET_HDR_LEN) {
-            Ok(_) => sh.counters.ok(Dir::Rx, count as u64, bytes),
-            Err(e) if device_gone(&e) => {
-                tracing::warn!("TUN device gone ({e}); stopping its queue");
-                sh.counters
-                    .count_drop(Dir::Rx, Drop::TunWrite, count as u64);
-                sh.dead.store(true, Ordering::Relaxed);
-                return;
-            }
-            Err(e) => {
-                // The batch had at least one refused packet; which ones is
-                // not reported, so the batch is counted as dropped.
-                tracing::debug!("TUN write: {e}");
-                sh.counters
-                    .count_drop(Dir::Rx, Drop::TunWrite, count as u64);
-            }
+        if moved > 0 {
+            last_work = Instant::now();
+        } else if last_work.elapsed() < sh.busy_poll {
+            // Keep looking, but let whatever else wants this CPU (the
+            // pod that is about to answer, say) run first.
+            std::thread::yield_now();
+        } else {
+            wait_either(dev, sock);
         }
     }
 }

@@ -40,9 +40,10 @@ fn main() {
     let result = match what {
         "convergence" => convergence(reps),
         "pods" => pods(rounds),
+        "ping" => ping(rounds),
         "all" => convergence(reps).and_then(|()| pods(rounds)),
         other => Err(format!(
-            "unknown benchmark {other:?}: use convergence, pods or all"
+            "unknown benchmark {other:?}: use convergence, pods, ping or all"
         )),
     };
     if let Err(e) = result {
@@ -301,6 +302,57 @@ fn pods(rounds: usize) -> Result<(), String> {
             "VXLAN / host-gw throughput: {:.2}x at MTU 1500, {:.2}x at MTU 9001",
             medians[0] / medians[1],
             medians[2] / medians[3]
+        );
+    }
+    Ok(())
+}
+
+/// Sparse traffic: a ping every 10 ms between the pods of two nodes, for
+/// every datapath (underlay MTU 9001), with the userspace datapath also
+/// at `--userspace-busy-poll` 0 and 10ms. Unlike back-to-back
+/// request/response (`flannelctl compare`), each ping finds the engine's
+/// threads asleep unless the busy-poll window covers the 10 ms gap.
+/// Rounds interleave the labs; RTTs pooled over the rounds.
+fn ping(rounds: usize) -> Result<(), String> {
+    let kinds: [(&'static str, &str); 7] = [
+        ("host-gw", ""),
+        ("vxlan", ""),
+        ("vxlan-metadata", ""),
+        ("vxlan-userspace", ""),
+        ("vxlan-userspace", "--userspace-busy-poll=0"),
+        ("vxlan-userspace", "--userspace-busy-poll=10ms"),
+        ("geneve-userspace", ""),
+    ];
+    let mut labs = Vec::new();
+    for (i, (backend, flag)) in kinds.iter().enumerate() {
+        let mut cfg = LabConfig::new(backend, "embedded");
+        cfg.nodes = 2;
+        cfg.pods_per_node = 1;
+        cfg.underlay_mtu = 9001;
+        if !flag.is_empty() {
+            cfg.daemon_args = vec![flag.to_string()];
+        }
+        // Lab stems must differ: one letter per lab.
+        let stem = (b'a' + i as u8) as char;
+        let lab = Lab::up(stem, &cfg).map_err(|e| format!("{backend} {flag}: {e}"))?;
+        let pods = lab.pods().map_err(|e| e.to_string())?;
+        labs.push((backend, flag, lab, pods));
+    }
+    let mut rtts: Vec<Vec<Duration>> = vec![Vec::new(); labs.len()];
+    for _ in 0..rounds {
+        for (i, (_, _, _, pods)) in labs.iter().enumerate() {
+            rtts[i].extend(ping_rtts(&pods[0].netns, &pods[1].ip, 200)?);
+        }
+    }
+    println!("| datapath | daemon flag | RTT p50 (ms) | RTT p99 (ms) | pings |");
+    println!("|---|---|---|---|---|");
+    for (i, (backend, flag, _, _)) in labs.iter().enumerate() {
+        println!(
+            "| {backend} | {} | {:.3} | {:.3} | {} |",
+            if flag.is_empty() { "-" } else { flag },
+            ms(median(&rtts[i]).unwrap_or_default()),
+            ms(percentile(&rtts[i], 99.0).unwrap_or_default()),
+            rtts[i].len()
         );
     }
     Ok(())
