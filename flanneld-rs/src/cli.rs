@@ -130,6 +130,11 @@ pub struct Cli {
     #[arg(long, env = "FLANNELD_PUBLIC_IP")]
     pub public_ip: Option<Ipv4Addr>,
 
+    /// The IPv6 address peers send to with Backend.Underlay "ipv6"
+    /// (default: the interface's global IPv6 address).
+    #[arg(long, env = "FLANNELD_PUBLIC_IPV6")]
+    pub public_ipv6: Option<std::net::Ipv6Addr>,
+
     /// Where to write the node's subnet for the CNI plugin.
     #[arg(long, env = "FLANNELD_SUBNET_FILE", default_value = lease_store::subnet_env::DEFAULT_PATH)]
     pub subnet_file: PathBuf,
@@ -273,6 +278,7 @@ pub struct Settings {
     pub net_config_path: Option<PathBuf>,
     pub iface: IfaceSpec,
     pub public_ip: Option<Ipv4Addr>,
+    pub public_ipv6: Option<std::net::Ipv6Addr>,
     pub subnet_file: PathBuf,
     pub ip_masq: bool,
     pub renew_margin: Duration,
@@ -371,6 +377,7 @@ impl Cli {
             net_config_path,
             iface,
             public_ip: self.public_ip,
+            public_ipv6: self.public_ipv6,
             subnet_file: self.subnet_file.clone(),
             ip_masq: self.ip_masq,
             renew_margin: Duration::from_secs(u64::from(self.subnet_lease_renew_margin) * 60),

@@ -64,7 +64,9 @@ async fn run(settings: Settings) -> Result<(), String> {
     }
 
     let work = async {
-        let node = flanneld::node::netlink::detect(&settings.iface, settings.public_ip)
+        // The interface flags are checked now; the addresses are chosen
+        // once the config says which family the tunnels use.
+        flanneld::node::netlink::preflight(&settings.iface)
             .await
             .map_err(|e| e.to_string())?;
         let net_conf = wiring::read_net_conf(settings.net_config_path.as_deref())
@@ -73,6 +75,17 @@ async fn run(settings: Settings) -> Result<(), String> {
             .await
             .map_err(|e| e.to_string())?;
         let config = daemon::load_config(settings.net_config_path.as_deref(), &store)
+            .await
+            .map_err(|e| e.to_string())?;
+        // After the config: the Backend's underlay family decides which
+        // addresses the node needs.
+        let underlay = flanneld::backend::underlay_of(&config, &settings.datapath)
+            .map_err(|e| e.to_string())?;
+        let public = flanneld::node::PublicAddrs {
+            v4: settings.public_ip,
+            v6: settings.public_ipv6,
+        };
+        let node = flanneld::node::netlink::detect(&settings.iface, public, underlay)
             .await
             .map_err(|e| e.to_string())?;
         let backend =

@@ -9,13 +9,14 @@
 //! `CARGO_TARGET_DIR=/work/targets/daemon cargo test -p flanneld-rs --test daemon_kernel`
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpStream};
+use std::net::{Ipv4Addr, Ipv6Addr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use e2e::netns::Netns;
+use flanneld::backend::Underlay;
 use flanneld::cli::IfaceSpec;
 use ipnet::Ipv4Net;
 use lease_store::subnet_env::SubnetEnv;
@@ -489,6 +490,14 @@ fn bad_flags_exit_2_naming_the_flag_also_from_the_environment() {
 /// Node detection against the kernel: a thread enters the node namespace
 /// and runs the same code as the daemon's start-up.
 fn detect_in(ns: &Netns, spec: IfaceSpec) -> Result<flanneld::backend::LocalNode, String> {
+    detect_underlay(ns, spec, Underlay::Ipv4)
+}
+
+fn detect_underlay(
+    ns: &Netns,
+    spec: IfaceSpec,
+    underlay: Underlay,
+) -> Result<flanneld::backend::LocalNode, String> {
     let path = ns.path();
     std::thread::spawn(move || {
         let f = std::fs::File::open(&path).map_err(|e| e.to_string())?;
@@ -500,8 +509,12 @@ fn detect_in(ns: &Netns, spec: IfaceSpec) -> Result<flanneld::backend::LocalNode
             .enable_all()
             .build()
             .map_err(|e| e.to_string())?;
-        rt.block_on(flanneld::node::netlink::detect(&spec, None))
-            .map_err(|e| e.to_string())
+        rt.block_on(flanneld::node::netlink::detect(
+            &spec,
+            flanneld::node::PublicAddrs::default(),
+            underlay,
+        ))
+        .map_err(|e| e.to_string())
     })
     .join()
     .map_err(|_| "detection thread panicked".to_string())?
@@ -538,6 +551,113 @@ fn node_detection_by_name_address_route_and_default_route() {
     assert_eq!(node.public_ip, want);
     let e = detect_in(&n1, IfaceSpec::Names(vec!["eth9".into()])).unwrap_err();
     assert!(e.contains("eth9"), "{e}");
+}
+
+/// IPv6 underlay detection on real interfaces: a global address found
+/// next to the kernel's link-local one, a tentative address (DAD not done)
+/// skipped, the IPv6 default route, an IPv6 --iface-can-reach, an
+/// interface without IPv4.
+#[test]
+fn node_detection_of_an_ipv6_underlay() {
+    e2e::root::require_root("daemon_kernel test").unwrap_or_else(|e| panic!("{e}"));
+    let (n1, _n2) = two_nodes();
+    let v6 = |s: &str| -> Ipv6Addr { s.parse().unwrap() };
+    let e =
+        detect_underlay(&n1, IfaceSpec::Names(vec!["veth0".into()]), Underlay::Ipv6).unwrap_err();
+    assert!(
+        e.contains("no global IPv6 address"),
+        "only link-local so far: {e}"
+    );
+    // A tentative address (DAD not done) cannot be bound: not taken. On a
+    // link that is down DAD never starts, so the address stays tentative.
+    n1.run(
+        "ip",
+        &[
+            "link", "add", "dum0", "type", "veth", "peer", "name", "dum1",
+        ],
+    )
+    .expect("a veth pair left down");
+    n1.run(
+        "ip",
+        &["-6", "addr", "add", "2001:db8:200::1/64", "dev", "dum0"],
+    )
+    .expect("address on the down link");
+    let shown = n1
+        .run("ip", &["-6", "addr", "show", "dev", "dum0"])
+        .expect("ip addr show");
+    assert!(shown.contains("tentative"), "{shown}");
+    let e =
+        detect_underlay(&n1, IfaceSpec::Names(vec!["dum0".into()]), Underlay::Ipv6).unwrap_err();
+    assert!(e.contains("dum0") && e.contains("no global IPv6"), "{e}");
+    n1.run(
+        "ip",
+        &[
+            "-6",
+            "addr",
+            "add",
+            "2001:db8:100::11/64",
+            "dev",
+            "veth0",
+            "nodad",
+        ],
+    )
+    .expect("IPv6 underlay address without DAD");
+    let node = detect_underlay(&n1, IfaceSpec::Names(vec!["veth0".into()]), Underlay::Ipv6)
+        .expect("IPv6 address found");
+    assert_eq!(node.iface_addr6, Some(v6("2001:db8:100::11")));
+    assert_eq!(node.public_ipv6, node.iface_addr6);
+    assert_eq!(node.iface_addr, "198.51.100.1".parse::<Ipv4Addr>().unwrap());
+    let node = detect_underlay(
+        &n1,
+        IfaceSpec::Names(vec!["2001:db8:100::11".into()]),
+        Underlay::Ipv6,
+    )
+    .expect("by IPv6 address");
+    assert_eq!(node.iface_addr6, Some(v6("2001:db8:100::11")));
+    // The IPv6 default route names the interface; IPv4 may be absent.
+    n1.run(
+        "ip",
+        &[
+            "addr",
+            "flush",
+            "dev",
+            "veth0",
+            "scope",
+            "global",
+            "to",
+            "198.51.100.0/24",
+        ],
+    )
+    .expect("drop the IPv4 address");
+    n1.run(
+        "ip",
+        &[
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            "2001:db8:100::2",
+            "dev",
+            "veth0",
+        ],
+    )
+    .expect("IPv6 default route");
+    let node = detect_underlay(&n1, IfaceSpec::DefaultRoute, Underlay::Ipv6)
+        .expect("IPv6 default route detection");
+    assert_eq!(node.iface_name, "veth0");
+    assert_eq!(node.iface_addr, Ipv4Addr::UNSPECIFIED);
+    let node = detect_underlay(
+        &n1,
+        IfaceSpec::CanReach("2001:db8:100::2".parse().unwrap()),
+        Underlay::Ipv6,
+    )
+    .expect("IPv6 --iface-can-reach");
+    assert_eq!(node.iface_name, "veth0");
+    assert!(node.iface_addr6.is_some());
+    // An IPv4 underlay on that interface: no IPv4 left, one clear error.
+    let e = detect_in(&n1, IfaceSpec::Names(vec!["veth0".into()])).unwrap_err();
+    assert!(e.contains("no IPv4 address"), "{e}");
 }
 
 #[test]

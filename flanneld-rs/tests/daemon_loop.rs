@@ -137,6 +137,8 @@ async fn start(store_path: &Path, subnet_file: &Path, ttl: Duration, delay: Dura
         iface_mtu: 1500,
         iface_addr: Ipv4Addr::new(198, 51, 100, 1),
         public_ip: Ipv4Addr::new(198, 51, 100, 1),
+        iface_addr6: None,
+        public_ipv6: None,
     };
     let readiness = Arc::new(Readiness::default());
     let metrics = Arc::new(Metrics::new());

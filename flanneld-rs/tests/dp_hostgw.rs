@@ -14,6 +14,7 @@ fn peer(subnet: &str, ip: Ipv4Addr) -> Peer {
     Peer {
         subnet: subnet.parse().unwrap(),
         public_ip: ip,
+        public_ipv6: None,
         backend_type: "host-gw".into(),
         backend_data: None,
     }

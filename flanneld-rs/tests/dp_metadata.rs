@@ -444,6 +444,7 @@ async fn mesh(n: &[Node], backends: &mut [Box<dyn Backend>], cfgs: &[lease_store
         published.push(Peer {
             subnet: subnet.parse().unwrap(),
             public_ip: node.local.public_ip,
+            public_ipv6: node.local.public_ipv6,
             backend_type: p.backend_type,
             backend_data: p.backend_data,
         });
@@ -516,13 +517,56 @@ async fn metadata_node_and_fdb_node_interoperate() {
     tcp(&pods[1], &pods[0], "10.244.1.2");
 }
 
+/// Metadata-mode VXLAN over an IPv6-only underlay (Backend.Underlay
+/// "ipv6", no IPv4 address on the nodes): the device takes local6, the
+/// overlay MTU is underlay - 70, routes carry `encap ip6 ... dst <peer's
+/// PublicIPv6>`, and full-size DF pings and TCP cross both ways.
+#[tokio::test]
+async fn metadata_vxlan_over_an_ipv6_underlay_carries_pod_traffic() {
+    let n = nodes_ipv6("md6", 2, false).await;
+    let md = json!({"Type": "vxlan", "Mode": "metadata", "Underlay": "ipv6"});
+    let cfgs = vec![config(md.clone()), config(md.clone())];
+    let mut backends: Vec<Box<dyn Backend>> = vec![
+        Box::new(metadata(&n[0].nl, &md)),
+        Box::new(metadata(&n[1].nl, &md)),
+    ];
+    let p = backends[0].prepare(&n[0].local, &cfgs[0]).await.unwrap();
+    assert_eq!(p.mtu, 1500 - 70);
+    mesh(&n, &mut backends, &cfgs).await;
+    let l = link(&n[0].ns, VXLAN_DEVICE);
+    let data = &l["linkinfo"]["info_data"];
+    assert_eq!(data["local6"], "2001:db8:100::1", "{l}");
+    assert_eq!(data["external"], true, "{l}");
+    assert_eq!(l["mtu"], 1430, "{l}");
+    let r = sh(&n[0].ns, "ip -d route show proto 70");
+    assert!(
+        r.contains("encap ip6 id 1") && r.contains("dst 2001:db8:100::2"),
+        "{r}"
+    );
+    let pods: Vec<Netns> = n
+        .iter()
+        .enumerate()
+        .map(|(i, node)| pod(node, i + 1, 1430))
+        .collect();
+    ping(&pods[0], "10.244.2.2", 1402);
+    ping(&pods[1], "10.244.1.2", 1402);
+    tcp(&pods[0], &pods[1], "10.244.2.2");
+    tcp(&pods[1], &pods[0], "10.244.1.2");
+    // A peer that published no IPv6 address is reported, not programmed.
+    let mut lonely = numbered_peer(7);
+    lonely.backend_data = Some(json!({"VNI": 1, "VtepMAC": "0a:00:00:00:00:07"}));
+    let r = backends[0].reconcile(&[lonely]).await.unwrap();
+    assert_eq!(r.peers, 0, "{r:?}");
+    assert!(r.errors[0].contains("no PublicIPv6"), "{r:?}");
+}
+
 #[tokio::test]
 async fn geneve_link_creation_fails_with_eopnotsupp_on_this_kernel() {
     let n = nodes("mdgnv", 1).await;
     let node = &n[0];
     // What the kernel really answers to an RTM_NEWLINK of kind geneve.
     let spec = tunnel(&json!({"Type": "geneve"}));
-    let dev = flanneld::backend::metadata::DeviceSpec::new(&spec, &node.local);
+    let dev = flanneld::backend::metadata::DeviceSpec::new(&spec, &node.local).unwrap();
     let err = node
         .nl
         .handle()

@@ -405,6 +405,7 @@ async fn vxlan_overlay_carries_pod_to_pod_ping() {
         published.push(flanneld::backend::Peer {
             subnet: subnet.parse().unwrap(),
             public_ip: node.local.public_ip,
+            public_ipv6: None,
             backend_type: p.backend_type,
             backend_data: p.backend_data,
         });

@@ -14,8 +14,9 @@ use e2e::lab::{self, ContinuousPing, Lab, LabConfig};
 fn device_of(backend: &str) -> (&'static str, Option<&'static str>) {
     match backend {
         "vxlan-metadata" => ("flannel-vxlan", Some("encap ip id 1")),
+        "vxlan-metadata-ipv6" => ("flannel-vxlan", Some("encap ip6 id 1")),
         // The userspace datapath's TUN device.
-        "vxlan-userspace" | "geneve-userspace" => ("flannel-tun", None),
+        "vxlan-userspace" | "geneve-userspace" | "geneve-userspace-ipv6" => ("flannel-tun", None),
         _ => ("flannel.1", None),
     }
 }
@@ -68,20 +69,37 @@ fn datapath_lab(stem: char, backend: &'static str) {
             assert!(!r.trim().is_empty(), "node {}: no route to {net}", n.index);
             if let Some(word) = route_word {
                 assert!(r.contains(word), "node {}: route to {net}: {r}", n.index);
-                assert!(r.contains(&format!("dst {}", peer.public_ip)), "{r}");
+                // The lab's IPv6 underlay gives node K 2001:db8:100::K.
+                let dst = if backend.ends_with("-ipv6") {
+                    format!("2001:db8:100::{:x}", peer.index)
+                } else {
+                    peer.public_ip.to_string()
+                };
+                assert!(r.contains(&format!("dst {dst} ")), "{r}");
             }
         }
     }
 
     // Every pod pings every other; TCP both ways across nodes.
     let pods = all_pods_talk(&lab, &[(1, 3), (3, 2)]);
+    // The pods' MTU leaves room for the outer header: 20 bytes more for
+    // IPv6 than for IPv4.
+    let want_mtu = if backend.ends_with("-ipv6") {
+        1430
+    } else {
+        1450
+    };
+    for p in &pods {
+        let l = lab::ip_in(&p.netns, &["link", "show", "eth0"]).unwrap();
+        assert!(l.contains(&format!("mtu {want_mtu} ")), "{}: {l}", p.netns);
+    }
     let on = |k: u32| pods.iter().find(|p| p.node == k).unwrap();
 
     // Node 2's daemon restarts (SIGTERM, start) under a 50 ms ping from a
     // pod of node 1 to a pod of node 2. A kernel datapath outlives the
     // daemon: nothing lost. The userspace one lives in the daemon: packets
     // are lost while it is down, and traffic must flow again once it is up.
-    let userspace = backend.ends_with("-userspace");
+    let userspace = backend.contains("-userspace");
     let ping = ContinuousPing::start(&on(1).netns, &on(2).ip, "0.05").unwrap();
     std::thread::sleep(Duration::from_millis(500));
     lab.stop_node(2).unwrap();
@@ -145,6 +163,21 @@ fn vxlan_userspace_lab() {
 #[test]
 fn geneve_userspace_lab() {
     datapath_lab('g', "geneve-userspace");
+}
+
+/// Metadata-mode VXLAN over the lab's IPv6 underlay (`"Underlay":
+/// "ipv6"`): the daemon finds each node's IPv6 address, publishes it as
+/// PublicIPv6, routes carry `encap ip6 ... dst <peer's IPv6>`, pod MTU is
+/// underlay - 70.
+#[test]
+fn vxlan_metadata_ipv6_lab() {
+    datapath_lab('m', "vxlan-metadata-ipv6");
+}
+
+/// Userspace Geneve over the lab's IPv6 underlay (IPv6 UDP sockets).
+#[test]
+fn geneve_userspace_ipv6_lab() {
+    datapath_lab('h', "geneve-userspace-ipv6");
 }
 
 /// A mixed cluster through the real daemon: net-conf says FDB-mode VXLAN,

@@ -3,6 +3,8 @@
 //! them to net-conf.json Backend objects).
 
 /// In the order the issue lists them; host-gw first, as the baseline.
+/// The `-ipv6` ones (the same datapaths over the lab's IPv6 underlay) are
+/// there on request; `DEFAULT` is what runs without `--datapaths`.
 pub const ALL: &[&str] = &[
     "host-gw",
     "vxlan",
@@ -10,7 +12,14 @@ pub const ALL: &[&str] = &[
     "vxlan-userspace",
     "geneve-userspace",
     "geneve",
+    "vxlan-metadata-ipv6",
+    "vxlan-userspace-ipv6",
+    "geneve-userspace-ipv6",
+    "geneve-ipv6",
 ];
+
+/// `--datapaths` when not given.
+pub const DEFAULT: &str = "host-gw,vxlan,vxlan-metadata,vxlan-userspace,geneve-userspace,geneve";
 
 /// Native routing, no encapsulation: what the VPC CNI gives pods.
 pub const BASELINE: &str = "host-gw";
@@ -54,6 +63,12 @@ fn tag(datapath: &str) -> &'static str {
         "vxlan-userspace" => "vxu",
         "geneve-userspace" => "gnu",
         "geneve" => "gn",
+        // Three characters at most: a 13-character prefix plus the tag
+        // must stay a valid lab name (16).
+        "vxlan-metadata-ipv6" => "vm6",
+        "vxlan-userspace-ipv6" => "vu6",
+        "geneve-userspace-ipv6" => "gu6",
+        "geneve-ipv6" => "g6",
         _ => "x",
     }
 }
@@ -82,7 +97,14 @@ mod tests {
     #[test]
     fn lists_keep_order_and_reject_mistakes() {
         assert_eq!(parse("vxlan, host-gw").unwrap(), vec!["vxlan", "host-gw"]);
-        assert_eq!(parse(&ALL.join(",")).unwrap().len(), 6);
+        assert_eq!(parse(&ALL.join(",")).unwrap().len(), 10);
+        assert_eq!(parse(DEFAULT).unwrap().len(), 6);
+        for d in ALL {
+            assert!(
+                crate::lab::netconf::BACKENDS.contains(d),
+                "{d} is not a lab backend"
+            );
+        }
         assert_eq!(
             parse("vxlan,vxlam").unwrap_err().to_string(),
             format!(

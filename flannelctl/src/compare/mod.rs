@@ -64,10 +64,7 @@ pub enum CompareError {
 #[derive(Debug, Args)]
 pub struct CompareArgs {
     /// Datapaths to compare, in this order (host-gw is the baseline).
-    #[arg(
-        long,
-        default_value = "host-gw,vxlan,vxlan-metadata,vxlan-userspace,geneve-userspace,geneve"
-    )]
+    #[arg(long, default_value = datapaths::DEFAULT)]
     datapaths: String,
     /// Length of each of the four tests per round (e.g. 3s, 500ms).
     #[arg(long, default_value = "3s")]

@@ -8,7 +8,7 @@ pub(crate) mod down;
 mod embedded;
 mod etcd;
 pub(crate) mod names;
-mod netconf;
+pub(crate) mod netconf;
 mod ops;
 mod pods;
 mod probe;
@@ -139,7 +139,9 @@ struct UpArgs {
     /// Number of nodes (1-253).
     #[arg(long, default_value_t = 3)]
     nodes: u32,
-    /// Datapath: vxlan or host-gw.
+    /// Datapath: vxlan, vxlan-metadata, vxlan-userspace, geneve,
+    /// geneve-userspace, host-gw, or a tunnel one with -ipv6 (over the
+    /// lab's IPv6 underlay: vxlan-metadata-ipv6, ...).
     #[arg(long, default_value = "vxlan")]
     backend: String,
     /// Lease store: embedded (a file in the state dir) or etcd (started in

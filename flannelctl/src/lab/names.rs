@@ -85,6 +85,18 @@ pub fn infra_ip() -> Ipv4Addr {
     Ipv4Addr::new(198, 51, 100, INFRA_HOST)
 }
 
+/// The underlay's IPv6 prefix (documentation range, RFC 3849): every node
+/// has an address in it too, for the `-ipv6` datapaths.
+pub const UNDERLAY6_PREFIX_LEN: u8 = 64;
+
+pub fn node_ip6(node: u32) -> std::net::Ipv6Addr {
+    std::net::Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, node as u16)
+}
+
+pub fn infra_ip6() -> std::net::Ipv6Addr {
+    node_ip6(u32::from(INFRA_HOST))
+}
+
 pub fn etcd_endpoint() -> String {
     format!("http://{}:{ETCD_CLIENT_PORT}", infra_ip())
 }

@@ -3,6 +3,8 @@
 //! one `Backend` object of net-conf.json.
 
 /// Datapaths the lab can start, by name.
+/// A `-ipv6` name is the same datapath over the IPv6 underlay
+/// (`"Underlay": "ipv6"`).
 pub const BACKENDS: &[&str] = &[
     "vxlan",
     "vxlan-metadata",
@@ -10,12 +12,24 @@ pub const BACKENDS: &[&str] = &[
     "geneve",
     "geneve-userspace",
     "host-gw",
+    "vxlan-metadata-ipv6",
+    "vxlan-userspace-ipv6",
+    "geneve-ipv6",
+    "geneve-userspace-ipv6",
 ];
 
 /// The net-conf.json `Backend` object of a lab datapath name, or `None`
 /// for a name not in `BACKENDS`.
 pub fn backend_object(name: &str) -> Option<serde_json::Value> {
     use serde_json::json;
+    if let Some(base) = name.strip_suffix("-ipv6") {
+        if !BACKENDS.contains(&name) {
+            return None;
+        }
+        let mut b = backend_object(base)?;
+        b["Underlay"] = json!("ipv6");
+        return Some(b);
+    }
     Some(match name {
         "vxlan" => json!({ "Type": "vxlan" }),
         "vxlan-metadata" => json!({ "Type": "vxlan", "Mode": "metadata" }),
@@ -62,5 +76,16 @@ mod tests {
         assert_eq!(v["Backend"]["Type"], "geneve");
         assert_eq!(v["Backend"]["Mode"], "userspace");
         assert_eq!(backend_object("ipip"), None);
+        let b = backend_object("geneve-userspace-ipv6").unwrap();
+        assert_eq!(
+            (b["Type"].as_str(), b["Underlay"].as_str()),
+            (Some("geneve"), Some("ipv6"))
+        );
+        assert_eq!(
+            backend_object("vxlan-ipv6"),
+            None,
+            "FDB mode has no IPv6 underlay"
+        );
+        assert_eq!(backend_object("host-gw-ipv6"), None);
     }
 }

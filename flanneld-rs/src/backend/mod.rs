@@ -15,7 +15,7 @@
 //! trait; the "daemon" engineer calls it. Changes to this file are agreed
 //! with the lead.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::Ipv4Net;
 use lease_store::{Lease, NetworkConfig};
@@ -28,10 +28,53 @@ pub struct LocalNode {
     pub iface_name: String,
     pub iface_index: u32,
     pub iface_mtu: u32,
-    /// The address used as the tunnel source (`--iface` address).
+    /// The address used as the tunnel source (`--iface` address);
+    /// 0.0.0.0 on an interface without IPv4 (IPv6 underlay only).
     pub iface_addr: Ipv4Addr,
     /// The address peers send to (`--public-ip`, default `iface_addr`).
     pub public_ip: Ipv4Addr,
+    /// With an IPv6 underlay (`Backend.Underlay`): the interface's global
+    /// IPv6 address, the tunnel source; `None` otherwise.
+    pub iface_addr6: Option<Ipv6Addr>,
+    /// With an IPv6 underlay: the address peers send to (`--public-ipv6`,
+    /// default `iface_addr6`), published as the lease's `PublicIPv6`.
+    pub public_ipv6: Option<Ipv6Addr>,
+}
+
+impl LocalNode {
+    /// The tunnel source address for `underlay` (`None`: the node has none
+    /// of that family).
+    pub fn tunnel_source(&self, underlay: Underlay) -> Option<IpAddr> {
+        match underlay {
+            Underlay::Ipv4 => Some(IpAddr::V4(self.iface_addr)).filter(|a| !a.is_unspecified()),
+            Underlay::Ipv6 => self.iface_addr6.map(IpAddr::V6),
+        }
+    }
+
+    /// The address peers send to for `underlay`.
+    pub fn tunnel_endpoint(&self, underlay: Underlay) -> Option<IpAddr> {
+        match underlay {
+            Underlay::Ipv4 => Some(IpAddr::V4(self.public_ip)).filter(|a| !a.is_unspecified()),
+            Underlay::Ipv6 => self.public_ipv6.map(IpAddr::V6),
+        }
+    }
+
+    /// Both, or why not: the error names the flag that fixes it.
+    pub fn tunnel_addrs(&self, underlay: Underlay) -> Result<(IpAddr, IpAddr), BackendError> {
+        match (self.tunnel_source(underlay), self.tunnel_endpoint(underlay)) {
+            (Some(s), Some(e)) => Ok((s, e)),
+            _ => Err(BackendError::Config(match underlay {
+                Underlay::Ipv4 => format!(
+                    "interface {} has no IPv4 address for the tunnel: add one, or use Backend.Underlay \"ipv6\"",
+                    self.iface_name
+                ),
+                Underlay::Ipv6 => format!(
+                    "Backend.Underlay is \"ipv6\" but interface {} has no global IPv6 address: add one, choose the interface with --iface, or give --public-ipv6",
+                    self.iface_name
+                ),
+            })),
+        }
+    }
 }
 
 /// What `prepare` tells the daemon.
@@ -51,6 +94,8 @@ pub struct Prepared {
 pub struct Peer {
     pub subnet: Ipv4Net,
     pub public_ip: Ipv4Addr,
+    /// The lease's `PublicIPv6` (tunnels go there with an IPv6 underlay).
+    pub public_ipv6: Option<Ipv6Addr>,
     pub backend_type: String,
     pub backend_data: Option<serde_json::Value>,
 }
@@ -61,9 +106,29 @@ impl Peer {
         Some(Peer {
             subnet: lease.subnet?,
             public_ip: lease.attrs.public_ip,
+            public_ipv6: lease.attrs.public_ipv6,
             backend_type: lease.attrs.backend_type.clone(),
             backend_data: lease.attrs.backend_data.clone(),
         })
+    }
+}
+
+impl Peer {
+    /// Where tunnels to this peer go for `underlay`, or why nowhere.
+    pub fn endpoint(&self, underlay: Underlay) -> Result<IpAddr, String> {
+        match underlay {
+            Underlay::Ipv4 if !self.public_ip.is_unspecified() => Ok(IpAddr::V4(self.public_ip)),
+            Underlay::Ipv4 => Err(format!(
+                "peer {} published no PublicIP (IPv4): the cluster's Backend.Underlay is ipv4",
+                self.subnet
+            )),
+            Underlay::Ipv6 => self.public_ipv6.map(IpAddr::V6).ok_or_else(|| {
+                format!(
+                    "peer {} at {} published no PublicIPv6: with Backend.Underlay \"ipv6\" every node needs an IPv6 address",
+                    self.subnet, self.public_ip
+                )
+            }),
+        }
     }
 }
 
@@ -130,9 +195,21 @@ pub mod vtep_mac;
 pub mod vxlan;
 
 pub use spec::{
-    BackendSpec, Datapath, DatapathMode, Encap, Fallback, NodeOverrides, TunnelSpec,
+    BackendSpec, Datapath, DatapathMode, Encap, Fallback, NodeOverrides, TunnelSpec, Underlay,
     DEFAULT_BUSY_POLL,
 };
+
+/// The underlay family net-conf.json's Backend asks for (host-gw: IPv4),
+/// known before the node is detected: it decides which addresses to look
+/// for.
+pub fn underlay_of(config: &NetworkConfig, node: &NodeOverrides) -> Result<Underlay, BackendError> {
+    Ok(
+        match BackendSpec::parse(&config.backend_type, &config.backend, node.mode)? {
+            BackendSpec::HostGw => Underlay::Ipv4,
+            BackendSpec::Tunnel(spec) => spec.underlay,
+        },
+    )
+}
 
 /// The backend net-conf.json asks for (with this node's overrides:
 /// `--datapath-mode`, `--userspace-busy-poll`), driving the namespace

@@ -73,6 +73,30 @@ pub enum DatapathMode {
     Userspace,
 }
 
+/// The address family tunnels run over (`Backend.Underlay`). Cluster-wide:
+/// every node sends to the others' addresses of this family, so every node
+/// needs one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Underlay {
+    /// To peers' `PublicIP` (flannel's way).
+    Ipv4,
+    /// To peers' `PublicIPv6`; the pods stay IPv4.
+    Ipv6,
+}
+
+impl Underlay {
+    /// Outer IP + UDP + tunnel header + inner Ethernet: what the overlay
+    /// MTU gives up (Geneve without options has VXLAN's 8-byte header).
+    pub fn overhead(self) -> u32 {
+        let outer_ip = match self {
+            Underlay::Ipv4 => 20,
+            Underlay::Ipv6 => 40,
+        };
+        // + UDP + what the tunnel puts before the inner IPv4 packet.
+        outer_ip + 8 + crate::userspace::frame::ENCAP_LEN as u32
+    }
+}
+
 /// What to do when the kernel cannot create the device (no module).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fallback {
@@ -94,6 +118,8 @@ pub struct TunnelSpec {
     pub mtu: Option<u32>,
     /// VXLAN-only flannel options (DirectRouting, GBP, Learning) as parsed.
     pub vxlan: VxlanOptions,
+    /// The underlay's address family (`Backend.Underlay`, default ipv4).
+    pub underlay: Underlay,
     /// Userspace datapath: how long a queue thread keeps looking for
     /// packets after its last one before it sleeps (a node setting:
     /// `--userspace-busy-poll`, not in net-conf.json).
@@ -157,6 +183,12 @@ impl BackendSpec {
         };
         let (encap, mut mode) = match backend_type {
             "host-gw" => {
+                if !matches!(text("Underlay")?.as_deref(), None | Some("ipv4")) {
+                    return Err(BackendError::Config(
+                        "Backend.Underlay is for the tunnel backends: host-gw routes IPv4 pod traffic via the peers' IPv4 addresses"
+                            .into(),
+                    ));
+                }
                 if let Some(m) = mode_override {
                     return Err(BackendError::Config(format!(
                         "--datapath-mode {} does not apply to the host-gw backend (it has no tunnel)",
@@ -231,6 +263,27 @@ impl BackendSpec {
                 "GBP and Learning need the kernel FDB datapath (Mode \"fdb\")".into(),
             ));
         }
+        let underlay = match text("Underlay")?.as_deref() {
+            None | Some("ipv4") => Underlay::Ipv4,
+            Some("ipv6") => Underlay::Ipv6,
+            Some(other) => {
+                return Err(BackendError::Config(format!(
+                    "Backend.Underlay {other:?} is not \"ipv4\" or \"ipv6\""
+                )))
+            }
+        };
+        if underlay == Underlay::Ipv6 && datapath == Datapath::KernelFdb {
+            return Err(BackendError::Config(
+                "Underlay \"ipv6\" needs Mode \"metadata\" or \"userspace\": the FDB datapath (flannel's) runs over IPv4 only"
+                    .into(),
+            ));
+        }
+        if underlay == Underlay::Ipv6 && vxlan.direct_routing {
+            return Err(BackendError::Config(
+                "DirectRouting routes pod traffic via the peers' IPv4 addresses: remove it, or use Underlay \"ipv4\""
+                    .into(),
+            ));
+        }
         Ok(BackendSpec::Tunnel(TunnelSpec {
             encap,
             datapath,
@@ -239,6 +292,7 @@ impl BackendSpec {
             port,
             mtu: vxlan.mtu,
             vxlan,
+            underlay,
             busy_poll: DEFAULT_BUSY_POLL,
         }))
     }
@@ -263,6 +317,40 @@ mod tests {
             BackendSpec::Tunnel(s) => s,
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn ipv6_underlay_for_metadata_and_userspace_only() {
+        let s = tunnel("geneve", json!({"Underlay": "IPv6"}), None);
+        assert_eq!((s.underlay, s.underlay.overhead()), (Underlay::Ipv6, 70));
+        let s = tunnel(
+            "vxlan",
+            json!({"Mode": "userspace", "Underlay": "ipv6"}),
+            None,
+        );
+        assert_eq!(s.underlay, Underlay::Ipv6);
+        let s = tunnel("vxlan", json!({}), None);
+        assert_eq!((s.underlay, s.underlay.overhead()), (Underlay::Ipv4, 50));
+        let err = |t: &str, b: Value, o| BackendSpec::parse(t, &b, o).unwrap_err().to_string();
+        assert!(err("vxlan", json!({"Underlay": "ipv6"}), None).contains("FDB datapath"));
+        assert!(err(
+            "geneve",
+            json!({"Underlay": "ipv6"}),
+            Some(DatapathMode::Fdb)
+        )
+        .contains("no FDB mode"));
+        assert!(err(
+            "vxlan",
+            json!({"Mode": "metadata", "Underlay": "ipv6", "DirectRouting": true}),
+            None
+        )
+        .contains("DirectRouting"));
+        assert!(
+            err("vxlan", json!({"Mode": "metadata", "Underlay": "v6"}), None)
+                .contains("\"v6\" is not")
+        );
+        assert!(err("host-gw", json!({"Underlay": "ipv6"}), None).contains("tunnel backends"));
+        assert!(BackendSpec::parse("host-gw", &json!({"Underlay": "ipv4"}), None).is_ok());
     }
 
     #[test]

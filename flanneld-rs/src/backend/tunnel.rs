@@ -8,7 +8,7 @@ use rtnetlink::LinkUnspec;
 
 use super::converge::{converge, on_same_l2, Desired};
 use super::options::data_field;
-use super::{BackendError, LocalNode, Peer, ReconcileReport};
+use super::{BackendError, LocalNode, Peer, ReconcileReport, Underlay};
 use crate::netlink::dump::LinkState;
 use crate::netlink::{Netlink, NetlinkError};
 use crate::reconcile::{Mac, Route, State};
@@ -189,9 +189,11 @@ pub fn direct_route(peer: &Peer, underlay: u32) -> State {
 }
 
 /// One tunnel reconcile pass over `peers` once the device (`dev`) is in
-/// place: our own lease is skipped, DirectRouting peers on our L2 get
+/// place: our own lease (by subnet, or a lease with our tunnel address,
+/// e.g. an old one of ours) is skipped, DirectRouting peers on our L2 get
 /// `direct`, `entries` gives each peer's entries (or why not), and the
-/// kernel is made to match.
+/// kernel is made to match. `ours` is our backend type and the underlay
+/// family.
 #[allow(clippy::too_many_arguments)]
 pub async fn converge_peers(
     nl: &Netlink,
@@ -200,14 +202,15 @@ pub async fn converge_peers(
     peers: &[Peer],
     dev: u32,
     direct_routing: bool,
-    ours: &str,
+    (ours, underlay): (&str, Underlay),
     recreated: bool,
     entries: impl Fn(&Peer, Option<u32>) -> Result<State, String>,
 ) -> Result<ReconcileReport, BackendError> {
     let mut desired = Desired::default();
     let mut errors = Vec::new();
+    let me = node.tunnel_endpoint(underlay);
     for peer in peers {
-        if Some(peer.subnet) == lease || peer.public_ip == node.public_ip {
+        if Some(peer.subnet) == lease || (me.is_some() && peer.endpoint(underlay).ok() == me) {
             continue;
         }
         let direct = if direct_routing

@@ -13,13 +13,13 @@ use rtnetlink::LinkUnspec;
 
 use super::{
     tunnel, vtep_mac, Backend, BackendError, Encap, LocalNode, Peer, Prepared, ReconcileReport,
-    TunnelSpec,
+    TunnelSpec, Underlay,
 };
 use crate::netlink::{Netlink, NetlinkError};
 use crate::reconcile::{Mac, Route, State};
 use crate::userspace::counters::Counters;
 use crate::userspace::engine::{Engine, EngineConfig, EngineInfo, PeerSlot};
-use crate::userspace::frame::{Framer, OVERHEAD_IPV4};
+use crate::userspace::frame::Framer;
 use crate::userspace::peers::{PeerEntry, PeerTable};
 
 /// The device name (one per node, whatever the encapsulation).
@@ -160,7 +160,10 @@ impl UserspaceBackend {
                 vni: self.spec.vni,
                 our_mac: self.mac,
             },
-            bind: std::net::SocketAddrV4::new(node.iface_addr, self.spec.port),
+            bind: std::net::SocketAddr::new(
+                node.tunnel_addrs(self.spec.underlay)?.0,
+                self.spec.port,
+            ),
             queues: self.queues,
             offload: self.offload,
             busy_poll: self.spec.busy_poll,
@@ -202,24 +205,28 @@ pub fn tun_route(peer: &Peer, dev: u32) -> State {
     }
 }
 
-/// The engine's table for `peers` (own lease excluded; peers without a
-/// usable VTEP MAC are left out, reconcile reports them).
+/// The engine's table for `peers` (own lease excluded, and leases with our
+/// own tunnel address `own_ip`; peers without a usable VTEP MAC or without
+/// an address of the underlay's family are left out, reconcile reports
+/// them).
 pub fn peer_table(
     peers: &[Peer],
     encap: Encap,
+    underlay: Underlay,
     port: u16,
     own: Option<Ipv4Net>,
-    own_ip: std::net::Ipv4Addr,
+    own_ip: Option<std::net::IpAddr>,
 ) -> PeerTable {
     PeerTable::new(peers.iter().filter_map(|p| {
-        if Some(p.subnet) == own || p.public_ip == own_ip {
+        let addr = p.endpoint(underlay).ok()?;
+        if Some(p.subnet) == own || Some(addr) == own_ip {
             return None;
         }
         let mac = tunnel::peer_vtep_mac(p, encap.backend_type()).ok()?;
         Some((
             p.subnet,
             PeerEntry {
-                addr: std::net::SocketAddrV4::new(p.public_ip, port),
+                addr: std::net::SocketAddr::new(addr, port),
                 mac,
             },
         ))
@@ -233,10 +240,11 @@ impl Backend for UserspaceBackend {
         node: &LocalNode,
         _config: &NetworkConfig,
     ) -> Result<Prepared, BackendError> {
+        let (_, endpoint) = node.tunnel_addrs(self.spec.underlay)?;
         let mtu = self
             .spec
             .mtu
-            .unwrap_or(node.iface_mtu.saturating_sub(OVERHEAD_IPV4 as u32));
+            .unwrap_or(node.iface_mtu.saturating_sub(self.spec.underlay.overhead()));
         self.mtu = u16::try_from(mtu)
             .ok()
             .filter(|m| *m >= 576)
@@ -245,7 +253,7 @@ impl Backend for UserspaceBackend {
                     "overlay MTU {mtu} is outside 576..=65535; set Backend.MTU or check the underlay MTU"
                 ))
             })?;
-        self.mac = vtep_mac::derive(node.public_ip, self.spec.vni);
+        self.mac = vtep_mac::derive_ip(endpoint, self.spec.vni);
         self.node = Some(node.clone());
         self.ensure_engine().await?;
         Ok(Prepared {
@@ -280,9 +288,10 @@ impl Backend for UserspaceBackend {
         let table = peer_table(
             peers,
             self.spec.encap,
+            self.spec.underlay,
             self.spec.port,
             self.lease,
-            node.public_ip,
+            node.tunnel_endpoint(self.spec.underlay),
         );
         // Table first: a route must never point at a peer the engine does
         // not know yet.
@@ -298,7 +307,7 @@ impl Backend for UserspaceBackend {
             peers,
             dev,
             self.spec.vxlan.direct_routing,
-            ours,
+            (ours, self.spec.underlay),
             recreated,
             |peer, direct| match direct {
                 Some(underlay) => Ok(tunnel::direct_route(peer, underlay)),
@@ -323,6 +332,7 @@ mod tests {
         Peer {
             subnet: subnet.parse().unwrap(),
             public_ip: Ipv4Addr::new(198, 51, 100, last),
+            public_ipv6: None,
             backend_type: kind.into(),
             backend_data: Some(data),
         }
@@ -355,14 +365,43 @@ mod tests {
         let t = peer_table(
             &peers,
             Encap::Geneve,
+            Underlay::Ipv4,
             6081,
             Some(own),
-            Ipv4Addr::new(9, 9, 9, 9),
+            Some(Ipv4Addr::new(9, 9, 9, 9).into()),
         );
         assert_eq!(t.len(), 1);
         let e = t.lookup(Ipv4Addr::new(10, 244, 2, 9)).unwrap();
         assert_eq!(e.addr, "198.51.100.2:6081".parse().unwrap());
         assert_eq!(e.mac, "0a:00:00:00:00:02".parse().unwrap());
+    }
+
+    #[test]
+    fn ipv6_underlay_table_uses_public_ipv6_and_skips_peers_without() {
+        let mut with = peer(
+            "10.244.2.0/24",
+            2,
+            "geneve",
+            json!({"VtepMAC": "0a:00:00:00:00:02"}),
+        );
+        with.public_ipv6 = Some("2001:db8:100::2".parse().unwrap());
+        let without = peer(
+            "10.244.3.0/24",
+            3,
+            "geneve",
+            json!({"VtepMAC": "0a:00:00:00:00:03"}),
+        );
+        let t = peer_table(
+            &[with, without],
+            Encap::Geneve,
+            Underlay::Ipv6,
+            6081,
+            None,
+            None,
+        );
+        assert_eq!(t.len(), 1);
+        let e = t.lookup(Ipv4Addr::new(10, 244, 2, 9)).unwrap();
+        assert_eq!(e.addr, "[2001:db8:100::2]:6081".parse().unwrap());
     }
 
     #[test]

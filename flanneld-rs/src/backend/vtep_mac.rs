@@ -8,18 +8,31 @@
 //! unicast (0x01 cleared). FNV-1a is written out because its output must
 //! never change between Rust or crate versions (std's hasher may).
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use crate::reconcile::Mac;
 
 pub fn derive(public_ip: Ipv4Addr, vni: u32) -> Mac {
+    derive_bytes(&public_ip.octets(), vni)
+}
+
+/// The same over the address peers tunnel to, of either family (16
+/// bytes of an IPv6 address in its place: an IPv6-underlay node's MAC).
+pub fn derive_ip(public: IpAddr, vni: u32) -> Mac {
+    match public {
+        IpAddr::V4(a) => derive(a, vni),
+        IpAddr::V6(a) => derive_bytes(&a.octets(), vni),
+    }
+}
+
+fn derive_bytes(addr: &[u8], vni: u32) -> Mac {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
     let mut h = OFFSET;
     let input = b"flannel-rs/vtep\0"
         .iter()
         .copied()
-        .chain(public_ip.octets())
+        .chain(addr.iter().copied())
         .chain(vni.to_be_bytes());
     for b in input {
         h ^= u64::from(b);
@@ -47,6 +60,17 @@ mod tests {
 
     // Computed independently (Python) from the definition in the module doc.
     const PINNED: &str = "76:b8:85:65:69:04";
+
+    #[test]
+    fn ipv6_addresses_derive_their_own_stable_mac() {
+        let v6: IpAddr = "2001:db8:100::1".parse().unwrap();
+        let a = derive_ip(v6, 1);
+        assert_eq!(a, derive_ip(v6, 1));
+        assert_eq!(a.0[0] & 0x03, 0x02, "{a}");
+        assert_ne!(a, derive_ip("2001:db8:100::2".parse().unwrap(), 1));
+        let v4 = Ipv4Addr::new(198, 51, 100, 1);
+        assert_eq!(derive_ip(IpAddr::V4(v4), 1), derive(v4, 1));
+    }
 
     #[test]
     fn differs_per_node_and_vni() {

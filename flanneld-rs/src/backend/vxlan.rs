@@ -14,15 +14,12 @@ use netlink_packet_route::link::InfoKind;
 use rtnetlink::LinkVxlan;
 
 use super::options::VxlanOptions;
-use super::{tunnel, vtep_mac, Backend, BackendError, LocalNode, Peer, Prepared, ReconcileReport};
+use super::{
+    tunnel, vtep_mac, Backend, BackendError, LocalNode, Peer, Prepared, ReconcileReport, Underlay,
+};
 use crate::netlink::dump::LinkState;
 use crate::netlink::Netlink;
 use crate::reconcile::{Fdb, Mac, Neigh, Route, State};
-
-/// VXLAN over IPv4: outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14).
-pub const OVERHEAD_IPV4: u32 = 50;
-/// Over an IPv6 underlay the outer header is 40 bytes: 70 (flannel uses 50).
-pub const OVERHEAD_IPV6: u32 = 70;
 
 /// What the device must look like; anything else is recreated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,7 +56,7 @@ impl DeviceSpec {
             mac: vtep_mac::derive(node.public_ip, opts.vni),
             mtu: opts
                 .mtu
-                .unwrap_or(node.iface_mtu.saturating_sub(OVERHEAD_IPV4)),
+                .unwrap_or(node.iface_mtu.saturating_sub(Underlay::Ipv4.overhead())),
         })
     }
 
@@ -264,7 +261,7 @@ impl Backend for VxlanBackend {
             peers,
             dev,
             self.opts.direct_routing,
-            "vxlan",
+            ("vxlan", Underlay::Ipv4),
             recreated,
             |peer, direct| peer_entries(peer, dev, direct),
         )
@@ -285,6 +282,8 @@ mod tests {
             iface_mtu: 9001,
             iface_addr: Ipv4Addr::new(198, 51, 100, 1),
             public_ip: Ipv4Addr::new(198, 51, 100, 1),
+            iface_addr6: None,
+            public_ipv6: None,
         }
     }
 
@@ -302,6 +301,7 @@ mod tests {
             vxlan: Some(VxlanAttrs {
                 vni: Some(s.vni),
                 local: Some(s.local),
+                local6: None,
                 port: Some(s.port),
                 underlay: Some(s.underlay),
                 learning: Some(false),
@@ -354,6 +354,7 @@ mod tests {
         Peer {
             subnet: "10.244.7.0/24".parse().unwrap(),
             public_ip: Ipv4Addr::new(198, 51, 100, 7),
+            public_ipv6: None,
             backend_type: "vxlan".into(),
             backend_data: Some(data),
         }

@@ -325,6 +325,7 @@ impl LeaseLoop {
             iface = %self.node.iface_name,
             iface_addr = %self.node.iface_addr,
             public_ip = %self.node.public_ip,
+            public_ipv6 = ?self.node.public_ipv6,
             mtu = self.node.iface_mtu,
             backend = %config.backend_type,
             %network,
@@ -421,7 +422,8 @@ impl LeaseLoop {
         let prepared = self.prepared.as_ref();
         LeaseAttrs {
             public_ip: self.node.public_ip,
-            public_ipv6: None,
+            // Set only with an IPv6 underlay: the address peers tunnel to.
+            public_ipv6: self.node.public_ipv6,
             backend_type: prepared.map(|p| p.backend_type.clone()).unwrap_or_default(),
             backend_data: prepared.and_then(|p| p.backend_data.clone()),
             backend_v6_data: None,

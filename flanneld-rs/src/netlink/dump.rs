@@ -10,8 +10,8 @@ use netlink_packet_route::link::{
 };
 use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourState};
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteIpTunnel, RouteLwTunnelEncap,
-    RouteProtocol,
+    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteIp6Tunnel, RouteIp6TunnelFlags,
+    RouteIpTunnel, RouteLwTunnelEncap, RouteProtocol,
 };
 use netlink_packet_route::AddressFamily;
 use nix::errno::Errno;
@@ -25,6 +25,7 @@ use crate::reconcile::{Fdb, Mac, Neigh, Route, TunnelEncap};
 pub struct VxlanAttrs {
     pub vni: Option<u32>,
     pub local: Option<Ipv4Addr>,
+    pub local6: Option<std::net::Ipv6Addr>,
     pub port: Option<u16>,
     pub underlay: Option<u32>,
     pub learning: Option<bool>,
@@ -270,19 +271,34 @@ fn neigh_fields(attrs: &[NeighbourAttribute]) -> (Option<IpAddr>, Option<Mac>) {
     (ip, mac)
 }
 
-/// `encap ip id <id> dst <dst>` of a route; `None` for other encaps or
-/// when either part is missing (not a route we would have written).
+/// `encap ip[6] id <id> dst <dst>` of a route; `None` for other encaps or
+/// when a part is missing (not a route we would have written: for IPv6
+/// that includes the checksum flag, so a route without it is replaced).
 pub fn ip_encap(attrs: &[RouteLwTunnelEncap]) -> Option<TunnelEncap> {
     let mut id = None;
     let mut dst = None;
+    let mut v6_csum = false;
     for a in attrs {
         match a {
-            RouteLwTunnelEncap::Ip(RouteIpTunnel::Id(i)) => id = Some(*i),
-            RouteLwTunnelEncap::Ip(RouteIpTunnel::Destination(d)) => dst = Some(*d),
+            RouteLwTunnelEncap::Ip6(RouteIp6Tunnel::Flags(f)) => {
+                v6_csum = f.contains(RouteIp6TunnelFlags::Checksum)
+            }
+            RouteLwTunnelEncap::Ip(RouteIpTunnel::Id(i))
+            | RouteLwTunnelEncap::Ip6(RouteIp6Tunnel::Id(i)) => id = Some(*i),
+            RouteLwTunnelEncap::Ip(RouteIpTunnel::Destination(d)) => {
+                dst = Some(std::net::IpAddr::V4(*d))
+            }
+            RouteLwTunnelEncap::Ip6(RouteIp6Tunnel::Destination(d)) => {
+                dst = Some(std::net::IpAddr::V6(*d))
+            }
             _ => {}
         }
     }
-    Some(TunnelEncap { id: id?, dst: dst? })
+    let dst = dst?;
+    if dst.is_ipv6() && !v6_csum {
+        return None;
+    }
+    Some(TunnelEncap { id: id?, dst })
 }
 
 fn mac_of(bytes: &[u8]) -> Option<Mac> {
@@ -325,6 +341,7 @@ fn vxlan_attrs(infos: &[InfoVxlan]) -> VxlanAttrs {
         match info {
             InfoVxlan::Id(id) => v.vni = Some(*id),
             InfoVxlan::Local(ip) => v.local = Some(*ip),
+            InfoVxlan::Local6(ip) => v.local6 = Some(*ip),
             InfoVxlan::Port(p) => v.port = Some(*p),
             InfoVxlan::Link(l) => v.underlay = Some(*l),
             InfoVxlan::Learning(l) => v.learning = Some(*l),

@@ -6,4 +6,4 @@ pub mod mtu;
 pub mod netlink;
 pub mod select;
 
-pub use select::{select_iface, Iface, NodeError, RouteHint};
+pub use select::{select_iface, Iface, NodeError, PublicAddrs, RouteHint};

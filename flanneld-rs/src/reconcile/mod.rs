@@ -84,8 +84,9 @@ pub struct Route {
 pub struct TunnelEncap {
     /// The VNI.
     pub id: u64,
-    /// The peer's public (underlay) address.
-    pub dst: Ipv4Addr,
+    /// The peer's public (underlay) address: `encap ip` for IPv4,
+    /// `encap ip6` for IPv6.
+    pub dst: std::net::IpAddr,
 }
 
 /// Everything a backend programs (desired) or finds (actual).
@@ -394,7 +395,7 @@ mod tests {
             onlink: true,
             encap: Some(TunnelEncap {
                 id: 1,
-                dst: ip(dst),
+                dst: std::net::IpAddr::V4(ip(dst)),
             }),
         };
         let one = |r: Route| State {

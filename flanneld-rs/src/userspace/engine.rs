@@ -16,7 +16,7 @@
 
 use std::fs::File;
 use std::io;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -48,10 +48,7 @@ pub enum EngineError {
     #[error(
         "binding UDP {addr}: {source} (is another VXLAN/Geneve device or process using the port?)"
     )]
-    Udp {
-        addr: SocketAddrV4,
-        source: io::Error,
-    },
+    Udp { addr: SocketAddr, source: io::Error },
     #[error("starting datapath threads: {0}")]
     Thread(io::Error),
 }
@@ -61,8 +58,9 @@ pub struct EngineConfig {
     pub tun_name: String,
     pub mtu: u16,
     pub framer: Framer,
-    /// Underlay address and port to bind (the node's address, 8472/6081).
-    pub bind: SocketAddrV4,
+    /// Underlay address and port to bind (the node's address of the
+    /// underlay's family, 8472/6081).
+    pub bind: SocketAddr,
     pub queues: usize,
     pub offload: bool,
     /// How long a queue thread keeps looking for packets after its last

@@ -12,8 +12,6 @@ pub const ETH_LEN: usize = 14;
 pub const TUNNEL_LEN: usize = 8;
 /// What we put in front of an inner IPv4 packet (we send no Geneve options).
 pub const ENCAP_LEN: usize = TUNNEL_LEN + ETH_LEN;
-/// Outer IPv4 + UDP on top of `ENCAP_LEN`: the MTU overhead (50).
-pub const OVERHEAD_IPV4: usize = 20 + 8 + ENCAP_LEN;
 
 const ETHERTYPE_IPV4: u16 = 0x0800;
 /// Geneve protocol type "Transparent Ethernet Bridging".

@@ -3,7 +3,7 @@
 //! swapped in as a whole (`Arc`), so the datapath never waits on a lock.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr};
 
 use ipnet::Ipv4Net;
 
@@ -12,7 +12,9 @@ use crate::reconcile::Mac;
 /// Where to send packets for one peer subnet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerEntry {
-    pub addr: SocketAddrV4,
+    /// The peer's underlay address and port (IPv4 or IPv6: the cluster's
+    /// underlay family).
+    pub addr: SocketAddr,
     pub mac: Mac,
 }
 
@@ -63,7 +65,7 @@ mod tests {
 
     fn entry(last: u8) -> PeerEntry {
         PeerEntry {
-            addr: SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, last), 8472),
+            addr: SocketAddr::from((Ipv4Addr::new(198, 51, 100, last), 8472)),
             mac: Mac([2, 0, 0, 0, 0, last]),
         }
     }
@@ -78,8 +80,10 @@ mod tests {
         ]);
         assert_eq!(t.len(), 4);
         let at = |s: &str| {
-            t.lookup(s.parse().unwrap())
-                .map(|e| e.addr.ip().octets()[3])
+            t.lookup(s.parse().unwrap()).map(|e| match e.addr.ip() {
+                std::net::IpAddr::V4(a) => a.octets()[3],
+                std::net::IpAddr::V6(a) => a.octets()[15],
+            })
         };
         assert_eq!(at("10.244.1.7"), Some(1));
         assert_eq!(at("10.244.2.7"), Some(2));

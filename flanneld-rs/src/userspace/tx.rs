@@ -5,11 +5,11 @@
 //! iovec points into the buffers the TUN reads filled.
 
 use std::io::{self, IoSlice};
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
-use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, SockaddrIn};
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, SockaddrStorage};
 use tun_rs::SyncDevice;
 
 use super::counters::Dir;
@@ -32,7 +32,7 @@ pub(super) struct Tx {
     arena: Vec<u8>,
     dgrams: Vec<Datagram>,
     /// Per datagram: its destination and the buffer its payload is in.
-    dest: Vec<(SocketAddrV4, usize)>,
+    dest: Vec<(SocketAddr, usize)>,
     max_segments: usize,
     /// The last peer's encapsulation header (rebuilt when the peer changes).
     last: Option<(PeerEntry, [u8; ENCAP_LEN])>,
@@ -186,11 +186,11 @@ impl Tx {
 fn send(
     sock: &Udp,
     sh: &Shared,
-    dest: SocketAddrV4,
+    dest: SocketAddr,
     iov: &[IoSlice<'_>],
     segment: Option<usize>,
 ) -> io::Result<()> {
-    let addr = SockaddrIn::from(dest);
+    let addr = SockaddrStorage::from(dest);
     let seg = segment.map(|s| s as u16);
     let cmsg: Vec<ControlMessage<'_>> = seg.iter().map(ControlMessage::UdpGsoSegments).collect();
     loop {

@@ -3,9 +3,9 @@
 //! by `quinn-udp` for recvmmsg, UDP GSO on send and UDP GRO on receive.
 
 use std::io;
-use std::net::{SocketAddrV4, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 
-use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn};
+use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage};
 use quinn_udp::UdpSocketState;
 
 /// Socket buffer size asked for: bursts of 64 KiB super-packets per queue.
@@ -16,14 +16,18 @@ pub struct Udp {
     pub state: UdpSocketState,
 }
 
-/// A socket bound to `addr` in the calling thread's namespace.
-pub fn bind(addr: SocketAddrV4, reuse_port: bool) -> io::Result<Udp> {
-    let fd = socket::socket(
-        AddressFamily::Inet,
-        SockType::Datagram,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
+/// A socket bound to `addr` (IPv4 or IPv6) in the calling thread's
+/// namespace.
+pub fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<Udp> {
+    let family = match addr {
+        SocketAddr::V4(_) => AddressFamily::Inet,
+        SocketAddr::V6(_) => AddressFamily::Inet6,
+    };
+    let fd = socket::socket(family, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)?;
+    if addr.is_ipv6() {
+        // Our address only: no IPv4-mapped traffic on this socket.
+        socket::setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
+    }
     if reuse_port {
         socket::setsockopt(&fd, sockopt::ReusePort, &true)?;
     }
@@ -33,7 +37,7 @@ pub fn bind(addr: SocketAddrV4, reuse_port: bool) -> io::Result<Udp> {
     let _ = socket::setsockopt(&fd, sockopt::SndBufForce, &BUFFER_BYTES);
     socket::bind(
         std::os::fd::AsRawFd::as_raw_fd(&fd),
-        &SockaddrIn::from(addr),
+        &SockaddrStorage::from(addr),
     )?;
     let sock = UdpSocket::from(fd);
     let state = UdpSocketState::new((&sock).into())?;

@@ -85,10 +85,36 @@ pub async fn nodes(what: &str, n: u8) -> Vec<Node> {
                 iface_mtu: eth0.mtu.unwrap_or(1500),
                 iface_addr: ip,
                 public_ip: ip,
+                iface_addr6: None,
+                public_ipv6: None,
             },
             ns,
             nl,
         });
+    }
+    out
+}
+
+/// `nodes`, with an IPv6 underlay as well: node i also gets
+/// 2001:db8:100::i/64 on `eth0` (no DAD: usable at once), and its
+/// `LocalNode` the IPv6 addresses. Without `keep_ipv4` the IPv4 addresses
+/// are removed (an IPv6-only underlay: `iface_addr` 0.0.0.0, as detection
+/// reports it).
+pub async fn nodes_ipv6(what: &str, n: u8, keep_ipv4: bool) -> Vec<Node> {
+    let mut out = nodes(what, n).await;
+    for (i, node) in out.iter_mut().enumerate() {
+        let v6: std::net::Ipv6Addr = format!("2001:db8:100::{}", i + 1).parse().unwrap();
+        sh(&node.ns, &format!("ip -6 addr add {v6}/64 dev eth0 nodad"));
+        if !keep_ipv4 {
+            sh(
+                &node.ns,
+                &format!("ip addr del {}/24 dev eth0", node.local.iface_addr),
+            );
+            node.local.iface_addr = Ipv4Addr::UNSPECIFIED;
+            node.local.public_ip = Ipv4Addr::UNSPECIFIED;
+        }
+        node.local.iface_addr6 = Some(v6);
+        node.local.public_ipv6 = Some(v6);
     }
     out
 }
@@ -132,6 +158,7 @@ pub fn vxlan_peer(subnet: &str, public_ip: Ipv4Addr, mac: &str) -> Peer {
     Peer {
         subnet: subnet.parse().unwrap(),
         public_ip,
+        public_ipv6: None,
         backend_type: "vxlan".into(),
         backend_data: Some(json!({"VNI": 1, "VtepMAC": mac})),
     }

@@ -1,13 +1,12 @@
 //! The metadata-mode device: what it must look like, the RTM_NEWLINK that
 //! creates it, and whether a device found at start-up can be adopted. Pure.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use netlink_packet_route::link::{InfoKind, LinkMessage};
 use rtnetlink::{LinkGeneve, LinkVxlan};
 
-use super::super::vxlan::OVERHEAD_IPV4;
-use super::super::{tunnel, vtep_mac, Encap, LocalNode, TunnelSpec};
+use super::super::{tunnel, vtep_mac, BackendError, Encap, LocalNode, TunnelSpec};
 use crate::netlink::dump::LinkState;
 use crate::reconcile::Mac;
 
@@ -33,30 +32,35 @@ pub struct DeviceSpec {
     /// goes into each route's encap and into the published BackendData.
     pub vni: u32,
     pub port: u16,
-    /// Tunnel source and underlay link: VXLAN only (the kernel's geneve has
-    /// neither a local address nor a lower device).
-    pub local: Option<Ipv4Addr>,
+    /// Tunnel source (IPv4 or IPv6, the underlay's family) and underlay
+    /// link: VXLAN only (the kernel's geneve has neither a local address
+    /// nor a lower device, and takes both families in external mode).
+    pub local: Option<IpAddr>,
     pub underlay: Option<u32>,
     pub mac: Mac,
     pub mtu: u32,
 }
 
 impl DeviceSpec {
-    pub fn new(spec: &TunnelSpec, node: &LocalNode) -> DeviceSpec {
+    /// The device for `spec` on `node`; fails when the node has no
+    /// address of the underlay's family.
+    pub fn new(spec: &TunnelSpec, node: &LocalNode) -> Result<DeviceSpec, BackendError> {
         let vxlan = spec.encap == Encap::Vxlan;
-        DeviceSpec {
+        let (source, endpoint) = node.tunnel_addrs(spec.underlay)?;
+        Ok(DeviceSpec {
             encap: spec.encap,
             name: device_name(spec.encap),
             vni: spec.vni,
             port: spec.port,
-            local: vxlan.then_some(node.iface_addr),
+            local: vxlan.then_some(source),
             underlay: vxlan.then_some(node.iface_index),
-            mac: vtep_mac::derive(node.public_ip, spec.vni),
-            // Geneve without options has VXLAN's 8-byte header: same overhead.
+            mac: vtep_mac::derive_ip(endpoint, spec.vni),
+            // Geneve without options has VXLAN's 8-byte header: same
+            // overhead; an IPv6 outer header costs 20 bytes more.
             mtu: spec
                 .mtu
-                .unwrap_or(node.iface_mtu.saturating_sub(OVERHEAD_IPV4)),
-        }
+                .unwrap_or(node.iface_mtu.saturating_sub(spec.underlay.overhead())),
+        })
     }
 
     /// The RTM_NEWLINK that creates the device, up, in external mode.
@@ -67,8 +71,10 @@ impl DeviceSpec {
                     .collect_metadata(true)
                     .port(self.port)
                     .learning(false);
-                if let Some(local) = self.local {
-                    b = b.local(local);
+                match self.local {
+                    Some(IpAddr::V4(a)) => b = b.local(a),
+                    Some(IpAddr::V6(a)) => b = b.local6(a),
+                    None => {}
                 }
                 if let Some(dev) = self.underlay {
                     b = b.dev(dev);
@@ -102,8 +108,9 @@ impl DeviceSpec {
         let (external, port) = match self.encap {
             Encap::Vxlan => {
                 let v = link.vxlan.unwrap_or_default();
-                if self.local.is_some() && v.local != self.local {
-                    diffs.push(format!("local {:?} != {:?}", v.local, self.local));
+                let have = v.local.map(IpAddr::V4).or(v.local6.map(IpAddr::V6));
+                if self.local.is_some() && have != self.local {
+                    diffs.push(format!("local {have:?} != {:?}", self.local));
                 }
                 if self.underlay.is_some() && v.underlay != self.underlay {
                     diffs.push(format!(
@@ -170,6 +177,8 @@ mod tests {
     use rtnetlink::packet_core::{Emitable, Parseable};
     use serde_json::json;
 
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
     fn node() -> LocalNode {
         LocalNode {
             iface_name: "eth0".into(),
@@ -177,14 +186,62 @@ mod tests {
             iface_mtu: 9001,
             iface_addr: Ipv4Addr::new(198, 51, 100, 1),
             public_ip: Ipv4Addr::new(198, 51, 100, 1),
+            iface_addr6: None,
+            public_ipv6: None,
         }
     }
 
     fn spec(t: &str, b: serde_json::Value) -> DeviceSpec {
         match BackendSpec::parse(t, &b, None).unwrap() {
-            BackendSpec::Tunnel(s) => DeviceSpec::new(&s, &node()),
+            BackendSpec::Tunnel(s) => DeviceSpec::new(&s, &node()).unwrap(),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn ipv6_underlay_device_has_local6_mtu_minus_70_and_a_v6_derived_mac() {
+        let v6: Ipv6Addr = "2001:db8:100::1".parse().unwrap();
+        let n6 = LocalNode {
+            iface_addr6: Some(v6),
+            public_ipv6: Some(v6),
+            ..node()
+        };
+        let BackendSpec::Tunnel(s) = BackendSpec::parse(
+            "vxlan",
+            &json!({"Mode": "metadata", "Underlay": "ipv6"}),
+            None,
+        )
+        .unwrap() else {
+            panic!()
+        };
+        let d = DeviceSpec::new(&s, &n6).unwrap();
+        assert_eq!(d.mtu, 9001 - 70);
+        assert_eq!(d.local, Some(IpAddr::V6(v6)));
+        assert_eq!(d.mac, vtep_mac::derive_ip(IpAddr::V6(v6), 1));
+        let data = vxlan_data(&d.link_message());
+        assert!(data.contains(&InfoVxlan::Local6(v6)), "{data:?}");
+        assert!(!data.iter().any(|i| matches!(i, InfoVxlan::Local(_))));
+        // Adopted only with that local address.
+        let mut l = link(&d);
+        assert!(d.check_adoptable(&l).is_ok());
+        if let Some(v) = l.vxlan.as_mut() {
+            v.local6 = Some("2001:db8:100::9".parse().unwrap());
+        }
+        assert!(d.check_adoptable(&l).unwrap_err().contains("local"));
+        // Geneve: no local address; the same MTU rule.
+        let BackendSpec::Tunnel(g) =
+            BackendSpec::parse("geneve", &json!({"Underlay": "ipv6"}), None).unwrap()
+        else {
+            panic!()
+        };
+        let d = DeviceSpec::new(&g, &n6).unwrap();
+        assert_eq!((d.mtu, d.local), (9001 - 70, None));
+        // A node without an IPv6 address cannot run it: the error says why.
+        let e = DeviceSpec::new(&g, &node()).unwrap_err().to_string();
+        assert!(
+            e.contains("no global IPv6 address") && e.contains("--public-ipv6"),
+            "{e}"
+        );
     }
 
     /// Netlink attributes (type with flags masked, value) of a buffer.
@@ -254,6 +311,19 @@ mod tests {
         assert!(data.contains(&InfoGeneve::Port(7000)));
     }
 
+    fn vxlan_data(msg: &LinkMessage) -> Vec<InfoVxlan> {
+        msg.attributes
+            .iter()
+            .find_map(|a| match a {
+                LinkAttribute::LinkInfo(i) => i.iter().find_map(|i| match i {
+                    LinkInfo::Data(InfoData::Vxlan(v)) => Some(v.clone()),
+                    _ => None,
+                }),
+                _ => None,
+            })
+            .unwrap_or_default()
+    }
+
     fn iff_up() -> u32 {
         LinkFlags::Up.bits()
     }
@@ -269,18 +339,7 @@ mod tests {
     fn vxlan_newlink_is_external_with_local_and_underlay() {
         let d = spec("vxlan", json!({"Mode": "metadata"}));
         assert_eq!((d.name, d.port, d.mtu), (VXLAN_DEVICE, 8472, 8951));
-        let msg = d.link_message();
-        let data = msg
-            .attributes
-            .iter()
-            .find_map(|a| match a {
-                LinkAttribute::LinkInfo(i) => i.iter().find_map(|i| match i {
-                    LinkInfo::Data(InfoData::Vxlan(v)) => Some(v.clone()),
-                    _ => None,
-                }),
-                _ => None,
-            })
-            .unwrap();
+        let data = vxlan_data(&d.link_message());
         assert!(data.contains(&InfoVxlan::CollectMetadata(true)));
         assert!(data.contains(&InfoVxlan::Port(8472)));
         assert!(data.contains(&InfoVxlan::Local(Ipv4Addr::new(198, 51, 100, 1))));
@@ -301,7 +360,14 @@ mod tests {
             }),
             vxlan: (d.encap == Encap::Vxlan).then_some(VxlanAttrs {
                 vni: Some(0),
-                local: d.local,
+                local: match d.local {
+                    Some(IpAddr::V4(a)) => Some(a),
+                    _ => None,
+                },
+                local6: match d.local {
+                    Some(IpAddr::V6(a)) => Some(a),
+                    _ => None,
+                },
                 port: Some(d.port),
                 underlay: d.underlay,
                 learning: Some(false),

@@ -122,7 +122,7 @@ impl Backend for MetadataBackend {
         if let Some(fb) = self.fallback.as_mut() {
             return fb.prepare(node, config).await;
         }
-        let dev = DeviceSpec::new(&self.spec, node);
+        let dev = DeviceSpec::new(&self.spec, node)?;
         let data = serde_json::json!({ "VNI": self.spec.vni, "VtepMAC": dev.mac.to_string() });
         let mtu = dev.mtu;
         let device_name = dev.name;
@@ -201,7 +201,7 @@ impl Backend for MetadataBackend {
             .index
             .ok_or_else(|| BackendError::Other(format!("{}: no device index", self.what())))?;
 
-        let (encap, vni) = (self.spec.encap, self.spec.vni);
+        let (encap, vni, underlay) = (self.spec.encap, self.spec.vni, self.spec.underlay);
         tunnel::converge_peers(
             &self.nl,
             &node,
@@ -209,9 +209,9 @@ impl Backend for MetadataBackend {
             peers,
             dev,
             self.spec.vxlan.direct_routing,
-            encap.backend_type(),
+            (encap.backend_type(), underlay),
             recreated,
-            |peer, direct| entries::peer_entries(peer, encap, vni, dev, direct),
+            |peer, direct| entries::peer_entries(peer, encap, vni, underlay, dev, direct),
         )
         .await
     }
