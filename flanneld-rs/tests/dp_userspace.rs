@@ -259,34 +259,16 @@ async fn userspace_vxlan_over_ipv6_interoperates_with_kernel_metadata_vxlan() {
     let file = format!("/tmp/fct-us6-{}.pcap", std::process::id());
     let mut cap = start_capture(&n[0].ns, &file, "ip6 and udp port 8472");
     pings_both_ways(&pod_a, &pod_b, 1430);
-    let _ = cap.0.kill();
-    let _ = cap.0.wait();
+    stop_capture(&mut cap);
     tcp(&pod_a, &pod_b, "10.244.2.2", 5203);
     tcp(&pod_b, &pod_a, "10.244.1.2", 5204);
-    let out = Command::new("tshark")
-        .args([
-            // Linux's VXLAN port, not IANA's 4789 that tshark assumes.
-            "-d",
-            "udp.port==8472,vxlan",
-            "-r",
-            &file,
-            "-T",
-            "fields",
-            "-E",
-            "separator=,",
-            "-e",
-            "ipv6.src",
-            "-e",
-            "ipv6.dst",
-            "-e",
-            "vxlan.vni",
-            "-e",
-            "ip.dst",
-        ])
-        .output()
-        .expect("tshark reads the capture");
+    // Linux's VXLAN port, not IANA's 4789 that tshark assumes.
+    let text = tshark_fields(
+        &file,
+        &["-d", "udp.port==8472,vxlan"],
+        &["ipv6.src", "ipv6.dst", "vxlan.vni", "ip.dst"],
+    );
     let _ = std::fs::remove_file(&file);
-    let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.lines()
             .any(|l| l == "2001:db8:100::1,2001:db8:100::2,1,10.244.2.2"),
@@ -298,6 +280,31 @@ async fn userspace_vxlan_over_ipv6_interoperates_with_kernel_metadata_vxlan() {
         "{c:?}"
     );
     drop(ua);
+}
+
+/// tshark's own dissectors on a capture file: one line per packet, the
+/// `fields` comma-separated; `extra` goes first (e.g. `-d` decode-as).
+fn tshark_fields(file: &str, extra: &[&str], fields: &[&str]) -> String {
+    let mut args: Vec<&str> = extra.to_vec();
+    args.extend(["-r", file, "-T", "fields", "-E", "separator=,"]);
+    for f in fields {
+        args.extend(["-e", f]);
+    }
+    let out = Command::new("tshark")
+        .args(&args)
+        .output()
+        .expect("tshark reads the capture");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Ends a capture so that everything it saw is in the file: SIGTERM lets
+/// tshark flush what it buffered (SIGKILL could lose the last packets).
+fn stop_capture(cap: &mut Bg) {
+    if let Ok(pid) = i32::try_from(cap.0.id()) {
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+    let _ = cap.0.wait();
 }
 
 /// Waits for a capture started in `ns` to be running (tshark prints
@@ -345,44 +352,28 @@ async fn userspace_geneve_packets_decode_in_tshark() {
     let mut cap = start_capture(&n[0].ns, &file, "udp port 6081");
     ping(&pod_a, "10.244.2.2");
     std::thread::sleep(Duration::from_millis(300));
-    let _ = cap.0.kill();
-    let _ = cap.0.wait();
-    let out = Command::new("tshark")
-        .args([
-            "-r",
-            &file,
-            "-T",
-            "fields",
-            "-E",
-            "separator=,",
-            "-e",
+    stop_capture(&mut cap);
+    let text = tshark_fields(
+        &file,
+        &[],
+        &[
             "udp.dstport",
-            "-e",
             "geneve.version",
-            "-e",
             "geneve.flags.critical",
-            "-e",
             "geneve.vni",
-            "-e",
             "geneve.proto_type",
-            "-e",
             "eth.type",
-            "-e",
             "ip.src",
-            "-e",
             "ip.dst",
-            "-e",
             "icmp.type",
-        ])
-        .output()
-        .expect("tshark reads the capture");
+        ],
+    );
     // Option length: tshark shows it only in the tree view.
     let verbose = Command::new("tshark")
         .args(["-r", &file, "-V", "-c", "1"])
         .output()
         .expect("tshark -V");
     let _ = std::fs::remove_file(&file);
-    let text = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = text.lines().collect();
     // 3 requests and 3 replies, each: port 6081, version 0, C = 0,
     // VNI 4242 (tshark prints 0x001092), protocol 0x6558, outer and inner

@@ -145,7 +145,6 @@ pub fn preflight(spec: &IfaceSpec, ifaces: &[Iface]) -> Result<(), NodeError> {
 /// a regex, a route's source) where it is of that family, else the
 /// preferred one. The underlay's family is required, the other optional
 /// (and IPv6 is not looked at for an IPv4 underlay).
-#[allow(clippy::type_complexity)]
 fn addresses(
     iface: &Iface,
     pinned: Option<IpAddr>,
@@ -173,9 +172,11 @@ fn addresses(
     }
 }
 
-/// The interface can carry this underlay.
-fn usable(iface: &Iface, underlay: Underlay) -> Result<(), NodeError> {
-    addresses(iface, None, underlay).map(|_| ())
+/// The interface can carry this underlay (with `pinned`: an address named
+/// by the operator serves if it is of the underlay's family, else the
+/// interface needs one that is).
+fn usable(iface: &Iface, pinned: Option<IpAddr>, underlay: Underlay) -> Result<(), NodeError> {
+    addresses(iface, pinned, underlay).map(|_| ())
 }
 
 fn by_names<'a>(
@@ -189,11 +190,11 @@ fn by_names<'a>(
             Ok(ip) => ifaces
                 .iter()
                 .find(|i| holds(i, ip))
-                .map(|i| usable_or_pinned(i, ip, underlay).map(|()| (i, Some(ip)))),
+                .map(|i| usable(i, Some(ip), underlay).map(|()| (i, Some(ip)))),
             Err(_) => ifaces
                 .iter()
                 .find(|i| &i.name == name)
-                .map(|i| usable(i, underlay).map(|()| (i, None))),
+                .map(|i| usable(i, None, underlay).map(|()| (i, None))),
         };
         match found {
             Some(Ok(hit)) => return Ok(hit),
@@ -216,12 +217,6 @@ fn holds(iface: &Iface, ip: IpAddr) -> bool {
     }
 }
 
-/// An interface named by one of its addresses: that address serves if it
-/// is of the underlay's family, else the interface needs one that is.
-fn usable_or_pinned(iface: &Iface, ip: IpAddr, underlay: Underlay) -> Result<(), NodeError> {
-    addresses(iface, Some(ip), underlay).map(|_| ())
-}
-
 fn by_regexes<'a>(
     regexes: &[regex::Regex],
     ifaces: &'a [Iface],
@@ -239,13 +234,13 @@ fn by_regexes<'a>(
                 Underlay::Ipv6 => v4.chain(v6).find(|a| re.is_match(&a.to_string())),
             };
             if let Some(a) = hit {
-                if usable_or_pinned(iface, a, underlay).is_ok() {
+                if usable(iface, Some(a), underlay).is_ok() {
                     return Ok((iface, Some(a)));
                 }
             }
         }
         for iface in &sorted {
-            if re.is_match(&iface.name) && usable(iface, underlay).is_ok() {
+            if re.is_match(&iface.name) && usable(iface, None, underlay).is_ok() {
                 return Ok((iface, None));
             }
         }
