@@ -192,6 +192,31 @@ fn pings_both_ways(pod_a: &Netns, pod_b: &Netns, mtu: u32) {
     }
 }
 
+/// Node 1 on userspace VXLAN (10.244.1.0/24), node 2 on kernel VXLAN in
+/// FDB mode, Go flannel's programming (10.244.2.0/24), each the other's
+/// peer, a pod on each (MTU 1450). Namespaces are named after `prefix`.
+async fn userspace_and_kernel_vxlan(
+    prefix: &str,
+) -> (
+    Vec<Node>,
+    UserspaceBackend,
+    Prepared,
+    VxlanBackend,
+    Netns,
+    Netns,
+) {
+    let n = nodes(prefix, 2).await;
+    let backend = json!({"Type": "vxlan", "Mode": "userspace"});
+    let (mut ua, pa) = userspace(&n[0], backend, "10.244.1.0/24").await;
+    let kcfg = config(json!({"Type": "vxlan"}));
+    let mut kb = VxlanBackend::new(n[1].nl.clone(), &kcfg).unwrap();
+    let pb = kb.prepare(&n[1].local, &kcfg).await.unwrap();
+    pair(&n, &mut ua, &pa, &mut kb, &pb).await;
+    let pod_a = add_pod(&n[0], 1, 1450);
+    let pod_b = add_pod(&n[1], 2, 1450);
+    (n, ua, pa, kb, pod_a, pod_b)
+}
+
 /// (a) A userspace-VXLAN node and a kernel-VXLAN (FDB mode, Go flannel's
 /// programming) node exchange pod traffic: ping and TCP, both ways. The
 /// kernel node's veth keeps its TX checksum offload (the default), so its
@@ -200,18 +225,9 @@ fn pings_both_ways(pod_a: &Netns, pod_b: &Netns, mtu: u32) {
 /// on, or the pod drops every segment and TCP hangs.
 #[tokio::test]
 async fn userspace_vxlan_interoperates_with_kernel_vxlan() {
-    let n = nodes("usvx", 2).await;
-    let backend = json!({"Type": "vxlan", "Mode": "userspace"});
-    let (mut ua, pa) = userspace(&n[0], backend, "10.244.1.0/24").await;
+    let (_n, ua, pa, _kb, pod_a, pod_b) = userspace_and_kernel_vxlan("usvx").await;
     assert_eq!(pa.mtu, 1450);
     assert_eq!(pa.backend_type, "vxlan");
-
-    let kcfg = config(json!({"Type": "vxlan"}));
-    let mut kb = VxlanBackend::new(n[1].nl.clone(), &kcfg).unwrap();
-    let pb = kb.prepare(&n[1].local, &kcfg).await.unwrap();
-    pair(&n, &mut ua, &pa, &mut kb, &pb).await;
-    let pod_a = add_pod(&n[0], 1, 1450);
-    let pod_b = add_pod(&n[1], 2, 1450);
     pings_both_ways(&pod_a, &pod_b, 1450);
     tcp(&pod_a, &pod_b, "10.244.2.2", 5201);
     tcp(&pod_b, &pod_a, "10.244.1.2", 5202);
@@ -233,6 +249,71 @@ async fn userspace_vxlan_interoperates_with_kernel_vxlan() {
     ] {
         assert_eq!(c.dropped(Dir::Rx, r), 0, "{r:?} in {c:?}");
     }
+    drop(ua);
+}
+
+/// The outer UDP source port carries the inner flow's entropy (RFC 7348
+/// section 5): 32 UDP flows from a pod on a userspace node to a pod behind
+/// kernel VXLAN leave from several ephemeral source ports, never the
+/// tunnel port itself, each flow from one port only; tshark reads both
+/// UDP layers. Without this, a receiver's RSS or SO_REUSEPORT would put
+/// every flow from a userspace node on one queue.
+#[tokio::test]
+async fn userspace_outer_source_port_follows_the_inner_flow() {
+    let (n, ua, _pa, _kb, pod_a, _pod_b) = userspace_and_kernel_vxlan("ussp").await;
+    ping(&pod_a, "10.244.2.2");
+    let file = format!("/tmp/fct-ussp-{}.pcap", std::process::id());
+    let mut cap = start_capture(
+        &n[0].ns,
+        &file,
+        "udp dst port 8472 and src host 198.51.100.1",
+    );
+    let to = std::net::SocketAddrV4::new(Ipv4Addr::new(10, 244, 2, 2), 9);
+    for _ in 0..32 {
+        // One socket per call: a new inner source port, a new flow.
+        send_from(
+            &pod_a,
+            Ipv4Addr::new(10, 244, 1, 2),
+            to,
+            vec![vec![7u8; 100]; 3],
+        );
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    stop_capture(&mut cap);
+    let text = tshark_fields(
+        &file,
+        &["-d", "udp.port==8472,vxlan", "-E", "aggregator=;"],
+        &["udp.srcport", "udp.dstport", "ip.dst"],
+    );
+    let _ = std::fs::remove_file(&file);
+    // Per packet: "outer;inner" ports, then "outer;inner" destinations.
+    let mut outer_of_flow = std::collections::BTreeMap::<String, String>::new();
+    let mut outer_ports = std::collections::BTreeSet::new();
+    for l in text.lines().filter(|l| l.ends_with(";10.244.2.2")) {
+        let f: Vec<&str> = l.split(',').collect();
+        let (Some((osrc, isrc)), Some((odst, idst))) = (
+            f.first().and_then(|x| x.split_once(';')),
+            f.get(1).and_then(|x| x.split_once(';')),
+        ) else {
+            continue;
+        };
+        if idst != "9" {
+            continue;
+        }
+        assert_eq!(odst, "8472", "{l}");
+        assert_ne!(osrc, "8472", "a flow left from the tunnel port: {l}");
+        let was = outer_of_flow.insert(isrc.to_string(), osrc.to_string());
+        assert!(
+            was.is_none_or(|w| w == osrc),
+            "flow {isrc} left from two ports: {text}"
+        );
+        outer_ports.insert(osrc.to_string());
+    }
+    // tshark may miss a few packets on a loaded machine (other tests run
+    // alongside); what is checked is how the flows it saw were sent.
+    let c = ua.datapath_counters().unwrap().snapshot();
+    assert!(outer_of_flow.len() >= 24, "flows captured: {text}; {c:?}");
+    assert!(outer_ports.len() >= 3, "{outer_ports:?} for 32 flows");
     drop(ua);
 }
 

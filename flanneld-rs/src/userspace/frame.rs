@@ -218,6 +218,35 @@ pub fn ipv4_destination(pkt: &[u8]) -> Result<std::net::Ipv4Addr, Drop> {
     Ok(std::net::Ipv4Addr::new(d[0], d[1], d[2], d[3]))
 }
 
+/// A hash of an inner IPv4 packet's flow, for the outer UDP source port:
+/// addresses and protocol, plus the ports of an unfragmented TCP, UDP or
+/// SCTP packet (a fragment has none, so every fragment of a datagram
+/// hashes alike). RFC 7348 section 5 and RFC 8926 section 3.3 ask for this
+/// entropy so that the receiver's RSS and SO_REUSEPORT spread flows;
+/// kernel VXLAN and Geneve do the same. Short packets hash what they have.
+pub fn flow_hash(pkt: &[u8]) -> u32 {
+    // FNV-1a: a few bytes per packet, no need for a keyed hash (the port
+    // only steers load; it carries no trust).
+    let mut h: u32 = 0x811c_9dc5;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+        }
+    };
+    eat(pkt.get(9..10).unwrap_or(&[]));
+    eat(pkt.get(12..20).unwrap_or(&[]));
+    let ihl = usize::from(pkt.first().map_or(0, |b| b & 0x0f)) * 4;
+    let fragment = pkt
+        .get(6..8)
+        .is_none_or(|f| u16::from_be_bytes([f[0], f[1]]) & 0x3fff != 0);
+    let ported = matches!(pkt.get(9), Some(6 | 17 | 132));
+    if ihl >= 20 && ported && !fragment {
+        eat(pkt.get(ihl..ihl + 4).unwrap_or(&[]));
+    }
+    // Fold the high bits down: callers take it modulo a small number.
+    h ^ (h >> 16)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,6 +402,52 @@ mod tests {
         }
     }
 
+    /// An IPv4 TCP/UDP header pair: `proto`, ports, and the fragment field.
+    fn flow(proto: u8, sport: u16, dport: u16, frag: u16) -> Vec<u8> {
+        let mut p = ipv4(20);
+        p[6..8].copy_from_slice(&frag.to_be_bytes());
+        p[9] = proto;
+        p[12..16].copy_from_slice(&[10, 244, 1, 2]);
+        p[16..20].copy_from_slice(&[10, 244, 2, 3]);
+        p[20..22].copy_from_slice(&sport.to_be_bytes());
+        p[22..24].copy_from_slice(&dport.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn flow_hash_follows_the_flow_and_spreads_flows() {
+        // One flow, one hash, whatever the payload.
+        let mut a = flow(6, 40000, 80, 0x4000);
+        let before = flow_hash(&a);
+        a[30] ^= 0xff;
+        assert_eq!(flow_hash(&a), before);
+        // Ports count for TCP and UDP, and are read only there.
+        assert_ne!(
+            flow_hash(&flow(6, 40000, 80, 0)),
+            flow_hash(&flow(6, 40001, 80, 0))
+        );
+        assert_ne!(
+            flow_hash(&flow(17, 40000, 80, 0)),
+            flow_hash(&flow(17, 40000, 81, 0))
+        );
+        assert_eq!(flow_hash(&flow(1, 1, 2, 0)), flow_hash(&flow(1, 3, 4, 0)));
+        // Fragments (first: MF set; later: an offset) ignore the ports, so
+        // a datagram's pieces take one source port.
+        assert_eq!(
+            flow_hash(&flow(17, 1, 2, 0x2000)),
+            flow_hash(&flow(17, 3, 4, 0x0010))
+        );
+        // 64 connections from one client spread over 8 source ports.
+        let mut hit = [0u32; 8];
+        for sport in 40000..40064u16 {
+            hit[flow_hash(&flow(6, sport, 443, 0x4000)) as usize % 8] += 1;
+        }
+        assert!(hit.iter().all(|&n| (2..=16).contains(&n)), "{hit:?}");
+        // Short input hashes what it has.
+        let _ = flow_hash(&[]);
+        let _ = flow_hash(&[0x4f; 12]);
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(4096))]
 
@@ -387,6 +462,7 @@ mod tests {
                 prop_assert!(inner.len() <= bytes.len());
             }
             let _ = ipv4_destination(&bytes);
+            let _ = flow_hash(&bytes);
         }
 
         /// Mutating a valid frame anywhere never panics either (reaches

@@ -2,10 +2,12 @@
 //! cut it into encapsulated datagrams (`gso::split`, headers only) and
 //! send them with `sendmsg`, consecutive datagrams for one peer of one size
 //! in a single UDP GSO send. The payload is never copied here: each send's
-//! iovec points into the buffers the TUN reads filled.
+//! iovec points into the buffers the TUN reads filled. Each inner flow
+//! leaves from one of the queue's sending sockets (`frame::flow_hash`), so
+//! its outer source port is its own.
 
 use std::io::{self, IoSlice};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
@@ -14,7 +16,7 @@ use tun_rs::SyncDevice;
 
 use super::counters::Dir;
 use super::engine::{device_gone, Gone, Shared, MAX_PACKET, POLL_MS};
-use super::frame::{ipv4_destination, Drop, ENCAP_LEN};
+use super::frame::{flow_hash, ipv4_destination, Drop, ENCAP_LEN};
 use super::gso::{self, Datagram};
 use super::peers::PeerEntry;
 use super::udp::Udp;
@@ -31,8 +33,9 @@ pub(super) struct Tx {
     lens: Vec<usize>,
     arena: Vec<u8>,
     dgrams: Vec<Datagram>,
-    /// Per datagram: its destination and the buffer its payload is in.
-    dest: Vec<(SocketAddr, usize)>,
+    /// Per datagram: its destination, the buffer its payload is in and
+    /// the sending socket (by index) of its flow.
+    dest: Vec<(SocketAddr, usize, usize)>,
     max_segments: usize,
     /// The last peer's encapsulation header (rebuilt when the peer changes).
     last: Option<(PeerEntry, [u8; ENCAP_LEN])>,
@@ -73,13 +76,13 @@ impl Tx {
         if n == 0 {
             return Ok(0);
         }
-        self.plan(n, sh);
+        self.plan(n, sock.senders.len(), sh);
         self.send(sock, sh);
         Ok(n)
     }
 
     /// Splits the `n` packets read into datagrams.
-    fn plan(&mut self, n: usize, sh: &Shared) {
+    fn plan(&mut self, n: usize, senders: usize, sh: &Shared) {
         self.arena.clear();
         self.dgrams.clear();
         self.dest.clear();
@@ -120,8 +123,12 @@ impl Tx {
                     h
                 }
             };
+            let sender = flow_hash(pkt) as usize % senders.max(1);
             match gso::split(&vh, pkt, &header, &mut self.arena, &mut self.dgrams) {
-                Ok(count) => self.dest.extend(std::iter::repeat_n((peer.addr, k), count)),
+                Ok(count) => {
+                    self.dest
+                        .extend(std::iter::repeat_n((peer.addr, k, sender), count));
+                }
                 Err(reason) => sh.counters.count_drop(Dir::Tx, reason, 1),
             }
         }
@@ -132,13 +139,14 @@ impl Tx {
         let skip = if sh.offload { vnet::LEN } else { 0 };
         let mut i = 0;
         while i < self.dgrams.len() {
-            let (dest, _) = self.dest[i];
+            let (dest, _, from_ix) = self.dest[i];
             let seg = self.dgrams[i].len();
             let mut bytes = seg;
             let mut j = i + 1;
             while j < self.dgrams.len()
                 && j - i < self.max_segments
                 && self.dest[j].0 == dest
+                && self.dest[j].2 == from_ix
                 && self.dgrams[j - 1].len() == seg
                 && self.dgrams[j].len() <= seg
                 && bytes + self.dgrams[j].len() <= GSO_MAX_BYTES
@@ -156,9 +164,16 @@ impl Tx {
                     ]
                 })
                 .collect();
+            let Some(from) = sock.senders.get(from_ix) else {
+                // Not reached: `plan` indexes within the senders.
+                sh.counters
+                    .count_drop(Dir::Tx, Drop::UdpSend, (j - i) as u64);
+                i = j;
+                continue;
+            };
             let count = j - i;
             let inner = (bytes - count * ENCAP_LEN) as u64;
-            match send(sock, sh, dest, &iov, (count > 1).then_some(seg)) {
+            match send(from, sh, dest, &iov, (count > 1).then_some(seg)) {
                 Ok(()) => sh.counters.ok(Dir::Tx, count as u64, inner),
                 Err(e) if count > 1 && e.raw_os_error() == Some(nix::libc::EIO) => {
                     // The underlay refused GSO: single datagrams from now on.
@@ -166,7 +181,7 @@ impl Tx {
                     self.max_segments = 1;
                     for pair in iov.chunks(2) {
                         let len: usize = pair.iter().map(|s| s.len()).sum();
-                        match send(sock, sh, dest, pair, None) {
+                        match send(from, sh, dest, pair, None) {
                             Ok(()) => sh.counters.ok(Dir::Tx, 1, (len - ENCAP_LEN) as u64),
                             Err(_) => sh.counters.count_drop(Dir::Tx, Drop::UdpSend, 1),
                         }
@@ -184,7 +199,7 @@ impl Tx {
 
 /// One (GSO) send, waiting while the socket buffer is full.
 fn send(
-    sock: &Udp,
+    sock: &UdpSocket,
     sh: &Shared,
     dest: SocketAddr,
     iov: &[IoSlice<'_>],
@@ -194,19 +209,13 @@ fn send(
     let seg = segment.map(|s| s as u16);
     let cmsg: Vec<ControlMessage<'_>> = seg.iter().map(ControlMessage::UdpGsoSegments).collect();
     loop {
-        match sendmsg(
-            sock.sock.as_raw_fd(),
-            iov,
-            &cmsg,
-            MsgFlags::empty(),
-            Some(&addr),
-        ) {
+        match sendmsg(sock.as_raw_fd(), iov, &cmsg, MsgFlags::empty(), Some(&addr)) {
             Ok(_) => return Ok(()),
             Err(nix::errno::Errno::EAGAIN) => {
                 if sh.stopping() {
                     return Err(io::ErrorKind::WouldBlock.into());
                 }
-                let mut fds = [PollFd::new(sock.sock.as_fd(), PollFlags::POLLOUT)];
+                let mut fds = [PollFd::new(sock.as_fd(), PollFlags::POLLOUT)];
                 let _ = nix::poll::poll(&mut fds, PollTimeout::from(POLL_MS));
             }
             Err(nix::errno::Errno::EINTR) => {}
