@@ -192,6 +192,13 @@ pub struct Cli {
     /// traffic flows; at most 10ms.
     #[arg(long, env = "FLANNELD_USERSPACE_BUSY_POLL", default_value = "100us", value_parser = parse_duration)]
     pub userspace_busy_poll: Duration,
+
+    /// Userspace datapath only: queues, each one thread with its own TUN
+    /// fd and UDP socket (1-4; default: one per CPU, at most 4). Fewer
+    /// leave CPUs to the pods; with a long --userspace-busy-poll, one
+    /// spinning thread costs less than several.
+    #[arg(long, env = "FLANNELD_USERSPACE_QUEUES")]
+    pub userspace_queues: Option<usize>,
 }
 
 /// A validation error: names the flag and says what to do.
@@ -229,6 +236,8 @@ pub enum CliError {
     TtlTooShort(Duration),
     #[error("--userspace-busy-poll {0:?} is too long: a queue thread keeps a CPU busy that long after every burst of packets; use 0 to 10ms (default 100us)")]
     BusyPollTooLong(Duration),
+    #[error("--userspace-queues {0} is out of range: use 1 to {max} (default: one per CPU, at most {max})", max = crate::backend::userspace::MAX_QUEUES)]
+    QueuesOutOfRange(usize),
 }
 
 /// How to reach the lease store.
@@ -363,6 +372,11 @@ impl Cli {
         if self.userspace_busy_poll > MAX_BUSY_POLL {
             return Err(CliError::BusyPollTooLong(self.userspace_busy_poll));
         }
+        if let Some(q) = self.userspace_queues {
+            if !(1..=crate::backend::userspace::MAX_QUEUES).contains(&q) {
+                return Err(CliError::QueuesOutOfRange(q));
+            }
+        }
 
         let healthz_addr = match self.healthz_addr {
             Some(addr) => Some(addr),
@@ -389,6 +403,7 @@ impl Cli {
             datapath: crate::backend::NodeOverrides {
                 mode: self.datapath_mode,
                 busy_poll: self.userspace_busy_poll,
+                queues: self.userspace_queues,
             },
         })
     }
@@ -685,6 +700,20 @@ mod tests {
             .unwrap_err();
         assert_eq!(e, CliError::BusyPollTooLong(Duration::from_secs(1)));
         assert!(e.to_string().contains("use 0 to 10ms"), "{e}");
+        assert_eq!(s.datapath.queues, None);
+        let s = parse(&["--userspace-queues", "1"])
+            .unwrap()
+            .settings()
+            .unwrap();
+        assert_eq!(s.datapath.queues, Some(1));
+        for bad in ["0", "5"] {
+            let e = parse(&["--userspace-queues", bad])
+                .unwrap()
+                .settings()
+                .unwrap_err();
+            assert!(e.to_string().contains("use 1 to 4"), "{e}");
+        }
+        assert!(parse(&["--userspace-queues", "-1"]).is_err());
     }
 
     fn kube(args: &[&str], node: Option<&str>) -> Result<Settings, CliError> {

@@ -52,12 +52,37 @@ fn one_lab() -> std::sync::MutexGuard<'static, ()> {
     ONE_LAB.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The userspace engine's queue threads (`us-q<i>`) of a daemon.
+fn queue_threads(pid: i64) -> usize {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.starts_with("us-q"))
+        .count()
+}
+
 fn datapath_lab(stem: char, backend: &'static str) {
     let _one = one_lab();
-    let lab = Lab::up(stem, &LabConfig::new(backend, "embedded")).unwrap();
+    let userspace = backend.contains("-userspace");
+    let mut cfg = LabConfig::new(backend, "embedded");
+    if userspace {
+        // One node with a single queue, the others with the default: the
+        // flag reaches the engine, and nodes with different queue counts
+        // interoperate.
+        cfg.node_daemon_args = vec![(1, "--userspace-queues=1".into())];
+    }
+    let lab = Lab::up(stem, &cfg).unwrap();
     let nodes = lab.nodes().unwrap();
     assert_eq!(nodes.len(), 3);
     let (dev, route_word) = device_of(backend);
+    if userspace {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        for n in &nodes {
+            let want = if n.index == 1 { 1 } else { cpus.clamp(1, 4) };
+            let pid = n.pid.expect("daemon pid");
+            assert_eq!(queue_threads(pid), want, "node {}: queue threads", n.index);
+        }
+    }
 
     // What each node programmed for the others.
     for n in &nodes {
@@ -99,7 +124,6 @@ fn datapath_lab(stem: char, backend: &'static str) {
     // pod of node 1 to a pod of node 2. A kernel datapath outlives the
     // daemon: nothing lost. The userspace one lives in the daemon: packets
     // are lost while it is down, and traffic must flow again once it is up.
-    let userspace = backend.contains("-userspace");
     let ping = ContinuousPing::start(&on(1).netns, &on(2).ip, "0.05").unwrap();
     std::thread::sleep(Duration::from_millis(500));
     lab.stop_node(2).unwrap();

@@ -191,6 +191,7 @@ pub fn figure(r: &CompareReport) -> String {
             tcp: m.as_ref().map(|(_, t)| t),
             tcp_1: d.aggregate.as_ref().map_or(0.0, |a| a.tcp_1_gbit_per_s),
             tcp_n: d.aggregate.as_ref().map_or(0.0, |a| a.tcp_n_gbit_per_s),
+            cpu_per_req: d.aggregate.as_ref().and_then(|a| a.udp_cpu_us_per_request),
         })
         .collect();
     let m = &r.machine;

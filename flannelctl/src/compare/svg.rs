@@ -30,6 +30,8 @@ pub struct Series<'a> {
     pub tcp: Option<&'a Histogram>,
     pub tcp_1: f64,
     pub tcp_n: f64,
+    /// Host-wide busy CPU-µs per UDP request, when /proc/stat was read.
+    pub cpu_per_req: Option<f64>,
 }
 
 pub struct Figure<'a> {
@@ -401,8 +403,14 @@ fn legend(out: &mut String, series: &[Series], streams: u32) {
                     &format!(r#"stroke="{}" stroke-width="3""#, colour(s.name)),
                 );
                 let q = |p| h.percentile(p).unwrap_or(0) as f64 / 1000.0;
+                // What the latency costs: a busy-polling datapath can be
+                // fast and expensive at once.
+                let cpu = s
+                    .cpu_per_req
+                    .map(|c| format!(" ({} µs CPU/req)", short(c)))
+                    .unwrap_or_default();
                 format!(
-                    "{}: UDP p50 {} µs, p99 {} µs, p99.9 {} µs; TCP {:.2} Gbit/s (1 stream), {:.2} Gbit/s ({} streams)",
+                    "{}: UDP p50 {} µs, p99 {} µs, p99.9 {} µs{cpu}; TCP {:.2} Gbit/s (1 stream), {:.2} Gbit/s ({} streams)",
                     s.name,
                     short(q(50.0)),
                     short(q(99.0)),
@@ -504,6 +512,7 @@ mod tests {
                 tcp: Some(&a),
                 tcp_1: 9.5,
                 tcp_n: 14.0,
+                cpu_per_req: Some(41.3),
             },
             Series {
                 name: "vxlan",
@@ -512,6 +521,7 @@ mod tests {
                 tcp: Some(&b),
                 tcp_1: 4.0,
                 tcp_n: 6.5,
+                cpu_per_req: None,
             },
             Series {
                 name: "geneve",
@@ -520,6 +530,7 @@ mod tests {
                 tcp: None,
                 tcp_1: 0.0,
                 tcp_n: 0.0,
+                cpu_per_req: None,
             },
         ];
         let svg = render(&Figure {
@@ -552,6 +563,12 @@ mod tests {
             .collect::<Vec<_>>()
             .join("|");
         assert!(all_text.contains("geneve: unavailable: no <geneve> module & no luck"));
+        assert!(all_text.contains("(41.3 µs CPU/req)"), "{all_text}");
+        let vxlan = all_text
+            .split('|')
+            .find(|t| t.starts_with("vxlan: UDP p50"))
+            .expect("vxlan legend");
+        assert!(!vxlan.contains("CPU/req"), "no figure, no label: {vxlan}");
         assert!(all_text.contains("4 streams") && all_text.contains("latency (µs, log scale)"));
         // Every point is inside the canvas.
         for n in root.descendants().filter(|n| n.has_tag_name("polyline")) {
@@ -584,6 +601,7 @@ mod tests {
             tcp: None,
             tcp_1: 1.0,
             tcp_n: 1.0,
+            cpu_per_req: None,
         }];
         // 20 us to ~4 ms: decades 10 us .. 10 ms.
         assert_eq!(decades(&s), (1.0, 4.0));

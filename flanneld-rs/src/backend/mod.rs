@@ -223,6 +223,7 @@ pub fn new(
         BackendSpec::HostGw => Ok(Box::new(hostgw::HostGwBackend::new(netlink))),
         BackendSpec::Tunnel(mut spec) => {
             spec.busy_poll = node.busy_poll;
+            spec.queues = node.queues;
             match spec.datapath {
                 Datapath::KernelFdb => Ok(Box::new(vxlan::VxlanBackend::with_options(
                     netlink, spec.vxlan,

@@ -124,6 +124,9 @@ pub struct TunnelSpec {
     /// packets after its last one before it sleeps (a node setting:
     /// `--userspace-busy-poll`, not in net-conf.json).
     pub busy_poll: Duration,
+    /// Userspace datapath: queues (threads, TUN fds, sockets); None: one per
+    /// CPU up to 4 (`--userspace-queues`, a node setting too).
+    pub queues: Option<usize>,
 }
 
 /// `TunnelSpec::busy_poll` unless the node says otherwise: covers a
@@ -138,6 +141,8 @@ pub struct NodeOverrides {
     pub mode: Option<DatapathMode>,
     /// `--userspace-busy-poll`.
     pub busy_poll: Duration,
+    /// `--userspace-queues` (None: automatic).
+    pub queues: Option<usize>,
 }
 
 impl Default for NodeOverrides {
@@ -145,6 +150,7 @@ impl Default for NodeOverrides {
         NodeOverrides {
             mode: None,
             busy_poll: DEFAULT_BUSY_POLL,
+            queues: None,
         }
     }
 }
@@ -294,6 +300,7 @@ impl BackendSpec {
             vxlan,
             underlay,
             busy_poll: DEFAULT_BUSY_POLL,
+            queues: None,
         }))
     }
 }

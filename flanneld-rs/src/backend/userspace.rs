@@ -25,7 +25,7 @@ use crate::userspace::peers::{PeerEntry, PeerTable};
 /// The device name (one per node, whatever the encapsulation).
 pub const TUN_NAME: &str = "flannel-tun";
 /// Queues (threads) at most; more rarely helps a node's pod traffic.
-const MAX_QUEUES: usize = 4;
+pub const MAX_QUEUES: usize = 4;
 
 /// The userspace backend for `spec`.
 pub fn new(netlink: Netlink, spec: TunnelSpec) -> Result<Box<dyn Backend>, BackendError> {
@@ -50,6 +50,7 @@ pub struct UserspaceBackend {
 impl UserspaceBackend {
     pub fn new(nl: Netlink, spec: TunnelSpec) -> Self {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let queues = spec.queues.unwrap_or(cpus).clamp(1, MAX_QUEUES);
         UserspaceBackend {
             nl,
             spec,
@@ -61,7 +62,7 @@ impl UserspaceBackend {
             lease: None,
             peers: Arc::new(RwLock::new(Arc::new(PeerTable::default()))),
             counters: Arc::new(Counters::default()),
-            queues: cpus.clamp(1, MAX_QUEUES),
+            queues,
             offload: true,
         }
     }
