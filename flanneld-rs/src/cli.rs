@@ -195,8 +195,7 @@ pub struct Cli {
 
     /// Userspace datapath only: queues, each one thread with its own TUN
     /// fd and UDP socket (1-4; default: one per CPU, at most 4). Fewer
-    /// leave CPUs to the pods; with a long --userspace-busy-poll, one
-    /// spinning thread costs less than several.
+    /// leave CPUs to the pods.
     #[arg(long, env = "FLANNELD_USERSPACE_QUEUES")]
     pub userspace_queues: Option<usize>,
 }
