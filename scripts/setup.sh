@@ -23,6 +23,9 @@ packages=(
   etcd-server etcd-client
   # CNI reference plugins (chaining, benchmarks) and real runtimes
   containernetworking-plugins iptables containerd runc podman busybox-static
+  # the Kubernetes lab: kube-proxy clears UDP conntrack entries; nsenter
+  # and unshare (util-linux) enter node mount namespaces
+  conntrack util-linux
 )
 
 missing=()

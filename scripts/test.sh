@@ -10,6 +10,11 @@ cd "$(dirname "$0")/.."
 # previous crashed run may have left some behind.
 ./scripts/clean-test-netns.sh || true
 
+# Kubernetes 1.20.2 for the Kubernetes lab test, built from Debian's source
+# package: 12-20 min the first time on a machine, then cached under
+# /var/cache/flannel-rs (a later run returns at once).
+./scripts/k8s-build.sh
+
 cargo build --workspace --all-targets
 # Kernel tests need root and fail loudly without it; none is #[ignore]d
 # (the one ignored test is a helper process another test starts).

@@ -9,6 +9,7 @@ pub mod cmd;
 pub mod cni;
 pub mod containerd;
 pub mod etcd_http;
+pub mod kube;
 pub mod lab;
 pub mod names;
 pub mod netns;

@@ -61,6 +61,7 @@ impl LabSet {
                     ..DaemonOptions::default()
                 },
                 ready_timeout: o.ready_timeout,
+                kubernetes: None,
             };
             let slot = match up::up(&opts) {
                 Ok(st) => Slot::Up(Box::new(st)),

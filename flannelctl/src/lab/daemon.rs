@@ -190,6 +190,10 @@ mod tests {
             nodes: vec![],
             pods: vec![],
             phase: "creating".into(),
+            kubeconfig: None,
+            kubectl_netns: None,
+            test_image: None,
+            kube: None,
         }
     }
 

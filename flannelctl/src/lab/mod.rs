@@ -7,6 +7,7 @@ pub(crate) mod daemon;
 pub(crate) mod down;
 mod embedded;
 mod etcd;
+pub(crate) mod kube;
 pub(crate) mod names;
 pub(crate) mod netconf;
 mod ops;
@@ -49,6 +50,8 @@ pub enum LabError {
     Pod(#[from] pods::PodError),
     #[error(transparent)]
     Process(#[from] process::ProcessError),
+    #[error(transparent)]
+    Kube(#[from] kube::KubeError),
     #[error("cannot {what}: {source}")]
     Io {
         what: String,
@@ -90,7 +93,7 @@ struct NameArg {
 #[derive(Debug, Subcommand)]
 enum LabCommand {
     /// Build the cluster: underlay, store, one flanneld-rs per node, pods.
-    Up(UpArgs),
+    Up(Box<UpArgs>),
     /// Remove everything the lab made (also after a crash); idempotent.
     Down(NameArg),
     /// Show nodes, subnets, daemons and pods.
@@ -111,6 +114,16 @@ enum LabCommand {
         name: NameArg,
         #[arg(long)]
         node: u32,
+    },
+    /// Run kubectl against a Kubernetes lab (admin credentials, in the
+    /// namespace that reaches the API server): `lab kubectl --name NAME --
+    /// get pods -A`.
+    Kubectl {
+        #[command(flatten)]
+        name: NameArg,
+        /// kubectl's arguments, after `--`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
 }
 
@@ -177,9 +190,22 @@ struct UpArgs {
     /// --node-daemon-arg=1=--datapath-mode=userspace for a mixed lab).
     #[arg(long = "node-daemon-arg", allow_hyphen_values = true, value_parser = daemon::parse_node_arg)]
     node_daemon_args: Vec<(u32, String)>,
-    /// Seconds to wait for each daemon to become ready.
-    #[arg(long, default_value_t = 60)]
-    ready_timeout: u64,
+    /// Seconds to wait for each daemon to become ready (with
+    /// --kubernetes: for each phase; default 60, 300 with --kubernetes).
+    #[arg(long)]
+    ready_timeout: Option<u64>,
+    /// A real Kubernetes 1.20 instead of hand-started daemons: control
+    /// plane in the infra namespace, containerd + kubelet + kube-proxy per
+    /// node, flanneld-rs deployed by the project's DaemonSet manifest.
+    /// Needs scripts/k8s-build.sh and deploy/image/build.sh run first.
+    #[arg(long)]
+    kubernetes: bool,
+    /// With --kubernetes: where the Kubernetes binaries are.
+    #[arg(long, requires = "kubernetes", default_value = kube::DEFAULT_K8S_BIN_DIR)]
+    k8s_bin_dir: PathBuf,
+    /// With --kubernetes: where the image archives are.
+    #[arg(long, requires = "kubernetes", default_value = kube::DEFAULT_IMAGE_DIR)]
+    image_dir: PathBuf,
     /// On failure, leave what was built for inspection (default: remove it).
     #[arg(long)]
     keep_on_error: bool,
@@ -237,6 +263,11 @@ pub fn run(args: &LabArgs) -> Result<ExitCode, LabError> {
             println!("node {node} left: daemon stopped, lease {key} deleted");
             Ok(ExitCode::SUCCESS)
         }
+        LabCommand::Kubectl { name, args } => {
+            let st = ops::load(&name.name)?;
+            let code = kube::passthrough(&st, args)?;
+            Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+        }
     }
 }
 
@@ -265,7 +296,15 @@ fn run_up(a: &UpArgs) -> Result<ExitCode, LabError> {
             extra: a.daemon_args.clone(),
             per_node: a.node_daemon_args.clone(),
         },
-        ready_timeout: Duration::from_secs(a.ready_timeout),
+        ready_timeout: Duration::from_secs(a.ready_timeout.unwrap_or(if a.kubernetes {
+            300
+        } else {
+            60
+        })),
+        kubernetes: a.kubernetes.then(|| kube::KubeOptions {
+            k8s_bin_dir: Some(a.k8s_bin_dir.clone()),
+            image_dir: Some(a.image_dir.clone()),
+        }),
     };
     match up::up(&opts) {
         Ok(mut st) => {

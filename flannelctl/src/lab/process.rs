@@ -38,6 +38,11 @@ pub struct ProcInfo {
     pub netns: String,
     pub argv: Vec<String>,
     pub log: PathBuf,
+    /// Set for processes of a Kubernetes lab node (containerd, kubelet,
+    /// kube-proxy): the node's persistent mount namespace, entered together
+    /// with the network namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount_ns: Option<PathBuf>,
 }
 
 /// Process state letter and start time from the text of /proc/<pid>/stat.
@@ -117,6 +122,27 @@ pub fn signal(pid: i32, sig: i32) {
 /// outlives `flannelctl` and a Ctrl-C in the terminal does not reach it),
 /// stdout and stderr appended to `log`.
 pub fn spawn_detached(netns: &str, argv: &[String], log: &Path) -> Result<ProcInfo, ProcessError> {
+    spawn(netns, None, argv, log)
+}
+
+/// Like [`spawn_detached`], also inside the persistent mount namespace
+/// `mount_ns`. Entered with nsenter rather than `ip netns exec`, which
+/// remounts /sys and so hides the cgroup hierarchies kubelet and runc need.
+pub fn spawn_in_node(
+    netns: &str,
+    mount_ns: &Path,
+    argv: &[String],
+    log: &Path,
+) -> Result<ProcInfo, ProcessError> {
+    spawn(netns, Some(mount_ns), argv, log)
+}
+
+fn spawn(
+    netns: &str,
+    mount_ns: Option<&Path>,
+    argv: &[String],
+    log: &Path,
+) -> Result<ProcInfo, ProcessError> {
     let file = File::options()
         .create(true)
         .append(true)
@@ -129,9 +155,21 @@ pub fn spawn_detached(netns: &str, argv: &[String], log: &Path) -> Result<ProcIn
         path: log.to_path_buf(),
         source,
     })?;
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", netns])
-        .args(argv)
+    let mut cmd = match mount_ns {
+        None => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", netns]);
+            c
+        }
+        Some(mnt) => {
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net=/run/netns/{netns}"))
+                .arg(format!("--mount={}", mnt.display()))
+                .arg("--");
+            c
+        }
+    };
+    cmd.args(argv)
         .stdin(Stdio::null())
         .stdout(file)
         .stderr(file2);
@@ -147,7 +185,8 @@ pub fn spawn_detached(netns: &str, argv: &[String], log: &Path) -> Result<ProcIn
         cmd: crate::lab::sh::describe(&cmd),
         source,
     })?;
-    // `ip netns exec` execs the program in place: the pid is the program's.
+    // `ip netns exec` and nsenter (without --pid) exec the program in
+    // place: the pid is the program's.
     let pid = child.id() as i32;
     let start_time = read_stat(pid).map(|(_, t)| t).unwrap_or(0);
     Ok(ProcInfo {
@@ -156,6 +195,7 @@ pub fn spawn_detached(netns: &str, argv: &[String], log: &Path) -> Result<ProcIn
         netns: netns.to_string(),
         argv: argv.to_vec(),
         log: log.to_path_buf(),
+        mount_ns: mount_ns.map(Path::to_path_buf),
     })
 }
 
@@ -189,6 +229,7 @@ mod tests {
             netns: String::new(),
             argv: vec![],
             log: PathBuf::new(),
+            mount_ns: None,
         };
         assert!(me.alive());
         let other = ProcInfo {

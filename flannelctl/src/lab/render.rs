@@ -116,6 +116,10 @@ mod tests {
             nodes: vec![mk_node(1, "10.244.5.1/24"), mk_node(2, "10.244.9.1/24")],
             pods: vec![mk_pod(1, "10.244.5.2"), mk_pod(2, "10.244.9.2")],
             phase: "ready".into(),
+            kubeconfig: None,
+            kubectl_netns: None,
+            test_image: None,
+            kube: None,
         };
         let t = table(&st);
         assert!(t.contains("10.244.9.1/24"), "{t}");

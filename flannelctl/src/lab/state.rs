@@ -50,6 +50,70 @@ pub struct LabState {
     pub pods: Vec<PodState>,
     /// `creating` until `lab up` finished, then `ready`.
     pub phase: String,
+    /// Kubernetes labs only: the admin kubeconfig (cluster-admin; for the
+    /// operator, never given to the daemon).
+    #[serde(default)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubernetes labs only: the namespace from which the API server's
+    /// address is reachable (run kubectl there, or use `lab kubectl`).
+    #[serde(default)]
+    pub kubectl_netns: Option<String>,
+    /// Kubernetes labs only: a local image (busybox: sh, ping, wget, nc,
+    /// httpd) present on every node, for test pods.
+    #[serde(default)]
+    pub test_image: Option<String>,
+    /// Kubernetes labs only: the processes and host changes to undo.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kube: Option<KubeState>,
+}
+
+/// What a Kubernetes lab started and changed, for `lab down`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KubeState {
+    /// Where the Kubernetes binaries are (scripts/k8s-build.sh's cache).
+    pub bin_dir: PathBuf,
+    /// Where the image archives are (deploy/image/build.sh's output).
+    pub image_dir: PathBuf,
+    pub pki_dir: PathBuf,
+    /// A private bind mount of a state subdirectory holding the nodes'
+    /// persistent mount namespaces (a namespace file cannot live on a
+    /// shared mount); unmounted by `lab down`.
+    pub mnt_dir: PathBuf,
+    #[serde(default)]
+    pub mnt_dir_mounted: bool,
+    #[serde(default)]
+    pub apiserver: Option<ProcInfo>,
+    #[serde(default)]
+    pub controller_manager: Option<ProcInfo>,
+    #[serde(default)]
+    pub scheduler: Option<ProcInfo>,
+    #[serde(default)]
+    pub nodes: Vec<KubeNodeState>,
+    /// Mount points the lab had to create on the host (e.g. /opt/cni/bin
+    /// on a machine without it); removed again, if empty, by `lab down`.
+    #[serde(default)]
+    pub host_dirs: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KubeNodeState {
+    pub index: u32,
+    /// The Node's name (`node<K>`), as kubelet registers it.
+    pub name: String,
+    /// The persistent mount namespace file (bind-mounted nsfs).
+    pub mount_ns: PathBuf,
+    #[serde(default)]
+    pub mount_ns_made: bool,
+    /// kubelet's --cgroup-root: every container of the node lives below
+    /// it in each cgroup hierarchy, so `lab down` finds and removes them.
+    pub cgroup_root: String,
+    pub containerd_socket: PathBuf,
+    #[serde(default)]
+    pub containerd: Option<ProcInfo>,
+    #[serde(default)]
+    pub kubelet: Option<ProcInfo>,
+    #[serde(default)]
+    pub kube_proxy: Option<ProcInfo>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -189,6 +253,10 @@ mod tests {
                 ip: Some("10.244.3.2".into()),
             }],
             phase: "ready".into(),
+            kubeconfig: None,
+            kubectl_netns: None,
+            test_image: None,
+            kube: None,
         }
     }
 

@@ -27,9 +27,34 @@ pub struct UpOptions {
     pub bin_dir: Option<PathBuf>,
     pub daemon: DaemonOptions,
     pub ready_timeout: Duration,
+    /// Set for `--kubernetes`: a real Kubernetes with the DaemonSet.
+    pub kubernetes: Option<super::kube::KubeOptions>,
+}
+
+#[cfg(test)]
+impl UpOptions {
+    pub fn for_tests() -> Self {
+        UpOptions {
+            name: "t".into(),
+            nodes: 3,
+            backend: "vxlan".into(),
+            store: "embedded".into(),
+            pods_per_node: 0,
+            underlay_mtu: 1500,
+            network: "10.244.0.0/16".into(),
+            subnet_len: 24,
+            bin_dir: None,
+            daemon: DaemonOptions::default(),
+            ready_timeout: Duration::from_secs(60),
+            kubernetes: None,
+        }
+    }
 }
 
 pub fn up(o: &UpOptions) -> Result<LabState, LabError> {
+    if let Some(k) = &o.kubernetes {
+        return super::kube::up(o, k);
+    }
     names::validate_name(&o.name)?;
     names::validate_nodes(o.nodes)?;
     if !netconf::BACKENDS.contains(&o.backend.as_str()) {
@@ -90,6 +115,10 @@ pub fn up(o: &UpOptions) -> Result<LabState, LabError> {
         nodes: vec![],
         pods: vec![],
         phase: "creating".into(),
+        kubeconfig: None,
+        kubectl_netns: None,
+        test_image: None,
+        kube: None,
     };
     st.save()?;
 
@@ -180,7 +209,7 @@ pub fn up(o: &UpOptions) -> Result<LabState, LabError> {
 /// pods can talk across nodes as soon as `up` returns (a daemon is ready
 /// with its own lease before it has seen the leases of nodes that started
 /// after it).
-fn wait_converged(st: &LabState, within: Duration) -> Result<(), LabError> {
+pub(crate) fn wait_converged(st: &LabState, within: Duration) -> Result<(), LabError> {
     let nets: Vec<(u32, String)> = st
         .nodes
         .iter()

@@ -1,0 +1,244 @@
+//! The control plane in the infra namespace: kube-apiserver (on the lab's
+//! etcd), kube-controller-manager with node CIDR allocation, and
+//! kube-scheduler. Command lines are pure functions; starting waits for
+//! the API server's /readyz.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::pki::Pki;
+use super::{KubeError, SERVICE_CIDR};
+use crate::lab::names;
+use crate::lab::process::{self, ProcInfo};
+
+/// Audit only what proves which identity the daemon acts as: writes to
+/// Nodes and their status, and reads and writes of coordination Leases.
+/// Everything else is not logged (the log would grow by megabytes).
+pub const AUDIT_POLICY: &str = r#"{
+  "apiVersion": "audit.k8s.io/v1",
+  "kind": "Policy",
+  "omitStages": ["RequestReceived"],
+  "rules": [
+    {"level": "Metadata",
+     "verbs": ["create", "update", "patch", "delete"],
+     "resources": [{"group": "", "resources": ["nodes", "nodes/status"]}]},
+    {"level": "Metadata",
+     "resources": [{"group": "coordination.k8s.io", "resources": ["leases"]}],
+     "namespaces": ["kube-flannel-rs"]},
+    {"level": "None"}
+  ]
+}
+"#;
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+pub fn apiserver_argv(bin: &Path, pki: &Pki, etcd: &str, audit_dir: &Path) -> Vec<String> {
+    let infra = names::infra_ip().to_string();
+    vec![
+        s(&bin.join("kube-apiserver")),
+        format!("--etcd-servers={etcd}"),
+        "--bind-address=0.0.0.0".into(),
+        "--secure-port=6443".into(),
+        format!("--advertise-address={infra}"),
+        "--insecure-port=0".into(),
+        format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+        format!("--tls-cert-file={}", s(&pki.crt("apiserver"))),
+        format!("--tls-private-key-file={}", s(&pki.key("apiserver"))),
+        format!("--client-ca-file={}", s(&pki.ca())),
+        format!(
+            "--kubelet-client-certificate={}",
+            s(&pki.crt("apiserver-kubelet-client"))
+        ),
+        format!(
+            "--kubelet-client-key={}",
+            s(&pki.key("apiserver-kubelet-client"))
+        ),
+        "--kubelet-preferred-address-types=InternalIP".into(),
+        format!("--service-account-key-file={}", s(&pki.sa_pub())),
+        format!("--service-account-signing-key-file={}", s(&pki.sa_key())),
+        "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
+        "--authorization-mode=Node,RBAC".into(),
+        "--enable-admission-plugins=NodeRestriction".into(),
+        "--allow-privileged=true".into(),
+        format!(
+            "--audit-policy-file={}",
+            s(&audit_dir.join("audit-policy.json"))
+        ),
+        format!("--audit-log-path={}", s(&audit_dir.join("audit.log"))),
+        "--audit-log-format=json".into(),
+        "--profiling=false".into(),
+        "--v=1".into(),
+    ]
+}
+
+pub fn controller_manager_argv(
+    bin: &Path,
+    pki: &Pki,
+    cluster_cidr: &str,
+    node_cidr_len: u8,
+) -> Vec<String> {
+    let kc = s(&pki.kubeconfig("controller-manager"));
+    vec![
+        s(&bin.join("kube-controller-manager")),
+        format!("--kubeconfig={kc}"),
+        format!("--authentication-kubeconfig={kc}"),
+        format!("--authorization-kubeconfig={kc}"),
+        "--leader-elect=false".into(),
+        // Each controller acts with its own service account, as in kubeadm.
+        "--use-service-account-credentials=true".into(),
+        // What Kubernetes mode needs: node.spec.podCIDR from the cluster
+        // network, one subnet of SubnetLen per node.
+        "--allocate-node-cidrs=true".into(),
+        format!("--cluster-cidr={cluster_cidr}"),
+        format!("--node-cidr-mask-size={node_cidr_len}"),
+        format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+        format!("--service-account-private-key-file={}", s(&pki.sa_key())),
+        format!("--root-ca-file={}", s(&pki.ca())),
+        format!("--cluster-signing-cert-file={}", s(&pki.ca())),
+        format!("--cluster-signing-key-file={}", s(&pki.key("ca"))),
+        "--bind-address=127.0.0.1".into(),
+        "--port=0".into(),
+        "--v=1".into(),
+    ]
+}
+
+pub fn scheduler_argv(bin: &Path, pki: &Pki) -> Vec<String> {
+    let kc = s(&pki.kubeconfig("scheduler"));
+    vec![
+        s(&bin.join("kube-scheduler")),
+        format!("--kubeconfig={kc}"),
+        format!("--authentication-kubeconfig={kc}"),
+        format!("--authorization-kubeconfig={kc}"),
+        "--leader-elect=false".into(),
+        "--bind-address=127.0.0.1".into(),
+        "--port=0".into(),
+        "--v=1".into(),
+    ]
+}
+
+/// Where and how the control plane runs.
+pub struct Spec<'a> {
+    /// The infra namespace.
+    pub infra: &'a str,
+    /// The Kubernetes binaries.
+    pub bin: &'a Path,
+    pub pki: &'a Pki,
+    /// The etcd client URL.
+    pub etcd: &'a str,
+    /// The cluster network and the per-node subnet length.
+    pub cluster_cidr: &'a str,
+    pub node_cidr_len: u8,
+    /// Logs, the audit policy and the audit log go here.
+    pub dir: &'a Path,
+    /// How long the API server may take to become ready.
+    pub within: Duration,
+}
+
+/// Starts the API server and waits (up to `within`) for /readyz, then the
+/// controller manager and the scheduler. `record` is called after each
+/// start so the state file knows the process even if a later step fails.
+pub fn start(
+    spec: &Spec,
+    mut record: impl FnMut(&str, &ProcInfo) -> Result<(), KubeError>,
+) -> Result<(), KubeError> {
+    let Spec {
+        infra,
+        bin,
+        pki,
+        etcd,
+        cluster_cidr,
+        node_cidr_len,
+        dir,
+        within,
+    } = *spec;
+    let policy = dir.join("audit-policy.json");
+    std::fs::write(&policy, AUDIT_POLICY).map_err(|source| KubeError::Io {
+        what: format!("write {}", policy.display()),
+        source,
+    })?;
+    let log = |n: &str| -> PathBuf { dir.join(format!("{n}.log")) };
+    let apiserver = process::spawn_detached(
+        infra,
+        &apiserver_argv(bin, pki, etcd, dir),
+        &log("kube-apiserver"),
+    )?;
+    record("kube-apiserver", &apiserver)?;
+    wait_ready(infra, bin, pki, &apiserver, within)?;
+    let controller_manager = process::spawn_detached(
+        infra,
+        &controller_manager_argv(bin, pki, cluster_cidr, node_cidr_len),
+        &log("kube-controller-manager"),
+    )?;
+    record("kube-controller-manager", &controller_manager)?;
+    let scheduler =
+        process::spawn_detached(infra, &scheduler_argv(bin, pki), &log("kube-scheduler"))?;
+    record("kube-scheduler", &scheduler)
+}
+
+fn wait_ready(
+    infra: &str,
+    bin: &Path,
+    pki: &Pki,
+    p: &ProcInfo,
+    within: Duration,
+) -> Result<(), KubeError> {
+    let deadline = Instant::now() + within;
+    let admin = pki.kubeconfig("admin");
+    loop {
+        let out = super::kubectl::run(infra, bin, &admin, &["get", "--raw", "/readyz"]);
+        if matches!(&out, Ok(text) if text.trim() == "ok") {
+            return Ok(());
+        }
+        if !p.alive() || Instant::now() >= deadline {
+            return Err(KubeError::NotReady {
+                what: "kube-apiserver".into(),
+                secs: within.as_secs(),
+                last: match out {
+                    Ok(t) => t,
+                    Err(e) => e.to_string(),
+                },
+                log: p.log.clone(),
+                tail: process::log_tail(&p.log, 20),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_cidr_allocation_follows_the_lab_network() {
+        let pki = Pki {
+            dir: "/x/pki".into(),
+        };
+        let v = controller_manager_argv(Path::new("/k"), &pki, "10.50.0.0/16", 26).join(" ");
+        assert!(v.starts_with("/k/kube-controller-manager "), "{v}");
+        assert!(
+            v.contains(
+                "--allocate-node-cidrs=true --cluster-cidr=10.50.0.0/16 --node-cidr-mask-size=26"
+            ),
+            "{v}"
+        );
+        let a = apiserver_argv(
+            Path::new("/k"),
+            &pki,
+            "http://198.51.100.254:2379",
+            Path::new("/s"),
+        )
+        .join(" ");
+        assert!(a.contains("--authorization-mode=Node,RBAC"), "{a}");
+        assert!(a.contains("--advertise-address=198.51.100.254"), "{a}");
+        assert!(a.contains("--audit-log-path=/s/audit.log"), "{a}");
+    }
+
+    #[test]
+    fn audit_policy_is_json() {
+        let v: serde_json::Value = serde_json::from_str(AUDIT_POLICY).unwrap();
+        assert_eq!(v["kind"], "Policy");
+    }
+}

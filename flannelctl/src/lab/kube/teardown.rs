@@ -1,0 +1,237 @@
+//! Removing a Kubernetes lab leaves nothing behind: kubelets and
+//! kube-proxies stopped, every container killed (found through containerd,
+//! the node's cgroup root and its mount namespace), containerd and its
+//! shims stopped, the node mount namespaces and their private directory
+//! unmounted, the cgroups removed, the mount points the lab created on the
+//! host removed, and the control plane stopped. Problems are collected as
+//! warnings; teardown always goes on.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use super::node;
+use crate::lab::process;
+use crate::lab::sh;
+use crate::lab::state::{KubeNodeState, KubeState};
+
+/// Where cgroup hierarchies are mounted.
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// The mount namespace inode of a process (`mnt:[4026531840]`).
+fn mnt_ns_of(pid: i32) -> Option<u64> {
+    let link = std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok()?;
+    parse_ns_link(&link.to_string_lossy())
+}
+
+pub fn parse_ns_link(link: &str) -> Option<u64> {
+    link.strip_prefix("mnt:[")?.strip_suffix(']')?.parse().ok()
+}
+
+/// True when a /proc/<pid>/cgroup text puts the process below `root` in
+/// any hierarchy (lines `ID:CONTROLLERS:PATH`).
+pub fn in_cgroup(cgroup_text: &str, root: &str) -> bool {
+    let root = root.trim_end_matches('/');
+    cgroup_text.lines().any(|l| {
+        l.splitn(3, ':')
+            .nth(2)
+            .is_some_and(|p| p == root || p.starts_with(&format!("{root}/")))
+    })
+}
+
+fn all_pids() -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Pids that belong to the node: in its mount namespace (containerd,
+/// shims, kubelet) or below its cgroup root (containers, which have mount
+/// namespaces of their own).
+fn node_pids(n: &KubeNodeState, ns_inode: Option<u64>) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    all_pids()
+        .into_iter()
+        .filter(|&pid| pid != me)
+        .filter(|&pid| {
+            let by_ns = ns_inode.is_some() && mnt_ns_of(pid) == ns_inode;
+            by_ns
+                || std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+                    .is_ok_and(|t| in_cgroup(&t, &n.cgroup_root))
+        })
+        .collect()
+}
+
+/// The inode of a pinned namespace file, when it is a namespace (after
+/// `unshare --mount=FILE` the file shows the nsfs inode).
+fn pinned_inode(file: &Path) -> Option<u64> {
+    let md = std::fs::metadata(file).ok()?;
+    // An unmounted placeholder is an empty regular file on tmpfs; nsfs
+    // files have size 0 too, so tell them apart by the device: nsfs is not
+    // the tmpfs of /run.
+    let parent = std::fs::metadata(file.parent()?).ok()?;
+    (md.dev() != parent.dev()).then_some(md.ino())
+}
+
+fn kill_node(n: &KubeNodeState, warnings: &mut Vec<String>) {
+    let inode = pinned_inode(&n.mount_ns);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let pids = node_pids(n, inode);
+        if pids.is_empty() {
+            return;
+        }
+        for pid in &pids {
+            process::signal(*pid, libc::SIGKILL);
+        }
+        if Instant::now() >= deadline {
+            warnings.push(format!(
+                "node {}: processes {pids:?} survived SIGKILL for 10 s",
+                n.name
+            ));
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Removes `dir` and everything below it, deepest first (cgroup
+/// directories can only be removed with rmdir, and only when empty).
+fn rmdir_tree(dir: &Path) -> std::io::Result<()> {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                rmdir_tree(&e.path())?;
+            }
+        }
+    }
+    match std::fs::remove_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        r => r,
+    }
+}
+
+/// The node's cgroup directories in every hierarchy (v1 controllers under
+/// /sys/fs/cgroup/<controller>, or a v2 unified tree).
+fn cgroup_dirs(root: &str) -> Vec<PathBuf> {
+    let rel = root.trim_start_matches('/');
+    if rel.is_empty() {
+        return vec![];
+    }
+    let mut v = vec![Path::new(CGROUP_ROOT).join(rel)];
+    if let Ok(entries) = std::fs::read_dir(CGROUP_ROOT) {
+        for e in entries.flatten() {
+            v.push(e.path().join(rel));
+        }
+    }
+    v.into_iter().filter(|p| p.is_dir()).collect()
+}
+
+fn umount(path: &Path) -> Result<(), sh::ShError> {
+    sh::run(Command::new("umount").arg(path)).map(|_| ())
+}
+
+/// Tears down the Kubernetes parts; returns how many processes were
+/// stopped. The namespaces, etcd and the state directory are the plain
+/// lab teardown's job, after this.
+pub fn down(k: &KubeState, warnings: &mut Vec<String>) -> usize {
+    let mut stopped = 0;
+    // kubelet first, so it does not restart what is being killed.
+    for n in &k.nodes {
+        for p in [&n.kubelet, &n.kube_proxy].into_iter().flatten() {
+            stopped += usize::from(p.alive());
+            if let Err(e) = p.stop(Duration::from_secs(5)) {
+                warnings.push(e.to_string());
+            }
+        }
+    }
+    for n in &k.nodes {
+        // Ask containerd to kill its tasks (the CNI DEL of each sandbox
+        // runs when the sandbox is removed; the namespaces go anyway).
+        if n.containerd.as_ref().is_some_and(|p| p.alive()) {
+            if let Ok(out) = sh::run(node::ctr(&n.containerd_socket).args(["tasks", "ls", "-q"])) {
+                for id in out.lines().filter(|l| !l.is_empty()) {
+                    let _ = sh::run(
+                        node::ctr(&n.containerd_socket).args(["tasks", "kill", "-s", "KILL", id]),
+                    );
+                }
+            }
+        }
+        if let Some(p) = &n.containerd {
+            stopped += usize::from(p.alive());
+            if let Err(e) = p.stop(Duration::from_secs(5)) {
+                warnings.push(e.to_string());
+            }
+        }
+        kill_node(n, warnings);
+        for dir in cgroup_dirs(&n.cgroup_root) {
+            if let Err(e) = rmdir_tree(&dir) {
+                warnings.push(format!("cannot remove cgroup {}: {e}", dir.display()));
+            }
+        }
+        if n.mount_ns_made && pinned_inode(&n.mount_ns).is_some() {
+            if let Err(e) = umount(&n.mount_ns) {
+                warnings.push(e.to_string());
+            }
+        }
+    }
+    for p in [&k.scheduler, &k.controller_manager, &k.apiserver]
+        .into_iter()
+        .flatten()
+    {
+        stopped += usize::from(p.alive());
+        if let Err(e) = p.stop(Duration::from_secs(5)) {
+            warnings.push(e.to_string());
+        }
+    }
+    if k.mnt_dir_mounted {
+        if let Err(e) = umount(&k.mnt_dir) {
+            warnings.push(e.to_string());
+        }
+    }
+    for d in &k.host_dirs {
+        match std::fs::remove_dir(d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => warnings.push(format!(
+                "the lab created {} and cannot remove it now: {e}",
+                d.display()
+            )),
+        }
+    }
+    stopped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroup_membership_is_by_path_prefix() {
+        let t = "12:pids:/fct-lab-a-node1/abc\n1:name=systemd:/user.slice\n0::/\n";
+        assert!(in_cgroup(t, "/fct-lab-a-node1"));
+        assert!(!in_cgroup(t, "/fct-lab-a-node"));
+        assert!(!in_cgroup("0::/fct-lab-a-node10/x\n", "/fct-lab-a-node1"));
+        assert!(in_cgroup("0::/fct-lab-a-node1\n", "/fct-lab-a-node1/"));
+    }
+
+    #[test]
+    fn namespace_links_parse() {
+        assert_eq!(parse_ns_link("mnt:[4026531840]"), Some(4026531840));
+        assert_eq!(parse_ns_link("net:[4026531840]"), None);
+    }
+
+    #[test]
+    fn rmdir_tree_removes_nested_directories() {
+        let d = tempfile::tempdir().unwrap();
+        let deep = d.path().join("a/b/c");
+        std::fs::create_dir_all(&deep).unwrap();
+        rmdir_tree(&d.path().join("a")).unwrap();
+        assert!(!d.path().join("a").exists());
+        rmdir_tree(&d.path().join("gone")).unwrap();
+    }
+}

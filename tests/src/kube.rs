@@ -1,0 +1,147 @@
+//! A Kubernetes lab from the end-to-end tests: builds the images from the
+//! binaries under test (deploy/image/build.sh, into a temporary directory),
+//! runs `flannelctl lab up --kubernetes`, gives kubectl through `flannelctl
+//! lab kubectl`, and removes the lab on drop, also when the test panics.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::cmd::{self, CmdError};
+use crate::lab::{binaries, unique_name, LabError};
+
+/// A running Kubernetes lab; `lab down` on drop unless already down.
+pub struct KubeLab {
+    pub name: String,
+    flannelctl: PathBuf,
+    down: bool,
+    _bin_dir: tempfile::TempDir,
+    _image_dir: tempfile::TempDir,
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+impl KubeLab {
+    /// Builds the images from this test run's binaries and brings up a
+    /// Kubernetes lab of `nodes` nodes with datapath `backend`.
+    pub fn up(stem: char, nodes: u32, backend: &str) -> Result<KubeLab, LabError> {
+        crate::root::require_root("the Kubernetes lab tests")?;
+        let (flannelctl, daemon, cni) = binaries()?;
+        let bin_dir = crate::temp::temp_dir("kubebin").map_err(|e| LabError::BinDir {
+            dir: e.base.clone(),
+            source: e.source,
+        })?;
+        // Copies without debug information: a debug flanneld-rs is about
+        // 240 MB, which would make the image slow to pack and to import
+        // on every node. The code is the same.
+        for (bin, name) in [
+            (&daemon, "flanneld-rs"),
+            (&cni, "flannel-rs"),
+            (&flannelctl, "flannelctl"),
+        ] {
+            cmd::run(
+                Command::new("objcopy")
+                    .arg("--strip-debug")
+                    .arg(bin)
+                    .arg(bin_dir.path().join(name)),
+            )?;
+        }
+        let image_dir = crate::temp::temp_dir("kubeimg").map_err(|e| LabError::BinDir {
+            dir: e.base.clone(),
+            source: e.source,
+        })?;
+        // The image must hold the binaries under test; the base layer is
+        // cached by the script, so this takes seconds.
+        cmd::run(
+            Command::new("bash")
+                .arg(repo_root().join("deploy/image/build.sh"))
+                .arg("--bin-dir")
+                .arg(bin_dir.path())
+                .arg("--out")
+                .arg(image_dir.path()),
+        )?;
+        let name = unique_name(stem);
+        let lab = KubeLab {
+            name: name.clone(),
+            flannelctl: flannelctl.clone(),
+            down: false,
+            _bin_dir: bin_dir,
+            _image_dir: image_dir,
+        };
+        cmd::run(
+            Command::new(&flannelctl)
+                .args(["lab", "up", "--kubernetes", "--name", &name])
+                .args(["--nodes", &nodes.to_string(), "--backend", backend])
+                .arg("--bin-dir")
+                .arg(lab._bin_dir.path())
+                .arg("--image-dir")
+                .arg(lab._image_dir.path()),
+        )?;
+        Ok(lab)
+    }
+
+    /// `flannelctl lab kubectl --name <lab> -- <args>`.
+    pub fn kubectl(&self, args: &[&str]) -> Result<String, CmdError> {
+        self.kubectl_input(args, None)
+    }
+
+    pub fn kubectl_input(&self, args: &[&str], stdin: Option<&str>) -> Result<String, CmdError> {
+        cmd::run_with_stdin(
+            Command::new(&self.flannelctl)
+                .args(["lab", "kubectl", "--name", &self.name, "--"])
+                .args(args),
+            stdin.map(str::as_bytes),
+        )
+    }
+
+    /// `kubectl ... -o json`, parsed.
+    pub fn kubectl_json(&self, args: &[&str]) -> Result<Value, String> {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        let out = self.kubectl(&a).map_err(|e| e.to_string())?;
+        serde_json::from_str(&out).map_err(|e| format!("{e}: {out}"))
+    }
+
+    /// Applies a manifest given as JSON.
+    pub fn apply(&self, obj: &Value) -> Result<String, CmdError> {
+        self.kubectl_input(&["apply", "-f", "-"], Some(&obj.to_string()))
+    }
+
+    pub fn status(&self) -> Result<Value, LabError> {
+        let out = cmd::run(
+            Command::new(&self.flannelctl).args(["lab", "status", "--name", &self.name, "--json"]),
+        )?;
+        serde_json::from_str(&out).map_err(|e| LabError::Status(format!("{e}: {out}")))
+    }
+
+    pub fn node_ns(&self, k: u32) -> String {
+        format!("fct-lab-{}-node{k}", self.name)
+    }
+
+    pub fn infra_ns(&self) -> String {
+        format!("fct-lab-{}-infra", self.name)
+    }
+
+    /// `lab down` now (the drop does nothing more); returns its output.
+    pub fn down(&mut self) -> Result<String, CmdError> {
+        self.down = true;
+        cmd::run(Command::new(&self.flannelctl).args(["lab", "down", "--name", &self.name]))
+    }
+}
+
+impl Drop for KubeLab {
+    fn drop(&mut self) {
+        if self.down {
+            return;
+        }
+        if let Err(e) = self.down() {
+            eprintln!(
+                "warning: `flannelctl lab down --name {}` failed: {e}",
+                self.name
+            );
+        }
+    }
+}
