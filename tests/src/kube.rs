@@ -16,6 +16,7 @@ pub struct KubeLab {
     pub name: String,
     flannelctl: PathBuf,
     down: bool,
+    keep_logs: bool,
     _bin_dir: tempfile::TempDir,
     _image_dir: tempfile::TempDir,
 }
@@ -28,6 +29,16 @@ impl KubeLab {
     /// Builds the images from this test run's binaries and brings up a
     /// Kubernetes lab of `nodes` nodes with datapath `backend`.
     pub fn up(stem: char, nodes: u32, backend: &str) -> Result<KubeLab, LabError> {
+        Self::up_with(stem, nodes, backend, &[])
+    }
+
+    /// Like [`KubeLab::up`], with extra `lab up` arguments.
+    pub fn up_with(
+        stem: char,
+        nodes: u32,
+        backend: &str,
+        extra: &[&str],
+    ) -> Result<KubeLab, LabError> {
         crate::root::require_root("the Kubernetes lab tests")?;
         let (flannelctl, daemon, cni) = binaries()?;
         let bin_dir = crate::temp::temp_dir("kubebin").map_err(|e| LabError::BinDir {
@@ -68,6 +79,7 @@ impl KubeLab {
             name: name.clone(),
             flannelctl: flannelctl.clone(),
             down: false,
+            keep_logs: false,
             _bin_dir: bin_dir,
             _image_dir: image_dir,
         };
@@ -78,7 +90,8 @@ impl KubeLab {
                 .arg("--bin-dir")
                 .arg(lab._bin_dir.path())
                 .arg("--image-dir")
-                .arg(lab._image_dir.path()),
+                .arg(lab._image_dir.path())
+                .args(extra),
         )?;
         Ok(lab)
     }
@@ -125,6 +138,45 @@ impl KubeLab {
         format!("fct-lab-{}-infra", self.name)
     }
 
+    /// With `true`, a drop that has to remove the lab (the test failed
+    /// before its own `down`) first copies the lab's logs (control plane,
+    /// kubelet, containerd, kube-proxy, audit) to a directory under the temp
+    /// dir and prints where.
+    pub fn keep_logs_on_drop(&mut self, keep: bool) {
+        self.keep_logs = keep;
+    }
+
+    fn save_logs(&self) {
+        let Ok(st) = self.status() else { return };
+        let Some(state) = st["state_dir"].as_str().map(PathBuf::from) else {
+            return;
+        };
+        let to = std::env::temp_dir().join(format!("fct-kube-logs-{}", self.name));
+        let mut copied = 0;
+        let mut dirs = vec![state.clone()];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let p = e.path();
+                let ft = e.file_type().ok();
+                if ft.is_some_and(|t| t.is_dir()) && d == state {
+                    dirs.push(p);
+                } else if p.extension().is_some_and(|x| x == "log") {
+                    let rel = p.strip_prefix(&state).unwrap_or(&p);
+                    let dst = to.join(rel);
+                    if let Some(parent) = dst.parent() {
+                        let _ = std::fs::create_dir_all(parent);
+                    }
+                    copied += usize::from(std::fs::copy(&p, &dst).is_ok());
+                }
+            }
+        }
+        eprintln!(
+            "kept {copied} logs of lab {} in {}",
+            self.name,
+            to.display()
+        );
+    }
+
     /// `lab down` now (the drop does nothing more); returns its output.
     pub fn down(&mut self) -> Result<String, CmdError> {
         self.down = true;
@@ -136,6 +188,9 @@ impl Drop for KubeLab {
     fn drop(&mut self) {
         if self.down {
             return;
+        }
+        if self.keep_logs {
+            self.save_logs();
         }
         if let Err(e) = self.down() {
             eprintln!(

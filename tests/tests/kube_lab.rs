@@ -231,6 +231,8 @@ fn kubernetes_lab_end_to_end() -> Result<()> {
     let dirs_before = host_dirs();
     let t0 = Instant::now();
     let mut lab = KubeLab::up('k', 3, "vxlan").context("lab up --kubernetes")?;
+    // On failure the drop keeps the lab's logs (path printed).
+    lab.keep_logs_on_drop(true);
     eprintln!("lab up --kubernetes: {:.1} s", t0.elapsed().as_secs_f64());
     let status = lab.status()?;
     let state_dir = PathBuf::from(status["state_dir"].as_str().context("state_dir")?);
@@ -674,6 +676,7 @@ fn kubernetes_lab_end_to_end() -> Result<()> {
 
     // 11. `lab down` leaves nothing on the host.
     let name = lab.name.clone();
+    lab.keep_logs_on_drop(false);
     lab.down()?;
     let left = leftovers(&name, &state_dir);
     ensure!(left.is_empty(), "left behind:\n{}", left.join("\n"));

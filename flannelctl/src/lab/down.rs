@@ -55,6 +55,9 @@ pub fn down(name: &str) -> Result<DownReport, LabError> {
         }
         namespaces = st.namespaces();
     }
+    // Backstop for Kubernetes labs (also without a state file): containers
+    // below the lab's cgroups, cgroups, mounts under the state directory.
+    super::kube::teardown::sweep(name, &dir, &mut report.warnings);
     match sh::list_netns() {
         Ok(all) => {
             for ns in all {

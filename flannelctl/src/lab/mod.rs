@@ -206,6 +206,10 @@ struct UpArgs {
     /// With --kubernetes: where the image archives are.
     #[arg(long, requires = "kubernetes", default_value = kube::DEFAULT_IMAGE_DIR)]
     image_dir: PathBuf,
+    /// With --kubernetes: containerd's log level (debug, info, warn,
+    /// error); debug logs when each CNI ADD begins and ends.
+    #[arg(long, requires = "kubernetes", default_value = "info")]
+    containerd_log_level: String,
     /// On failure, leave what was built for inspection (default: remove it).
     #[arg(long)]
     keep_on_error: bool,
@@ -304,6 +308,7 @@ fn run_up(a: &UpArgs) -> Result<ExitCode, LabError> {
         kubernetes: a.kubernetes.then(|| kube::KubeOptions {
             k8s_bin_dir: Some(a.k8s_bin_dir.clone()),
             image_dir: Some(a.image_dir.clone()),
+            containerd_log_level: Some(a.containerd_log_level.clone()),
         }),
     };
     match up::up(&opts) {

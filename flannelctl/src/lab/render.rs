@@ -6,10 +6,11 @@ use super::state::LabState;
 
 pub fn table(st: &LabState) -> String {
     let mut s = String::new();
-    let store = match (&st.etcd_endpoint, &st.store_path) {
-        (Some(e), _) => format!("etcd at {e} (in {})", st.infra_ns),
-        (None, Some(p)) => format!("embedded, {}", p.display()),
-        (None, None) => "none".into(),
+    let store = match (&st.etcd_endpoint, &st.store_path, &st.kube) {
+        (Some(e), _, _) => format!("etcd at {e} (in {})", st.infra_ns),
+        (None, Some(p), _) => format!("embedded, {}", p.display()),
+        (None, None, Some(_)) => "Kubernetes (node podCIDRs)".into(),
+        (None, None, None) => "none".into(),
     };
     let _ = writeln!(
         s,
@@ -26,6 +27,7 @@ pub fn table(st: &LabState) -> String {
         let daemon = match &n.daemon {
             Some(p) if n.daemon_alive => format!("pid {}", p.pid),
             Some(_) => "stopped".into(),
+            None if st.kube.is_some() => "pod".into(),
             None => "-".into(),
         };
         let _ = writeln!(
@@ -67,6 +69,25 @@ pub fn table(st: &LabState) -> String {
         if let Some(p) = &n.daemon {
             let _ = writeln!(s, "      less {}", p.log.display());
         }
+    }
+    if st.kube.is_some() {
+        let _ = writeln!(
+            s,
+            "kubectl: flannelctl lab kubectl --name {} -- get pods -A -o wide",
+            st.name
+        );
+        if let Some(kc) = &st.kubeconfig {
+            let _ = writeln!(
+                s,
+                "      (or ip netns exec {} kubectl --kubeconfig {} ...)",
+                st.infra_ns,
+                kc.display()
+            );
+        }
+        let _ = writeln!(
+            s,
+            "      the daemons are the pods of DaemonSet kube-flannel-rs/flannel-rs"
+        );
     }
     let _ = writeln!(s, "down: flannelctl lab down --name {}", st.name);
     s

@@ -118,6 +118,8 @@ pub enum KubeError {
 pub struct KubeOptions {
     pub k8s_bin_dir: Option<PathBuf>,
     pub image_dir: Option<PathBuf>,
+    /// containerd's log level on every node (default info).
+    pub containerd_log_level: Option<String>,
 }
 
 pub fn api_server_url() -> String {
@@ -279,6 +281,14 @@ pub fn up(o: &UpOptions, k: &KubeOptions) -> Result<LabState, LabError> {
         .clone()
         .unwrap_or_else(|| DEFAULT_IMAGE_DIR.into());
     preflight(o, &k8s_bin, &image_dir, &bin_dir)?;
+    let log_level = k.containerd_log_level.as_deref().unwrap_or("info");
+    if !node::LOG_LEVELS.contains(&log_level) {
+        return Err(KubeError::Usage(format!(
+            "--containerd-log-level {log_level} is not one of {}",
+            node::LOG_LEVELS.join(", ")
+        ))
+        .into());
+    }
 
     let dir = names::state_dir(&o.name);
     let leftovers = sh::list_netns()?
@@ -419,7 +429,7 @@ pub fn up(o: &UpOptions, k: &KubeOptions) -> Result<LabState, LabError> {
             kubelet: None,
             kube_proxy: None,
         };
-        let created = node::prepare_dirs(&n.dir, &socket)?;
+        let created = node::prepare_dirs(&n.dir, &socket, log_level)?;
         with_kube(&mut st, |ks| {
             for c in created {
                 if !ks.host_dirs.contains(&c) {

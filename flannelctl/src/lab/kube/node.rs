@@ -89,12 +89,18 @@ pub fn subnet_file(dir: &Path) -> PathBuf {
     dir.join("run-flannel").join("subnet.env")
 }
 
-pub fn containerd_config(dir: &Path, socket: &Path) -> String {
+/// containerd's log levels (`debug` shows when each CNI ADD begins and
+/// ends, which the pod start benchmark reads).
+pub const LOG_LEVELS: &[&str] = &["debug", "info", "warn", "error"];
+
+pub fn containerd_config(dir: &Path, socket: &Path, log_level: &str) -> String {
     let d = |sub: &str| dir.join(sub).display().to_string();
     format!(
         r#"version = 2
 root = "{root}"
 state = "{state}"
+[debug]
+  level = "{log_level}"
 [grpc]
   address = "{sock}"
 [ttrpc]
@@ -197,7 +203,7 @@ fn io(what: String) -> impl FnOnce(std::io::Error) -> KubeError {
 /// Creates the node's directories and files: bind sources, the CNI
 /// directory with the reference plugins, sysctl value files, containerd's
 /// config. Returns the mount points it had to create on the host.
-pub fn prepare_dirs(dir: &Path, socket: &Path) -> Result<Vec<PathBuf>, KubeError> {
+pub fn prepare_dirs(dir: &Path, socket: &Path, log_level: &str) -> Result<Vec<PathBuf>, KubeError> {
     let mut created = Vec::new();
     for b in binds(dir) {
         if b.file {
@@ -239,7 +245,7 @@ pub fn prepare_dirs(dir: &Path, socket: &Path) -> Result<Vec<PathBuf>, KubeError
         std::fs::create_dir_all(&d).map_err(io(format!("create {}", d.display())))?;
     }
     let cfg = dir.join("containerd.toml");
-    std::fs::write(&cfg, containerd_config(dir, socket))
+    std::fs::write(&cfg, containerd_config(dir, socket, log_level))
         .map_err(io(format!("write {}", cfg.display())))?;
     Ok(created)
 }
@@ -355,7 +361,12 @@ mod tests {
 
     #[test]
     fn containerd_uses_the_node_paths() {
-        let c = containerd_config(Path::new("/s/n1"), Path::new("/s/n1/containerd.sock"));
+        let c = containerd_config(
+            Path::new("/s/n1"),
+            Path::new("/s/n1/containerd.sock"),
+            "debug",
+        );
+        assert!(c.contains("[debug]\n  level = \"debug\""), "{c}");
         assert!(c.contains(r#"root = "/s/n1/containerd/root""#), "{c}");
         assert!(c.contains(r#"address = "/s/n1/containerd.sock""#), "{c}");
         assert!(

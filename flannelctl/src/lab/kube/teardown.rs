@@ -12,6 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use super::node;
+use crate::lab::names;
 use crate::lab::process;
 use crate::lab::sh;
 use crate::lab::state::{KubeNodeState, KubeState};
@@ -206,6 +207,86 @@ pub fn down(k: &KubeState, warnings: &mut Vec<String>) -> usize {
     stopped
 }
 
+/// True when a /proc/<pid>/cgroup text puts the process below one of lab
+/// `lab`'s node cgroup roots (`/fct-lab-<lab>-node<K>`).
+pub fn in_lab_cgroup(cgroup_text: &str, lab: &str) -> bool {
+    cgroup_text.lines().any(|l| {
+        l.splitn(3, ':')
+            .nth(2)
+            .and_then(|p| p.trim_start_matches('/').split('/').next())
+            .is_some_and(|first| names::is_lab_ns(lab, first) && first.contains("-node"))
+    })
+}
+
+/// Mount points under `dir` in a mountinfo text, deepest first (field 5 is
+/// the mount point; spaces are escaped as \040, which our paths never have).
+pub fn mounts_under(mountinfo: &str, dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(PathBuf::from)
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    v.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    v.dedup();
+    v
+}
+
+/// The backstop, for a lab whose state file is gone or corrupt (and after
+/// [`down`], to catch anything it missed): kills every process below the
+/// lab's node cgroup roots, removes those cgroups, and unmounts whatever is
+/// still mounted under the state directory (mount namespace files, their
+/// private directory), so the directory can be deleted. Finds nothing for
+/// a lab without Kubernetes.
+pub fn sweep(lab: &str, state_dir: &Path, warnings: &mut Vec<String>) {
+    let me = std::process::id() as i32;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let pids: Vec<i32> = all_pids()
+            .into_iter()
+            .filter(|&p| p != me)
+            .filter(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/cgroup"))
+                    .is_ok_and(|t| in_lab_cgroup(&t, lab))
+            })
+            .collect();
+        if pids.is_empty() {
+            break;
+        }
+        for p in &pids {
+            process::signal(*p, libc::SIGKILL);
+        }
+        if Instant::now() >= deadline {
+            warnings.push(format!("lab {lab}: processes {pids:?} survived SIGKILL"));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut hierarchies = vec![PathBuf::from(CGROUP_ROOT)];
+    if let Ok(entries) = std::fs::read_dir(CGROUP_ROOT) {
+        hierarchies.extend(entries.flatten().map(|e| e.path()));
+    }
+    for h in hierarchies {
+        for e in std::fs::read_dir(&h).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if names::is_lab_ns(lab, &name) && name.contains("-node") {
+                if let Err(err) = rmdir_tree(&e.path()) {
+                    warnings.push(format!(
+                        "cannot remove cgroup {}: {err}",
+                        e.path().display()
+                    ));
+                }
+            }
+        }
+    }
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for m in mounts_under(&info, state_dir) {
+        if let Err(e) = umount(&m) {
+            warnings.push(e.to_string());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,6 +298,23 @@ mod tests {
         assert!(!in_cgroup(t, "/fct-lab-a-node"));
         assert!(!in_cgroup("0::/fct-lab-a-node10/x\n", "/fct-lab-a-node1"));
         assert!(in_cgroup("0::/fct-lab-a-node1\n", "/fct-lab-a-node1/"));
+    }
+
+    #[test]
+    fn lab_cgroups_and_mounts_are_found_by_name() {
+        assert!(in_lab_cgroup("4:pids:/fct-lab-a-node2/abc\n", "a"));
+        assert!(!in_lab_cgroup("4:pids:/fct-lab-ab-node2/abc\n", "a"));
+        assert!(!in_lab_cgroup("0::/user.slice\n", "a"));
+        let info = "30 25 0:5 / /run/flannelctl/lab-a/mnt rw shared:1 - tmpfs t rw\n\
+                    31 30 0:4 / /run/flannelctl/lab-a/mnt/node1 rw - nsfs nsfs rw\n\
+                    32 25 0:6 / /run/other rw - tmpfs t rw\n";
+        assert_eq!(
+            mounts_under(info, Path::new("/run/flannelctl/lab-a")),
+            vec![
+                PathBuf::from("/run/flannelctl/lab-a/mnt/node1"),
+                PathBuf::from("/run/flannelctl/lab-a/mnt")
+            ]
+        );
     }
 
     #[test]
