@@ -76,11 +76,12 @@ pub fn table(st: &LabState) -> String {
             "kubectl: flannelctl lab kubectl --name {} -- get pods -A -o wide",
             st.name
         );
-        if let Some(kc) = &st.kubeconfig {
+        if let (Some(kc), Some(k)) = (&st.kubeconfig, &st.kube) {
             let _ = writeln!(
                 s,
-                "      (or ip netns exec {} kubectl --kubeconfig {} ...)",
+                "      (or ip netns exec {} {} --kubeconfig {} ...)",
                 st.infra_ns,
+                k.bin_dir.join("kubectl").display(),
                 kc.display()
             );
         }
