@@ -36,7 +36,7 @@ pub fn down(name: &str) -> Result<DownReport, LabError> {
         // A Kubernetes lab: kubelets, containers, containerd, mount
         // namespaces, cgroups and the control plane first.
         if let Some(k) = &st.kube {
-            report.stopped += super::kube::teardown::down(k, &mut report.warnings);
+            report.stopped += super::kube::teardown::down(k, &dir, &mut report.warnings);
         }
         // Daemons first, gracefully: SIGTERM leaves the datapath in place,
         // which goes away with the namespace anyway.

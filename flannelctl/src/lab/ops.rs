@@ -35,8 +35,22 @@ pub enum Target {
     Etcd,
 }
 
+/// In a Kubernetes lab the daemons are the DaemonSet's pods and etcd
+/// belongs to the API server: `stop`, `start` and `leave` say what to do
+/// instead.
+fn refuse_in_kube(st: &LabState, verb: &str) -> Result<(), LabError> {
+    if st.kube.is_none() {
+        return Ok(());
+    }
+    Err(LabError::Usage(format!(
+        "lab {name} is a Kubernetes lab: its daemons are the pods of DaemonSet kube-flannel-rs/flannel-rs, so `lab {verb}` does not apply; use kubectl, e.g. `flannelctl lab kubectl --name {name} -- -n kube-flannel-rs delete pod -l app.kubernetes.io/name=flannel-rs --field-selector spec.nodeName=node1` (the DaemonSet starts a new one) or `... -- delete node node1` (a node leaves)",
+        name = st.name
+    )))
+}
+
 /// Stops a daemon (SIGTERM, or SIGKILL with `kill`) or etcd.
 pub fn stop(st: &LabState, t: Target, kill: bool) -> Result<(), LabError> {
+    refuse_in_kube(st, "stop")?;
     let p = match t {
         Target::Node(k) => st
             .node(k)
@@ -60,6 +74,7 @@ pub fn stop(st: &LabState, t: Target, kill: bool) -> Result<(), LabError> {
 /// waits until it is ready. Already running is an error: two daemons on
 /// one node would fight over the datapath.
 pub fn start(st: &mut LabState, t: Target, within: Duration) -> Result<(), LabError> {
+    refuse_in_kube(st, "start")?;
     match t {
         Target::Node(k) => {
             let node = st.node(k).ok_or(LabError::NoNode(k))?.clone();
@@ -99,6 +114,7 @@ pub fn lease_key(subnet: &str) -> Option<String> {
 /// A node leaves the cluster: its daemon stops and its lease is deleted
 /// from the store, as when a node is decommissioned.
 pub fn leave(st: &mut LabState, k: u32) -> Result<String, LabError> {
+    refuse_in_kube(st, "leave")?;
     stop(st, Target::Node(k), false)?;
     let node = st.node(k).ok_or(LabError::NoNode(k))?;
     let subnet = node.subnet.clone().ok_or(LabError::NotStarted(format!(

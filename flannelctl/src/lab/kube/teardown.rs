@@ -139,7 +139,7 @@ fn umount(path: &Path) -> Result<(), sh::ShError> {
 /// Tears down the Kubernetes parts; returns how many processes were
 /// stopped. The namespaces, etcd and the state directory are the plain
 /// lab teardown's job, after this.
-pub fn down(k: &KubeState, warnings: &mut Vec<String>) -> usize {
+pub fn down(k: &KubeState, state_dir: &Path, warnings: &mut Vec<String>) -> usize {
     let mut stopped = 0;
     // kubelet first, so it does not restart what is being killed.
     for n in &k.nodes {
@@ -194,17 +194,78 @@ pub fn down(k: &KubeState, warnings: &mut Vec<String>) -> usize {
             warnings.push(e.to_string());
         }
     }
-    for d in &k.host_dirs {
+    release_host_dirs(
+        Path::new(names::STATE_ROOT),
+        state_dir,
+        &k.host_dirs,
+        warnings,
+    );
+    stopped
+}
+
+/// The list of host mount points made by Kubernetes labs, shared by all
+/// labs: a second lab finds them existing and does not record them, so
+/// the last lab to go removes them.
+const SHARED_HOST_DIRS: &str = "kube-host-dirs";
+
+/// True when a Kubernetes lab other than the one in `own` has a state
+/// directory under `root`.
+pub fn other_kube_labs(root: &Path, own: &Path) -> bool {
+    std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path() != own && e.file_name().to_string_lossy().starts_with("lab-"))
+        .any(|e| {
+            std::fs::read_to_string(e.path().join("state.json"))
+                .ok()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                .is_some_and(|v| !v["kube"].is_null())
+        })
+}
+
+/// Records mount points a lab created on the host in the shared list.
+pub fn record_host_dirs(root: &Path, dirs: &[PathBuf]) -> std::io::Result<()> {
+    if dirs.is_empty() {
+        return Ok(());
+    }
+    let file = root.join(SHARED_HOST_DIRS);
+    let mut all: Vec<String> = std::fs::read_to_string(&file)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    for d in dirs {
+        let d = d.display().to_string();
+        if !all.contains(&d) {
+            all.push(d);
+        }
+    }
+    std::fs::write(file, all.join("\n") + "\n")
+}
+
+/// Removes the shared mount points (if empty) when no other Kubernetes lab
+/// remains: removing a directory that is a mount point in another lab's
+/// node mount namespace would detach that mount there.
+fn release_host_dirs(root: &Path, own: &Path, mine: &[PathBuf], warnings: &mut Vec<String>) {
+    if let Err(e) = record_host_dirs(root, mine) {
+        warnings.push(format!("cannot record host directories: {e}"));
+    }
+    if other_kube_labs(root, own) {
+        return;
+    }
+    let file = root.join(SHARED_HOST_DIRS);
+    let text = std::fs::read_to_string(&file).unwrap_or_default();
+    for d in text.lines().filter(|l| !l.is_empty()) {
         match std::fs::remove_dir(d) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => warnings.push(format!(
-                "the lab created {} and cannot remove it now: {e}",
-                d.display()
+                "a Kubernetes lab created {d} and it cannot be removed now: {e}"
             )),
         }
     }
-    stopped
+    let _ = std::fs::remove_file(file);
 }
 
 /// True when a /proc/<pid>/cgroup text puts the process below one of lab
@@ -315,6 +376,26 @@ mod tests {
                 PathBuf::from("/run/flannelctl/lab-a/mnt")
             ]
         );
+    }
+
+    #[test]
+    fn shared_host_dirs_wait_for_the_last_kubernetes_lab() {
+        let root = tempfile::tempdir().unwrap();
+        let own = root.path().join("lab-a");
+        let other = root.path().join("lab-b");
+        std::fs::create_dir_all(&own).unwrap();
+        std::fs::create_dir_all(&other).unwrap();
+        std::fs::write(other.join("state.json"), r#"{"kube": {"x": 1}}"#).unwrap();
+        assert!(other_kube_labs(root.path(), &own));
+        let made = root.path().join("opt-cni-bin");
+        std::fs::create_dir_all(&made).unwrap();
+        let mut w = vec![];
+        release_host_dirs(root.path(), &own, std::slice::from_ref(&made), &mut w);
+        assert!(made.exists(), "kept while lab b runs");
+        std::fs::write(other.join("state.json"), r#"{"kube": null}"#).unwrap();
+        release_host_dirs(root.path(), &own, &[], &mut w);
+        assert!(!made.exists(), "removed by the last lab");
+        assert!(w.is_empty(), "{w:?}");
     }
 
     #[test]
