@@ -103,6 +103,19 @@ fn pods(lab: &KubeLab, selector: &str) -> Result<Vec<PodInfo>> {
         .collect())
 }
 
+/// The flannel-rs DaemonSet's pods, as `kubectl get -o json`.
+fn daemon_pods(lab: &KubeLab) -> Result<Value> {
+    lab.kubectl_json(&[
+        "-n",
+        FLANNEL_NS,
+        "get",
+        "pods",
+        "-l",
+        "app.kubernetes.io/name=flannel-rs",
+    ])
+    .map_err(|e| anyhow!(e))
+}
+
 /// A busybox web server answering its own pod name on :8080. (busybox
 /// 1.35's `wget -T` crashes: timeouts are `timeout N wget`.)
 fn web_container() -> Value {
@@ -294,16 +307,7 @@ fn kubernetes_lab_end_to_end() -> Result<()> {
 
     // 3. The daemon is the DaemonSet's pod on every node, with its own
     //    service account and no other credentials.
-    let ds_pods = lab
-        .kubectl_json(&[
-            "-n",
-            FLANNEL_NS,
-            "get",
-            "pods",
-            "-l",
-            "app.kubernetes.io/name=flannel-rs",
-        ])
-        .map_err(|e| anyhow!(e))?;
+    let ds_pods = daemon_pods(&lab)?;
     let ds_items = ds_pods["items"].as_array().context("items")?.clone();
     ensure!(ds_items.len() == 3, "DaemonSet pods: {}", ds_items.len());
     let ds_nodes: BTreeSet<_> = ds_items
@@ -534,16 +538,7 @@ fn kubernetes_lab_end_to_end() -> Result<()> {
             sent - got
         );
     }
-    let ds_after = lab
-        .kubectl_json(&[
-            "-n",
-            FLANNEL_NS,
-            "get",
-            "pods",
-            "-l",
-            "app.kubernetes.io/name=flannel-rs",
-        ])
-        .map_err(|e| anyhow!(e))?;
+    let ds_after = daemon_pods(&lab)?;
     let uids_after: BTreeSet<String> = ds_after["items"]
         .as_array()
         .into_iter()

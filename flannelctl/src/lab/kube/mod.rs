@@ -698,39 +698,23 @@ mod tests {
         check_image_fresh(d.path(), d.path()).unwrap();
     }
 
+    fn refusal(o: &UpOptions) -> String {
+        let none = Path::new("/nonexistent");
+        preflight(o, none, none, none).unwrap_err().to_string()
+    }
+
     #[test]
     fn preflight_refuses_what_cannot_work() {
         let mut o = UpOptions::for_tests();
         o.backend = "vxlan-userspace".into();
-        let e = preflight(
-            &o,
-            Path::new("/nonexistent"),
-            Path::new("/nonexistent"),
-            Path::new("/x"),
-        )
-        .unwrap_err()
-        .to_string();
+        let e = refusal(&o);
         assert!(e.contains("vxlan, vxlan-metadata, host-gw"), "{e}");
         let mut o = UpOptions::for_tests();
         o.network = "10.96.0.0/12".into();
-        let e = preflight(
-            &o,
-            Path::new("/nonexistent"),
-            Path::new("/nonexistent"),
-            Path::new("/x"),
-        )
-        .unwrap_err()
-        .to_string();
+        let e = refusal(&o);
         assert!(e.contains("overlaps the Service network"), "{e}");
         let o = UpOptions::for_tests();
-        let e = preflight(
-            &o,
-            Path::new("/nonexistent"),
-            Path::new("/nonexistent"),
-            Path::new("/x"),
-        )
-        .unwrap_err()
-        .to_string();
+        let e = refusal(&o);
         assert!(e.contains("scripts/k8s-build.sh"), "{e}");
     }
 }
