@@ -5,6 +5,11 @@
 #   /var/cache/flannel-rs/k8s-1.20.2/bin/{kube-apiserver,kube-controller-manager,
 #       kube-scheduler,kubelet,kube-proxy,kubectl}
 #
+# With --e2e it also builds Kubernetes' conformance test binary and its
+# test server, from the same tree, into the same directory:
+#
+#   .../bin/{e2e.test,agnhost}
+#
 # A later run finds the cache and returns at once. Run as root (it installs
 # Debian packages). Env:
 #   FLANNEL_RS_K8S_CACHE   cache root (default /var/cache/flannel-rs/k8s-1.20.2)
@@ -25,8 +30,17 @@ BIN=$CACHE/bin
 SRC_PARENT=$CACHE/src
 SRC=$SRC_PARENT/kubernetes-$K8S_VERSION
 BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
+# go build targets, by binary (test binaries live elsewhere in the tree).
+declare -A TARGET=([e2e.test]=test/e2e/e2e.test [agnhost]=test/images/agnhost)
 # Bumped when the build recipe changes, so stale caches are rebuilt.
 RECIPE=2
+STAMP=.recipe
+
+case "${1:-}" in
+  "") ;;
+  --e2e) BINARIES=(e2e.test agnhost); STAMP=.recipe-e2e ;;
+  *) echo "usage: $0 [--e2e]" >&2; exit 2 ;;
+esac
 
 say() { echo "[k8s-build $(date +%T)] $*"; }
 die() { echo "k8s-build: error: $*" >&2; exit 1; }
@@ -34,7 +48,7 @@ die() { echo "k8s-build: error: $*" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || die "run as root (it installs Debian packages and writes $CACHE)"
 
 cached() {
-  [ "$(cat "$BIN/.recipe" 2>/dev/null)" = "$RECIPE" ] || return 1
+  [ "$(cat "$BIN/$STAMP" 2>/dev/null)" = "$RECIPE" ] || return 1
   local b
   for b in "${BINARIES[@]}"; do [ -x "$BIN/$b" ] || return 1; done
 }
@@ -48,11 +62,11 @@ if ! flock -n 9; then
 fi
 
 if cached; then
-  say "cached: $BIN ($("$BIN/kube-apiserver" --version 2>/dev/null || echo '?'))"
+  say "cached: ${BINARIES[*]} in $BIN (Kubernetes $K8S_VERSION)"
   exit 0
 fi
 
-say "building Kubernetes $K8S_VERSION into $BIN (first run on this machine: about 15-25 min on 2 cores)"
+say "building ${BINARIES[*]} of Kubernetes $K8S_VERSION into $BIN (first run on this machine: about 15-25 min on 2 cores)"
 start=$(date +%s)
 
 # 1. Build dependencies. golang-go is Go 1.19 on bookworm.
@@ -89,8 +103,9 @@ EOF
   { apt-get update -qq && (cd "$SRC_PARENT" && apt-get source --download-only -qq kubernetes >/dev/null); } || rc=$?
   rm -f "$tmp_src"
   apt-get update -qq || true
-  [ $rc -eq 0 ] && [ -f "$orig" ] ||
+  if [ $rc -ne 0 ] || [ ! -f "$orig" ]; then
     die "could not download the Debian source package 'kubernetes' $DEB_VERSION from $uri (deb-src); check that the Debian archive is reachable"
+  fi
 fi
 
 # 3. Unpack and patch.
@@ -121,7 +136,7 @@ say "generating sources (about 3 min; log: $log)"
 make generated_files >>"$log" 2>&1 || { tail -30 "$log" >&2; die "make generated_files failed (log: $log)"; }
 say "generated in $(($(date +%s) - t)) s"
 targets=()
-for b in "${BINARIES[@]}"; do targets+=("cmd/$b"); done
+for b in "${BINARIES[@]}"; do targets+=("${TARGET[$b]:-cmd/$b}"); done
 t=$(date +%s)
 say "compiling ${BINARIES[*]} (about 12-20 min on 2 cores)"
 # Progress: go prints nothing while it compiles, so report every minute.
@@ -136,8 +151,8 @@ mkdir -p "$BIN"
 for b in "${BINARIES[@]}"; do
   install -m755 "_output/local/bin/linux/amd64/$b" "$BIN/$b"
 done
-echo "$RECIPE" >"$BIN/.recipe"
+echo "$RECIPE" >"$BIN/$STAMP"
 if [ "${FLANNEL_RS_K8S_KEEP_SRC:-1}" = 0 ]; then
   rm -rf "$SRC" "$CACHE/go-build" "$CACHE/gopath"
 fi
-say "done in $(($(date +%s) - start)) s: $("$BIN/kube-apiserver" --version)"
+say "done in $(($(date +%s) - start)) s: ${BINARIES[*]} of Kubernetes $K8S_VERSION"

@@ -14,6 +14,9 @@ cd "$(dirname "$0")/.."
 # package: 12-20 min the first time on a machine, then cached under
 # /var/cache/flannel-rs (a later run returns at once).
 ./scripts/k8s-build.sh
+# Kubernetes' own e2e.test and agnhost, for the conformance subset
+# (tests/tests/kube_conformance.rs): 5-10 min more the first time.
+./scripts/k8s-build.sh --e2e
 
 cargo build --workspace --all-targets
 # Kernel tests need root and fail loudly without it; none is #[ignore]d

@@ -39,6 +39,18 @@ impl KubeLab {
         backend: &str,
         extra: &[&str],
     ) -> Result<KubeLab, LabError> {
+        Self::up_full(stem, nodes, backend, extra, &[])
+    }
+
+    /// Like [`KubeLab::up_with`], with extra `deploy/image/build.sh`
+    /// arguments (e.g. `--e2e` for the images Kubernetes' own tests use).
+    pub fn up_full(
+        stem: char,
+        nodes: u32,
+        backend: &str,
+        extra: &[&str],
+        image_args: &[&str],
+    ) -> Result<KubeLab, LabError> {
         crate::root::require_root("the Kubernetes lab tests")?;
         let (flannelctl, daemon, cni) = binaries()?;
         let bin_dir = crate::temp::temp_dir("kubebin").map_err(|e| LabError::BinDir {
@@ -72,7 +84,8 @@ impl KubeLab {
                 .arg("--bin-dir")
                 .arg(bin_dir.path())
                 .arg("--out")
-                .arg(image_dir.path()),
+                .arg(image_dir.path())
+                .args(image_args),
         )?;
         let name = unique_name(stem);
         let lab = KubeLab {
@@ -107,6 +120,16 @@ impl KubeLab {
                 .args(["lab", "kubectl", "--name", &self.name, "--"])
                 .args(args),
             stdin.map(str::as_bytes),
+        )
+    }
+
+    /// `flannelctl lab <verb> --name <lab> <args>`, failing on a non-zero
+    /// exit.
+    pub fn ctl(&self, verb: &str, args: &[&str]) -> Result<String, CmdError> {
+        cmd::run(
+            Command::new(&self.flannelctl)
+                .args(["lab", verb, "--name", &self.name])
+                .args(args),
         )
     }
 

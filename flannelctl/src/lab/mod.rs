@@ -115,6 +115,22 @@ enum LabCommand {
         #[arg(long)]
         node: u32,
     },
+    /// Run Kubernetes' own e2e tests (e2e.test of the lab's version) on a
+    /// Kubernetes lab and print ginkgo's summary; exit 1 if any failed.
+    Conformance {
+        #[command(flatten)]
+        name: NameArg,
+        /// Which specs to run (ginkgo regular expression).
+        #[arg(long, default_value = kube::conformance::DEFAULT_FOCUS)]
+        focus: String,
+        /// Which specs to leave out (ginkgo regular expression).
+        #[arg(long, default_value = "")]
+        skip: String,
+        /// Where the JUnit file and e2e.test's output go (default: the
+        /// lab's state directory, conformance/).
+        #[arg(long)]
+        report_dir: Option<PathBuf>,
+    },
     /// Run kubectl against a Kubernetes lab (admin credentials, in the
     /// namespace that reaches the API server): `lab kubectl --name NAME --
     /// get pods -A`.
@@ -266,6 +282,35 @@ pub fn run(args: &LabArgs) -> Result<ExitCode, LabError> {
             let key = ops::leave(&mut st, *node)?;
             println!("node {node} left: daemon stopped, lease {key} deleted");
             Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::Conformance {
+            name,
+            focus,
+            skip,
+            report_dir,
+        } => {
+            let st = ops::load(&name.name)?;
+            let o = kube::conformance::Options {
+                focus: focus.clone(),
+                skip: skip.clone(),
+                report_dir: report_dir
+                    .clone()
+                    .unwrap_or_else(|| st.state_dir.join("conformance")),
+            };
+            let s = kube::conformance::run(&st, &o)?;
+            println!(
+                "ran {} of {} specs: {} passed, {} failed, {} skipped",
+                s.ran, s.of, s.passed, s.failed, s.skipped
+            );
+            for f in &s.failures {
+                println!("FAILED: {f}");
+            }
+            println!("JUnit and output: {}", o.report_dir.display());
+            Ok(if s.failed == 0 && s.ran > 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         LabCommand::Kubectl { name, args } => {
             let st = ops::load(&name.name)?;

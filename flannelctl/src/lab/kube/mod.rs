@@ -7,6 +7,7 @@
 //! node and install the CNI plugin and conflist, and nodes become Ready
 //! through them. See docs/LAB.md.
 
+pub mod conformance;
 pub mod control;
 pub mod kubectl;
 pub mod node;
