@@ -109,7 +109,6 @@ E2E_BASE_PACKAGES=bind9-dnsutils,curl,netcat-openbsd,iproute2,iperf,bash
 # renames a complete file into place, so a file found there is whole).
 AGNHOST_CACHED=$K8S_CACHE/bin/agnhost
 AGNHOST_BUILT=$K8S_SRC/_output/local/bin/linux/amd64/agnhost
-AGNHOST_WAIT=1200  # seconds
 PORTER_DIR=$K8S_SRC/test/images/agnhost/porter
 
 manifest_image() {
@@ -198,20 +197,13 @@ find_agnhost() {
     return
   fi
   local hint="build it first: scripts/k8s-build.sh --e2e"
-  if [ ! -x "$AGNHOST_BUILT" ]; then
-    [ -d "$K8S_SRC" ] || die "no agnhost binary ($AGNHOST_CACHED) and no Kubernetes tree ($K8S_SRC) that could produce one; $hint"
-    say "waiting up to $((AGNHOST_WAIT / 60)) min for $AGNHOST_BUILT (from a running scripts/k8s-build.sh --e2e; start one if none runs)"
-    local start=$SECONDS next=$((SECONDS + 300))
-    while [ ! -x "$AGNHOST_BUILT" ]; do
-      [ $((SECONDS - start)) -lt "$AGNHOST_WAIT" ] \
-        || die "no agnhost binary: neither $AGNHOST_CACHED nor $AGNHOST_BUILT appeared within $((AGNHOST_WAIT / 60)) min; $hint"
-      if [ $SECONDS -ge $next ]; then
-        say "still waiting for agnhost ($(((SECONDS - start) / 60)) min)"
-        next=$((SECONDS + 300))
-      fi
-      sleep 10
-    done
+  if [ ! -x "$AGNHOST_BUILT" ] && [ -e "$K8S_CACHE/.lock" ] && ! flock -n "$K8S_CACHE/.lock" true; then
+    # A scripts/k8s-build.sh holds its lock: wait for it, then look again.
+    say "waiting for the running scripts/k8s-build.sh to finish"
+    flock "$K8S_CACHE/.lock" true
+    [ -x "$AGNHOST_CACHED" ] && { AGNHOST=$AGNHOST_CACHED; return; }
   fi
+  [ -x "$AGNHOST_BUILT" ] || die "no agnhost binary ($AGNHOST_CACHED); $hint"
   AGNHOST=$AGNHOST_BUILT
 }
 
