@@ -175,9 +175,11 @@ struct UpArgs {
     backend: String,
     /// Lease store: embedded (a file in the state dir) or etcd (started in
     /// the infra namespace).
-    #[arg(long, default_value = "embedded")]
+    #[arg(long, default_value = "embedded", conflicts_with = "kubernetes")]
     store: String,
-    #[arg(long, default_value_t = 2)]
+    /// Pods per node, attached by hand (a Kubernetes lab has pods through
+    /// the API instead).
+    #[arg(long, default_value_t = 2, conflicts_with = "kubernetes")]
     pods_per_node: u32,
     /// MTU of the underlay links (e.g. 9001 as on AWS).
     #[arg(long, default_value_t = 1500)]
@@ -191,20 +193,24 @@ struct UpArgs {
     #[arg(long)]
     bin_dir: Option<PathBuf>,
     /// Daemons masquerade traffic leaving the cluster network.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "kubernetes")]
     ip_masq: bool,
     /// Daemons' --resync-period (e.g. 1s).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "kubernetes")]
     resync_period: Option<String>,
     /// Daemons' --lease-ttl (e.g. 30s).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "kubernetes")]
     lease_ttl: Option<String>,
     /// Extra daemon flag, repeatable (e.g. --daemon-arg=--log-format=json).
-    #[arg(long = "daemon-arg", allow_hyphen_values = true)]
+    #[arg(
+        long = "daemon-arg",
+        allow_hyphen_values = true,
+        conflicts_with = "kubernetes"
+    )]
     daemon_args: Vec<String>,
     /// Extra flag for one node's daemon, repeatable: NODE=FLAG (e.g.
     /// --node-daemon-arg=1=--datapath-mode=userspace for a mixed lab).
-    #[arg(long = "node-daemon-arg", allow_hyphen_values = true, value_parser = daemon::parse_node_arg)]
+    #[arg(long = "node-daemon-arg", allow_hyphen_values = true, value_parser = daemon::parse_node_arg, conflicts_with = "kubernetes")]
     node_daemon_args: Vec<(u32, String)>,
     /// Seconds to wait for each daemon to become ready (with
     /// --kubernetes: for each phase; default 60, 300 with --kubernetes).
