@@ -1,10 +1,11 @@
-//! Kubernetes' own conformance tests on the lab, the fast subset that runs
-//! on every submission: the `[sig-network] Networking Granular Checks:
-//! Pods` specs (pod to pod on one node and across nodes, node to pod, over
-//! HTTP and UDP), which are `[Conformance]`, run by `e2e.test` of the same
-//! 1.20.2 tree through `flannelctl lab conformance`. SCTP variants are
-//! `[Feature:SCTPConnectivity][Disruptive]` and left out, as conformance
-//! runs do. Needs root, `scripts/k8s-build.sh --e2e` and
+//! Kubernetes' own e2e tests on the lab, the fast subset that runs on every
+//! submission, by `e2e.test` of the same 1.20.2 tree through `flannelctl
+//! lab conformance`: the four `[Conformance]` specs of `[sig-network]
+//! Networking Granular Checks: Pods` (pod to pod on one node and across
+//! nodes, node to pod, over HTTP and UDP) and four of `Granular Checks:
+//! Services` (pod to Service and node to Service, HTTP and UDP, through
+//! kube-proxy). SCTP variants are `[Feature:SCTPConnectivity][Disruptive]`
+//! and left out, as conformance runs do. Needs root, `scripts/k8s-build.sh --e2e` and
 //! `deploy/image/build.sh --e2e` (scripts/test.sh does both). The full
 //! sig-network run and its table: docs/CONFORMANCE.md.
 
@@ -12,7 +13,7 @@ use anyhow::{ensure, Context, Result};
 use e2e::kube::KubeLab;
 
 #[test]
-fn sig_network_granular_pod_checks_pass() -> Result<()> {
+fn sig_network_granular_checks_pass() -> Result<()> {
     let mut lab =
         KubeLab::up_full('c', 2, "vxlan", &[], &["--e2e"]).context("lab up --kubernetes")?;
     lab.keep_logs_on_drop(true);
@@ -22,7 +23,7 @@ fn sig_network_granular_pod_checks_pass() -> Result<()> {
         "conformance",
         &[
             "--focus",
-            r"\[sig-network\] Networking Granular Checks: Pods",
+            r"\[sig-network\] Networking Granular Checks: (Pods|Services should function for (pod|node)-Service: (http|udp))",
             "--skip",
             r"SCTP|Disruptive",
             "--report-dir",
@@ -33,8 +34,8 @@ fn sig_network_granular_pod_checks_pass() -> Result<()> {
     let out = out.with_context(|| format!("e2e.test output ends:\n{}", tail(&log, 60)))?;
     eprintln!("{out}");
     ensure!(
-        out.contains("ran 4 of ") && out.contains("4 passed, 0 failed"),
-        "expected the 4 granular pod checks to pass: {out}"
+        out.contains("ran 8 of ") && out.contains("8 passed, 0 failed"),
+        "expected the 8 granular checks to pass: {out}"
     );
     ensure!(
         std::fs::read_dir(report.path())?

@@ -137,6 +137,12 @@ pub fn spawn_in_node(
     spawn(netns, Some(mount_ns), argv, log)
 }
 
+/// A node's UTS namespace (its own hostname) is pinned next to its mount
+/// namespace: `<mount_ns>.uts`.
+pub fn uts_file(mount_ns: &Path) -> PathBuf {
+    mount_ns.with_extension("uts")
+}
+
 fn spawn(
     netns: &str,
     mount_ns: Option<&Path>,
@@ -164,8 +170,12 @@ fn spawn(
         Some(mnt) => {
             let mut c = Command::new("nsenter");
             c.arg(format!("--net=/run/netns/{netns}"))
-                .arg(format!("--mount={}", mnt.display()))
-                .arg("--");
+                .arg(format!("--mount={}", mnt.display()));
+            let uts = uts_file(mnt);
+            if uts.exists() {
+                c.arg(format!("--uts={}", uts.display()));
+            }
+            c.arg("--");
             c
         }
     };

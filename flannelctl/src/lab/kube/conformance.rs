@@ -90,6 +90,75 @@ fn repo_root(bin: &Path) -> Option<PathBuf> {
         .find(|p| p.join("test/e2e").is_dir())
 }
 
+/// The `[sig-network] Networking` block asserts internet access in a
+/// BeforeEach: the runner GETs http://google.com and fails every spec of
+/// the block (the "Granular Checks: Services" among them) when that does
+/// not answer 200. It says itself that this is "not really a test of
+/// kubernetes". The lab has no route out, and nothing may leave the
+/// machine, so for the runner only that name resolves to the infra
+/// namespace's own address, where a busybox httpd answers: an
+/// `/etc/netns/<infra>/hosts` that `ip netns exec` mounts over /etc/hosts
+/// for the runner. Removed again on drop (and by `lab down`).
+struct InternetStandIn {
+    etc_dir: PathBuf,
+    server: Option<std::process::Child>,
+}
+
+pub const STAND_IN_NAMES: &str = "google.com www.google.com";
+
+impl InternetStandIn {
+    fn start(infra: &str, www: &Path) -> Result<Self, KubeError> {
+        let io = |what: String| move |source| KubeError::Io { what, source };
+        let etc_dir = etc_netns_dir(infra);
+        std::fs::create_dir_all(&etc_dir).map_err(io(format!("create {}", etc_dir.display())))?;
+        let mut guard = InternetStandIn {
+            etc_dir: etc_dir.clone(),
+            server: None,
+        };
+        let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+        let infra_ip = crate::lab::names::infra_ip();
+        std::fs::write(
+            etc_dir.join("hosts"),
+            format!("{hosts}\n# flannelctl lab conformance: the runner's internet check stays local\n{infra_ip} {STAND_IN_NAMES}\n"),
+        )
+        .map_err(io(format!("write {}/hosts", etc_dir.display())))?;
+        std::fs::create_dir_all(www).map_err(io(format!("create {}", www.display())))?;
+        std::fs::write(
+            www.join("index.html"),
+            "local stand-in for the e2e internet check\n",
+        )
+        .map_err(io(format!("write {}/index.html", www.display())))?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", infra, "busybox", "httpd", "-f"])
+            .arg("-p")
+            .arg(format!("{infra_ip}:80"))
+            .arg("-h")
+            .arg(www)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(io("start busybox httpd (Debian's busybox-static)".into()))?;
+        guard.server = Some(child);
+        Ok(guard)
+    }
+}
+
+impl Drop for InternetStandIn {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.server.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.etc_dir);
+    }
+}
+
+/// Where `ip netns exec` finds per-namespace files to mount over /etc.
+pub fn etc_netns_dir(netns: &str) -> PathBuf {
+    Path::new("/etc/netns").join(netns)
+}
+
 pub fn run(st: &LabState, o: &Options) -> Result<Summary, KubeError> {
     let k = st.kube.as_ref().ok_or_else(|| {
         KubeError::Usage(format!(
@@ -166,6 +235,7 @@ pub fn run(st: &LabState, o: &Options) -> Result<Summary, KubeError> {
         c.arg(format!("--repo-root={}", root.display()));
     }
     c.stdin(Stdio::null()).stdout(file).stderr(file2);
+    let _stand_in = InternetStandIn::start(&st.infra_ns, &o.report_dir.join("www"))?;
     eprintln!(
         "conformance: running e2e.test (focus {:?}, skip {:?}); output in {}",
         o.focus,

@@ -440,7 +440,7 @@ pub fn up(o: &UpOptions, k: &KubeOptions) -> Result<LabState, LabError> {
         });
         with_kube(&mut st, |ks| ks.nodes.push(kn.clone()));
         st.save()?;
-        node::make_mount_ns(&kn.mount_ns, &n.dir)?;
+        node::make_mount_ns(&kn.mount_ns, &n.dir, &kn.name)?;
         let c = node::start_containerd(&n.netns, &kn, &n.dir, phase)?;
         set_node(&mut st, n.index, |kn| kn.containerd = Some(c.clone()));
         st.save()?;

@@ -260,16 +260,23 @@ pub fn make_private_dir(mnt_dir: &Path) -> Result<(), KubeError> {
     Ok(())
 }
 
-/// Creates the node's persistent mount namespace (a slave of the host's,
+/// Creates the node's persistent mount and UTS namespaces (a slave of the host's,
 /// so the host's later mounts are seen but nothing flows back) and makes
 /// its bind mounts inside it.
-pub fn make_mount_ns(mount_ns: &Path, dir: &Path) -> Result<(), KubeError> {
+pub fn make_mount_ns(mount_ns: &Path, dir: &Path, hostname: &str) -> Result<(), KubeError> {
     std::fs::write(mount_ns, b"").map_err(io(format!("create {}", mount_ns.display())))?;
+    // A UTS namespace too, with the node's name as hostname: kubelet and
+    // hostNetwork pods see it, as on a real node (e2e tests compare a
+    // hostNetwork pod's hostname with its node's name).
+    let uts = process::uts_file(mount_ns);
+    std::fs::write(&uts, b"").map_err(io(format!("create {}", uts.display())))?;
     sh::run(Command::new("unshare").args([
         &format!("--mount={}", mount_ns.display()),
+        &format!("--uts={}", uts.display()),
         "--propagation",
         "slave",
-        "true",
+        "hostname",
+        hostname,
     ]))?;
     for b in binds(dir) {
         sh::run(Command::new("nsenter").args([

@@ -174,9 +174,11 @@ pub fn down(k: &KubeState, state_dir: &Path, warnings: &mut Vec<String>) -> usiz
                 warnings.push(format!("cannot remove cgroup {}: {e}", dir.display()));
             }
         }
-        if n.mount_ns_made && pinned_inode(&n.mount_ns).is_some() {
-            if let Err(e) = umount(&n.mount_ns) {
-                warnings.push(e.to_string());
+        for pinned in [n.mount_ns.clone(), process::uts_file(&n.mount_ns)] {
+            if n.mount_ns_made && pinned_inode(&pinned).is_some() {
+                if let Err(e) = umount(&pinned) {
+                    warnings.push(e.to_string());
+                }
             }
         }
     }
@@ -338,6 +340,13 @@ pub fn sweep(lab: &str, state_dir: &Path, warnings: &mut Vec<String>) {
                     ));
                 }
             }
+        }
+    }
+    // `lab conformance`'s per-namespace /etc files, if a run was killed.
+    let etc = super::conformance::etc_netns_dir(&names::infra_ns(lab));
+    if etc.exists() {
+        if let Err(e) = std::fs::remove_dir_all(&etc) {
+            warnings.push(format!("cannot remove {}: {e}", etc.display()));
         }
     }
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
