@@ -101,6 +101,8 @@ fn repo_root(bin: &Path) -> Option<PathBuf> {
 /// for the runner. Removed again on drop (and by `lab down`).
 struct InternetStandIn {
     etc_dir: PathBuf,
+    /// /etc/netns did not exist before: remove it again (when empty).
+    made_parent: bool,
     server: Option<std::process::Child>,
 }
 
@@ -110,9 +112,11 @@ impl InternetStandIn {
     fn start(infra: &str, www: &Path) -> Result<Self, KubeError> {
         let io = |what: String| move |source| KubeError::Io { what, source };
         let etc_dir = etc_netns_dir(infra);
+        let made_parent = !Path::new(ETC_NETNS).exists();
         std::fs::create_dir_all(&etc_dir).map_err(io(format!("create {}", etc_dir.display())))?;
         let mut guard = InternetStandIn {
             etc_dir: etc_dir.clone(),
+            made_parent,
             server: None,
         };
         let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
@@ -151,12 +155,18 @@ impl Drop for InternetStandIn {
             let _ = c.wait();
         }
         let _ = std::fs::remove_dir_all(&self.etc_dir);
+        if self.made_parent {
+            // Only when empty: another lab's run may be using it.
+            let _ = std::fs::remove_dir(ETC_NETNS);
+        }
     }
 }
 
+const ETC_NETNS: &str = "/etc/netns";
+
 /// Where `ip netns exec` finds per-namespace files to mount over /etc.
 pub fn etc_netns_dir(netns: &str) -> PathBuf {
-    Path::new("/etc/netns").join(netns)
+    Path::new(ETC_NETNS).join(netns)
 }
 
 pub fn run(st: &LabState, o: &Options) -> Result<Summary, KubeError> {
