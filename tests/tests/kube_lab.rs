@@ -47,6 +47,7 @@ fn host_dirs() -> BTreeMap<&'static str, bool> {
         "/var/lib/cni",
         "/etc/cni/net.d",
         "/opt/cni/bin",
+        "/opt/cni",
         "/run/containerd",
     ]
     .iter()

@@ -213,10 +213,20 @@ pub fn prepare_dirs(dir: &Path, socket: &Path, log_level: &str) -> Result<Vec<Pa
             std::fs::create_dir_all(&b.src).map_err(io(format!("create {}", b.src.display())))?;
             if !b.dst.exists() {
                 // The mount point must exist on the host; it stays empty
-                // there and goes again at `lab down`.
+                // there and goes again at `lab down`, with every parent
+                // made for it (/opt/cni for /opt/cni/bin), deepest first.
+                let mut missing = Vec::new();
+                let mut p = b.dst.as_path();
+                while !p.exists() {
+                    missing.push(p.to_path_buf());
+                    match p.parent() {
+                        Some(parent) => p = parent,
+                        None => break,
+                    }
+                }
                 std::fs::create_dir_all(&b.dst)
                     .map_err(io(format!("create mount point {}", b.dst.display())))?;
-                created.push(b.dst.clone());
+                created.extend(missing);
             }
         }
     }
