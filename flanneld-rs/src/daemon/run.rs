@@ -600,10 +600,11 @@ impl LeaseLoop {
     }
 
     fn rules(&self) -> Option<Rules> {
+        let own_subnet = self.lease.as_ref().and_then(|l| l.subnet);
         Some(Rules {
             network: self.network?,
-            subnet_len: self.config.subnet_len,
-            own_subnet: self.lease.as_ref().and_then(|l| l.subnet),
+            subnet_len: validate::expected_len(self.config.subnet_len, own_subnet),
+            own_subnet,
             own_public_ip: self.node.public_ip,
             own_public_ipv6: self.node.public_ipv6,
             backend_type: self.prepared.as_ref()?.backend_type.clone(),

@@ -101,6 +101,14 @@ pub struct Rules {
     pub backend_type: String,
 }
 
+/// The prefix length peers' subnets must have: this node's own, once it
+/// has a lease (all nodes' subnets share one length; in Kubernetes mode
+/// the controller manager's node CIDR size decides it, not net-conf's
+/// SubnetLen), else net-conf's SubnetLen.
+pub fn expected_len(subnet_len: u8, own: Option<Ipv4Net>) -> u8 {
+    own.map(|o| o.prefix_len()).unwrap_or(subnet_len)
+}
+
 /// One lease that is not programmed, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
@@ -527,6 +535,27 @@ mod tests {
         v6.subnet = None;
         let sel = select([&own, &v6], &rules());
         assert_eq!(sel, Selection::default());
+    }
+
+    #[test]
+    fn kubernetes_sized_pod_cidrs_follow_the_own_subnet() {
+        // net-conf says /24 (the default for a /16), the cluster hands out
+        // /26 podCIDRs: peers with /26 are fine, /24 are not.
+        let own: Ipv4Net = "10.244.1.0/26".parse().unwrap();
+        assert_eq!(expected_len(24, Some(own)), 26);
+        assert_eq!(expected_len(24, None), 24);
+        let mut r = rules();
+        r.own_subnet = Some(own);
+        r.subnet_len = expected_len(24, Some(own));
+        let sel = select(
+            [
+                &lease("10.244.1.64/26", "198.51.100.2", 1),
+                &lease("10.244.2.0/24", "198.51.100.3", 1),
+            ],
+            &r,
+        );
+        assert_eq!(sel.accepted.len(), 1);
+        assert_eq!(sel.rejected[0].reason, Reason::SubnetLength);
     }
 
     #[test]
