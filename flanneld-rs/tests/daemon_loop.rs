@@ -388,3 +388,162 @@ async fn dual_stack_config_is_refused_before_taking_a_lease() {
     let (leases, _) = store.list().await.expect("list");
     assert!(leases.is_empty(), "a lease was taken: {leases:?}");
 }
+
+/// Writes a key straight into the embedded store's file, under its lock,
+/// as anything with write access to the store could: no validation.
+fn hostile_put(store_path: &Path, key: &str, attrs: &LeaseAttrs) {
+    use lease_store::embedded::state::State;
+    let mut lock_name = store_path.as_os_str().to_owned();
+    lock_name.push(".lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(PathBuf::from(lock_name))
+        .expect("open lock");
+    lock.lock().expect("lock");
+    let text = std::fs::read(store_path).expect("read store");
+    let mut state: State = serde_json::from_slice(&text).expect("parse store");
+    let expires = std::time::SystemTime::now() + Duration::from_secs(3600);
+    state.put(key, attrs, Some(expires), 1000);
+    let tmp = store_path.with_extension("hostile.tmp");
+    std::fs::write(&tmp, serde_json::to_vec(&state).expect("encode")).expect("write");
+    std::fs::rename(&tmp, store_path).expect("rename");
+    drop(lock);
+}
+
+/// A log sink for one test (the loop runs on the test's thread).
+#[derive(Clone, Default)]
+struct LogSink(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogSink {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// The leases of issue 17 (a subnet inside ours, a /32 on a real node's
+/// address, a subnet outside the network, a megabyte VtepMAC, loopback as
+/// the public IP) are not programmed; each is logged once with bounded
+/// text and counted by reason, and the good peers still are programmed.
+#[tokio::test(flavor = "current_thread")]
+async fn hostile_peer_leases_are_rejected_logged_once_and_counted() {
+    let sink = LogSink::default();
+    let writer = sink.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let dir = e2e::temp::temp_dir("dmn-loop").expect("temp dir");
+    let store_path = dir.path().join("leases.json");
+    let subnet_file = dir.path().join("node1/subnet.env");
+    EmbeddedStore::init(&store_path, NET_CONF)
+        .await
+        .expect("init store");
+    let run = start(
+        &store_path,
+        &subnet_file,
+        Duration::from_secs(60),
+        Duration::ZERO,
+    )
+    .await;
+    let r = run.readiness.clone();
+    wait_until("ready", Duration::from_secs(10), || r.is_ready()).await;
+    let own = SubnetEnv::read(&subnet_file)
+        .expect("subnet.env")
+        .subnet
+        .expect("subnet")
+        .trunc();
+
+    let other = EmbeddedStore::open(&store_path, Duration::from_secs(60))
+        .await
+        .expect("second client");
+    other
+        .acquire(&req(Ipv4Addr::new(198, 51, 100, 2), None))
+        .await
+        .expect("good peer");
+
+    let inside_own = format!("{}-25", own.network());
+    let mut huge = attrs(Ipv4Addr::new(198, 51, 100, 4));
+    huge.backend_data = Some(serde_json::json!({"VNI": 1, "VtepMAC": "a".repeat(1 << 20)}));
+    // A subnet next to ours for the two attribute cases (free: ours +1).
+    let free = |n: u32| -> String {
+        let base = u32::from(own.network()) + (n << 8);
+        format!("{}-24", Ipv4Addr::from(base))
+    };
+    hostile_put(
+        &store_path,
+        &inside_own,
+        &attrs(Ipv4Addr::new(198, 51, 100, 3)),
+    );
+    hostile_put(
+        &store_path,
+        "198.51.100.2-32",
+        &attrs(Ipv4Addr::new(198, 51, 100, 9)),
+    );
+    hostile_put(
+        &store_path,
+        "11.0.0.0-24",
+        &attrs(Ipv4Addr::new(198, 51, 100, 5)),
+    );
+    hostile_put(&store_path, &free(100), &huge);
+    hostile_put(&store_path, &free(101), &attrs(Ipv4Addr::LOCALHOST));
+
+    let m = run.metrics.clone();
+    let want = [
+        "reason=\"overlaps_own_subnet\"} 1",
+        "reason=\"outside_network\"} 2",
+        "reason=\"backend_data\"} 1",
+        "reason=\"public_ip_loopback\"} 1",
+    ];
+    wait_until("all five rejected", Duration::from_secs(10), || {
+        let text = m.encode().unwrap_or_default();
+        want.iter()
+            .all(|w| text.contains(&format!("flanneld_peer_leases_rejected{{{w}")))
+    })
+    .await;
+    // Only the good peer is programmed.
+    assert_eq!(run.reconciles().last(), Some(&1), "{:?}", run.reconciles());
+
+    // More passes (another good peer joins, twice): nothing is logged or
+    // counted again.
+    for ip in [6, 7] {
+        other
+            .acquire(&req(Ipv4Addr::new(198, 51, 100, ip), None))
+            .await
+            .expect("good peer");
+    }
+    wait_until("three good peers", Duration::from_secs(10), || {
+        run.reconciles().last() == Some(&3)
+    })
+    .await;
+    let text = run.metrics.encode().expect("metrics");
+    for w in want {
+        assert!(
+            text.contains(&format!("flanneld_peer_lease_rejections_total{{{w}")),
+            "{w} counted once: {text}"
+        );
+    }
+    let log = sink.text();
+    let rejected_lines = log
+        .lines()
+        .filter(|l| l.contains("peer lease rejected"))
+        .count();
+    assert_eq!(rejected_lines, 5, "{log}");
+    assert!(log.len() < 16 * 1024, "{} bytes of log", log.len());
+    assert!(!log.contains("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"), "{log}");
+    run.stop().await;
+}

@@ -114,7 +114,13 @@ impl PeerSet {
         self.leases.is_empty()
     }
 
-    /// The desired peers for the backend, ordered by subnet.
+    /// Every lease in the view (own subnet excluded), ordered by subnet;
+    /// the daemon checks them (`validate::select`) before programming.
+    pub fn leases(&self) -> impl Iterator<Item = &Lease> {
+        self.leases.values()
+    }
+
+    /// The desired peers for the backend, ordered by subnet, unchecked.
     pub fn peers(&self) -> Vec<Peer> {
         self.leases.values().filter_map(Peer::from_lease).collect()
     }
