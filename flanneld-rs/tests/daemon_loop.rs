@@ -121,7 +121,11 @@ async fn start(store_path: &Path, subnet_file: &Path, ttl: Duration, delay: Dura
     let store = EmbeddedStore::open(store_path, ttl)
         .await
         .expect("open store");
-    let store: Arc<dyn LeaseStore> = Arc::new(store);
+    start_on(Arc::new(store), subnet_file, delay).await
+}
+
+/// The loop on any store.
+async fn start_on(store: Arc<dyn LeaseStore>, subnet_file: &Path, delay: Duration) -> Running {
     let config = store.network_config().await.expect("config");
     let calls = Arc::new(Mutex::new(Vec::new()));
     let hold = Arc::new(AtomicBool::new(false));
@@ -280,8 +284,13 @@ async fn startup_order_burst_coalescing_and_peer_removal() {
     run.stop().await;
 }
 
+/// Our lease overwritten by another node (the key now names its public
+/// IP) is noticed through the watch, long before the renewal (TTL 10 min):
+/// the subnet is gone, so a new one is taken, subnet.env rewritten, the new
+/// holder of the old subnet becomes a peer, and the stranded subnet shows
+/// in /metrics.
 #[tokio::test]
-async fn a_lost_lease_is_replaced_and_subnet_env_rewritten() {
+async fn an_overwritten_lease_is_noticed_at_once_and_replaced() {
     let dir = e2e::temp::temp_dir("dmn-loop").expect("temp dir");
     let store_path = dir.path().join("leases.json");
     let subnet_file = dir.path().join("node1/subnet.env");
@@ -289,11 +298,10 @@ async fn a_lost_lease_is_replaced_and_subnet_env_rewritten() {
         .await
         .expect("init store");
 
-    // TTL 10 s: the loop renews after 5 s.
     let run = start(
         &store_path,
         &subnet_file,
-        Duration::from_secs(10),
+        Duration::from_secs(600),
         Duration::ZERO,
     )
     .await;
@@ -305,29 +313,22 @@ async fn a_lost_lease_is_replaced_and_subnet_env_rewritten() {
         .expect("subnet")
         .trunc();
 
-    // Another node takes our subnet while we are not looking.
-    let other = EmbeddedStore::open(&store_path, Duration::from_secs(60))
-        .await
-        .expect("second client");
-    let (leases, _) = other.list().await.expect("list");
-    let mine = leases
-        .into_iter()
-        .find(|l| l.subnet == Some(own))
-        .expect("our lease listed");
-    other.release(&mine).await.expect("release ours");
-    let thief = other
-        .acquire(&req(Ipv4Addr::new(198, 51, 100, 9), Some(own)))
-        .await
-        .expect("other node acquires");
-    assert_eq!(thief.subnet, Some(own));
+    // Another node writes its lease over ours.
+    let thief_ip = Ipv4Addr::new(198, 51, 100, 9);
+    let key = format!("{}-{}", own.network(), own.prefix_len());
+    let taken = Instant::now();
+    hostile_put(&store_path, &key, &attrs(thief_ip));
 
-    wait_until("new subnet in subnet.env", Duration::from_secs(15), || {
+    // 10 s: far below the renewal (5 min in), so only the watch can have
+    // noticed.
+    wait_until("new subnet in subnet.env", Duration::from_secs(10), || {
         SubnetEnv::read(&subnet_file)
             .ok()
             .and_then(|e| e.subnet)
             .is_some_and(|s| s.trunc() != own)
     })
     .await;
+    eprintln!("overwritten lease replaced after {:?}", taken.elapsed());
     let r = run.readiness.clone();
     wait_until("ready again", Duration::from_secs(10), || r.is_ready()).await;
     let calls = run.calls.lock().unwrap().clone();
@@ -336,18 +337,131 @@ async fn a_lost_lease_is_replaced_and_subnet_env_rewritten() {
         .filter(|c| matches!(c, Call::Attach(_)))
         .collect();
     assert_eq!(attaches.len(), 2, "attached to the new lease: {calls:?}");
-    // The thief is now a peer.
+    // The thief is now a peer, without a new listing.
     wait_until("thief is a peer", Duration::from_secs(10), || {
         run.reconciles().last() == Some(&1)
     })
     .await;
+    // The thief still holds the old subnet: we did not take it back.
+    let other = EmbeddedStore::open(&store_path, Duration::from_secs(60))
+        .await
+        .expect("second client");
+    let (leases, _) = other.list().await.expect("list");
+    let holder = leases
+        .iter()
+        .find(|l| l.subnet == Some(own))
+        .expect("old subnet listed");
+    assert_eq!(holder.attrs.public_ip, thief_ip);
+    let text = run.metrics.encode().expect("metrics");
+    for want in [
+        "flanneld_lease_acquisitions_total 2",
+        "flanneld_own_lease_lost_total{cause=\"overwritten\"} 1",
+        "flanneld_own_lease_reacquired_total{subnet=\"new\"} 1",
+        "flanneld_lost_subnets 1",
+        "flanneld_lease_renewal_failures_total 0",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+    run.stop().await;
+}
+
+/// Our lease deleted from the store by hand is re-created at once with the
+/// same subnet (TTL 10 min: the renewal is 5 min away): pods keep their
+/// addresses, subnet.env does not change.
+#[tokio::test]
+async fn a_deleted_lease_is_taken_back_at_once_with_the_same_subnet() {
+    let dir = e2e::temp::temp_dir("dmn-loop").expect("temp dir");
+    let store_path = dir.path().join("leases.json");
+    let subnet_file = dir.path().join("node1/subnet.env");
+    EmbeddedStore::init(&store_path, NET_CONF)
+        .await
+        .expect("init store");
+    let ours = EmbeddedStore::open(&store_path, Duration::from_secs(600))
+        .await
+        .expect("open store");
+    let other = EmbeddedStore::open(&store_path, Duration::from_secs(60))
+        .await
+        .expect("second client");
+    deleted_lease_comes_back(Arc::new(ours), Arc::new(other), &subnet_file).await;
+}
+
+/// The same on a real etcd (the watch there is etcd's own).
+#[tokio::test]
+async fn a_deleted_lease_is_taken_back_at_once_on_etcd() {
+    use lease_store::etcd::{EtcdOptions, EtcdStore};
+    let etcd = tokio::task::spawn_blocking(lease_store::etcd::testing::EtcdProcess::start)
+        .await
+        .expect("etcd start task")
+        .expect("start etcd");
+    let connect = |ttl: Duration| {
+        let mut opts = EtcdOptions::with_endpoints([etcd.endpoint()]);
+        opts.lease_ttl = ttl;
+        EtcdStore::connect(opts)
+    };
+    let ours = connect(Duration::from_secs(600)).await.expect("connect");
+    ours.put_config(NET_CONF).await.expect("write net-conf");
+    let other = connect(Duration::from_secs(60)).await.expect("connect");
+    let dir = e2e::temp::temp_dir("dmn-loop").expect("temp dir");
+    let subnet_file = dir.path().join("node1/subnet.env");
+    deleted_lease_comes_back(Arc::new(ours), Arc::new(other), &subnet_file).await;
+}
+
+async fn deleted_lease_comes_back(
+    ours: Arc<dyn LeaseStore>,
+    other: Arc<dyn LeaseStore>,
+    subnet_file: &Path,
+) {
+    let run = start_on(ours, subnet_file, Duration::ZERO).await;
+    let r = run.readiness.clone();
+    wait_until("ready", Duration::from_secs(10), || r.is_ready()).await;
+    let env_before = std::fs::read_to_string(subnet_file).expect("subnet.env");
+    let own = SubnetEnv::read(subnet_file)
+        .expect("subnet.env")
+        .subnet
+        .expect("subnet")
+        .trunc();
+
+    let (leases, _) = other.list().await.expect("list");
+    let mine = leases
+        .into_iter()
+        .find(|l| l.subnet == Some(own))
+        .expect("our lease listed");
+    let deleted = Instant::now();
+    other.release(&mine).await.expect("delete ours");
+
+    let m = run.metrics.clone();
+    wait_until("lease re-acquired", Duration::from_secs(10), || {
+        m.encode()
+            .unwrap_or_default()
+            .contains("flanneld_own_lease_reacquired_total{subnet=\"same\"} 1")
+    })
+    .await;
+    eprintln!("deleted lease back after {:?}", deleted.elapsed());
+    let (leases, _) = other.list().await.expect("list");
+    let back = leases
+        .iter()
+        .find(|l| l.subnet == Some(own))
+        .expect("our subnet back");
+    assert_eq!(back.attrs.public_ip, Ipv4Addr::new(198, 51, 100, 1));
+    let r = run.readiness.clone();
+    wait_until("ready", Duration::from_secs(10), || r.is_ready()).await;
+    assert_eq!(
+        std::fs::read_to_string(subnet_file).expect("subnet.env"),
+        env_before
+    );
+    let text = run.metrics.encode().expect("metrics");
+    for want in [
+        "flanneld_own_lease_lost_total{cause=\"deleted\"} 1",
+        "flanneld_lost_subnets 0",
+        "flanneld_lease_acquisitions_total 2",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+    // Our own re-created key does not set off another round.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let text = run.metrics.encode().expect("metrics");
     assert!(
         text.contains("flanneld_lease_acquisitions_total 2"),
-        "{text}"
-    );
-    assert!(
-        text.contains("flanneld_lease_renewal_failures_total 1"),
         "{text}"
     );
     run.stop().await;

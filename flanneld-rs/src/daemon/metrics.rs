@@ -39,6 +39,19 @@ pub struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CauseLabel {
+    /// How the own lease was lost: deleted, overwritten (seen by the
+    /// watch) or renewal (found at a renewal).
+    pub cause: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SubnetLabel {
+    /// same: the lost subnet was taken back; new: another node holds it.
+    pub subnet: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EventLabel {
     /// added, removed or snapshot.
     pub event: &'static str,
@@ -62,6 +75,13 @@ pub struct Metrics {
     pub peer_leases_rejected: Family<ReasonLabel, Gauge>,
     /// Rejections reported (once per lease and reason), by reason.
     pub peer_lease_rejections: Family<ReasonLabel, Counter>,
+    /// Times this node's own lease vanished or was taken, by cause.
+    pub own_lease_lost: Family<CauseLabel, Counter>,
+    /// Re-acquisitions after a loss: the same subnet or a new one.
+    pub own_lease_reacquired: Family<SubnetLabel, Counter>,
+    /// Subnets lost to another node since start: pods on this node with
+    /// addresses in them are cut off until recreated.
+    pub lost_subnets: Gauge,
     datapath: Arc<DatapathCollector>,
 }
 
@@ -142,6 +162,9 @@ impl Metrics {
             lease_renewal_failures: Counter::default(),
             peer_leases_rejected: Family::default(),
             peer_lease_rejections: Family::default(),
+            own_lease_lost: Family::default(),
+            own_lease_reacquired: Family::default(),
+            lost_subnets: Gauge::default(),
             datapath: Arc::default(),
         };
         registry.register_collector(Box::new(m.datapath.clone()));
@@ -206,6 +229,31 @@ impl Metrics {
             "Peer leases found invalid (each lease counted once per reason until it changes), by reason",
             m.peer_lease_rejections.clone(),
         );
+        registry.register(
+            "own_lease_lost",
+            "Times this node's lease was found deleted, overwritten by another node (both seen by the watch) or lost at a renewal, by cause",
+            m.own_lease_lost.clone(),
+        );
+        registry.register(
+            "own_lease_reacquired",
+            "Re-acquisitions after a lost lease: subnet=same (pods unaffected) or subnet=new (the old one went to another node)",
+            m.own_lease_reacquired.clone(),
+        );
+        registry.register(
+            "lost_subnets",
+            "Subnets this node held and lost to another node since it started: pods still holding addresses in them are unreachable until recreated",
+            m.lost_subnets.clone(),
+        );
+        for cause in ["deleted", "overwritten", "renewal"] {
+            m.own_lease_lost
+                .get_or_create(&CauseLabel { cause })
+                .inc_by(0);
+        }
+        for subnet in ["same", "new"] {
+            m.own_lease_reacquired
+                .get_or_create(&SubnetLabel { subnet })
+                .inc_by(0);
+        }
         // Every reason shows (as 0) from the start, so an alert on it does
         // not wait for the first bad lease.
         for reason in Reason::ALL {
@@ -286,6 +334,24 @@ impl Metrics {
         }
     }
 
+    /// Counts one loss of the own lease.
+    pub fn record_own_lease_lost(&self, cause: &'static str) {
+        self.own_lease_lost
+            .get_or_create(&CauseLabel { cause })
+            .inc();
+    }
+
+    /// Counts one re-acquisition; a new subnet strands the old one's pods.
+    pub fn record_own_lease_reacquired(&self, same_subnet: bool) {
+        let subnet = if same_subnet { "same" } else { "new" };
+        self.own_lease_reacquired
+            .get_or_create(&SubnetLabel { subnet })
+            .inc();
+        if !same_subnet {
+            self.lost_subnets.inc();
+        }
+    }
+
     /// Counts one newly reported rejection.
     pub fn record_rejection(&self, reason: Reason) {
         self.peer_lease_rejections
@@ -346,7 +412,10 @@ mod tests {
             added: 3,
             removed: 1,
             snapshot: true,
+            ..Applied::default()
         });
+        m.record_own_lease_lost("deleted");
+        m.record_own_lease_reacquired(true);
         m.set_lease_expiry(Some(
             SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
         ));
@@ -364,6 +433,11 @@ mod tests {
             "flanneld_lease_events_total{event=\"removed\"} 1",
             "flanneld_lease_events_total{event=\"snapshot\"} 1",
             "flanneld_lease_renewals_total 0",
+            "flanneld_own_lease_lost_total{cause=\"deleted\"} 1",
+            "flanneld_own_lease_lost_total{cause=\"overwritten\"} 0",
+            "flanneld_own_lease_reacquired_total{subnet=\"same\"} 1",
+            "flanneld_own_lease_reacquired_total{subnet=\"new\"} 0",
+            "flanneld_lost_subnets 0",
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }

@@ -16,12 +16,12 @@ use lease_store::subnet_env::{SubnetEnv, SubnetEnvIoError};
 use lease_store::{
     AcquireRequest, Lease, LeaseAttrs, LeaseStore, LeaseWatch, NetworkConfig, Revision, StoreError,
 };
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::health::Readiness;
 use super::logs::{self, RateLimit, RejectLog};
 use super::metrics::Metrics;
-use super::peers::{Applied, PeerSet};
+use super::peers::{Applied, OwnLease, PeerSet};
 use super::renew::{renew_delay, retry_delay};
 use super::validate::{self, Rules};
 use crate::backend::{Backend, BackendError, LocalNode, Prepared};
@@ -228,12 +228,9 @@ impl LeaseLoop {
                             let expiration = self.lease.as_ref().and_then(|l| l.expiration);
                             Some(tokio::time::Instant::now() + retry_delay(now, expiration))
                         }
-                        Err(LeaseGone) => {
-                            // A new subnet: the old watch filters the wrong
-                            // "own" lease, so list and watch again.
-                            watch = None;
-                            self.reacquire().await?;
-                            rewatch_at = Some(tokio::time::Instant::now());
+                        Err(LeaseGone { holder }) => {
+                            self.reacquire("renewal", Some(holder)).await?;
+                            self.reconcile("lease").await;
                             self.renew_deadline()
                         }
                     };
@@ -267,6 +264,10 @@ impl LeaseLoop {
                         }
                     }
                     self.metrics.record_events(applied);
+                    if let Some(what) = applied.own {
+                        self.own_lease_changed(what).await?;
+                        renew_at = self.renew_deadline();
+                    }
                     debug!(
                         added = applied.added,
                         removed = applied.removed,
@@ -302,6 +303,10 @@ impl LeaseLoop {
                         Ok((w, rev)) => {
                             watch = Some(w);
                             revision = rev;
+                            if let Some(what) = self.peers.own_state() {
+                                self.own_lease_changed(what).await?;
+                                renew_at = self.renew_deadline();
+                            }
                             self.reconcile("event").await;
                         }
                         Err(e) => {
@@ -463,7 +468,7 @@ impl LeaseLoop {
         self.metrics.set_lease_expiry(lease.expiration);
         info!(%subnet, expires = %logs::expiry(lease.expiration), "lease acquired");
         self.readiness.set_lease(true);
-        self.peers.set_own(Some(subnet));
+        self.peers.set_own_lease(&lease);
 
         self.backend
             .attach(&lease)
@@ -477,15 +482,63 @@ impl LeaseLoop {
         Ok(())
     }
 
-    /// After `LeaseLost`: not ready until a new lease is in place and
-    /// subnet.env names it.
-    async fn reacquire(&mut self) -> Result<(), DaemonError> {
+    /// The watch saw our own key deleted, expired or written by another
+    /// node: take the lease back at once rather than at the next renewal
+    /// (a day away with the default TTL), while peers already dropped our
+    /// routes and the subnet is free for anyone.
+    async fn own_lease_changed(&mut self, what: OwnLease) -> Result<(), DaemonError> {
+        let holder = match what {
+            OwnLease::Deleted => None,
+            OwnLease::Overwritten { holder } => Some(holder.to_string()),
+        };
+        self.reacquire(what.label(), holder).await
+    }
+
+    /// Re-acquires after our lease was lost (`cause`: deleted, overwritten,
+    /// renewal), the same subnet while it is free. Not ready until the
+    /// lease is back; when the subnet went to another node (`holder`), a
+    /// new one is taken so new pods work, and the pods still holding
+    /// addresses of the old one are named in the log and /metrics: they
+    /// are cut off until they are recreated.
+    async fn reacquire(
+        &mut self,
+        cause: &'static str,
+        holder: Option<String>,
+    ) -> Result<(), DaemonError> {
+        let old = self.lease.as_ref().and_then(|l| l.subnet);
+        self.metrics.record_own_lease_lost(cause);
+        warn!(
+            cause,
+            subnet = old.map(tracing::field::display),
+            holder = holder
+                .as_deref()
+                .map(|h| tracing::field::display(logs::err(h))),
+            "this node's lease is no longer in the store as ours; re-acquiring it"
+        );
         self.readiness.set_lease(false);
-        self.readiness.set_subnet_env(false);
         self.metrics.ready.set(0);
+        self.acquire(old).await?;
+        let new = self.lease.as_ref().and_then(|l| l.subnet);
+        if new == old {
+            self.metrics.record_own_lease_reacquired(true);
+            info!(
+                subnet = old.map(tracing::field::display),
+                "lease re-acquired with the same subnet; pods keep their addresses"
+            );
+            self.metrics.ready.set(i64::from(self.readiness.is_ready()));
+            return Ok(());
+        }
+        self.metrics.record_own_lease_reacquired(false);
+        // subnet.env must name the new subnet before the node is ready.
+        self.readiness.set_subnet_env(false);
         self.subnet_env_written = false;
-        self.lease = None;
-        self.acquire(None).await
+        error!(
+            lost = old.map(tracing::field::display),
+            holder = holder.as_deref().map(|h| tracing::field::display(logs::err(h))),
+            subnet = new.map(tracing::field::display),
+            "this node's subnet was taken by another node and a new one acquired: pods on this node with addresses in the lost subnet are unreachable from other nodes until they are recreated (delete them; new pods get the new subnet)"
+        );
+        Ok(())
     }
 
     async fn ensure_masquerade(&mut self) {
@@ -513,7 +566,9 @@ impl LeaseLoop {
         let applied = self.peers.replace(leases);
         self.have_view = true;
         self.metrics.record_events(applied);
-        let watch = self.store.watch(revision, self.lease.clone()).await?;
+        // Our own key too (no `own` filter): its deletion or takeover must
+        // be seen now, not at the next renewal.
+        let watch = self.store.watch(revision, None).await?;
         debug!(
             revision,
             peers = self.peers.len(),
@@ -666,8 +721,10 @@ impl LeaseLoop {
             }
             Err(StoreError::LeaseLost { key, holder }) => {
                 self.metrics.lease_renewal_failures.inc();
-                warn!(key = %logs::err(&key), holder = %logs::err(&holder), "lease lost to another node; acquiring a new one");
-                Err(LeaseGone)
+                warn!(key = %logs::err(&key), holder = %logs::err(&holder), "lease lost to another node");
+                Err(LeaseGone {
+                    holder: holder.to_string(),
+                })
             }
             Err(e) => {
                 self.metrics.lease_renewal_failures.inc();
@@ -678,7 +735,9 @@ impl LeaseLoop {
     }
 }
 
-struct LeaseGone;
+struct LeaseGone {
+    holder: String,
+}
 
 /// A duration as whole milliseconds, for log fields.
 fn ms(d: Duration) -> u64 {
