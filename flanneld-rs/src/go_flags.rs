@@ -418,6 +418,62 @@ mod tests {
         assert_eq!(env_name("ip-masq"), "FLANNELD_IP_MASQ");
     }
 
+    /// A Go flanneld command line using every flag (values as operators
+    /// write them) parses and validates: none makes the daemon refuse to
+    /// start.
+    #[test]
+    fn every_go_flag_is_accepted_by_the_daemon() {
+        use clap::Parser;
+        let value = |name: &str| match name {
+            "etcd-endpoints" => "http://127.0.0.1:2379,http://127.0.0.1:4001",
+            "etcd-prefix" => "/coreos.com/network",
+            "etcd-keyfile" | "etcd-certfile" | "etcd-cafile" => "/etc/flannel/x.pem",
+            "etcd-username" | "etcd-password" => "flannel",
+            "iface" => "eth0",
+            "iface-regex" => "^eth",
+            "iface-can-reach" => "192.0.2.1",
+            "subnet-file" => "/run/flannel/subnet.env",
+            "public-ip" => "192.0.2.7",
+            "public-ipv6" => "2001:db8::7",
+            "subnet-lease-renew-margin" => "60",
+            "kube-api-url" => "https://192.0.2.1:6443",
+            "kube-annotation-prefix" => "flannel.alpha.coreos.com",
+            "kubeconfig-file" => "/etc/kubernetes/kubeconfig",
+            "healthz-ip" => "0.0.0.0",
+            "healthz-port" => "8471",
+            "net-config-path" => "/etc/kube-flannel/net-conf.json",
+            "v" => "2",
+            "vmodule" => "vxlan=4",
+            "log_backtrace_at" => "main.go:1",
+            "iptables-resync" => "5",
+            _ => "true",
+        };
+        for single_dash in [false, true] {
+            let dash = if single_dash { "-" } else { "--" };
+            let mut args = vec!["flanneld".to_string()];
+            for f in GO_FLAGS {
+                if matches!(f.name, "help" | "h" | "version") {
+                    continue;
+                }
+                args.push(format!("{dash}{}={}", f.name, value(f.name)));
+            }
+            let n = normalize(args.into_iter().map(OsString::from), |_| None);
+            let mut cli = crate::cli::Cli::try_parse_from(n.args.clone())
+                .unwrap_or_else(|e| panic!("{:?}: {e}", n.args));
+            cli.node_name = Some("node-a".into());
+            let s = cli
+                .settings()
+                .unwrap_or_else(|e| panic!("{:?}: {e}", n.args));
+            assert!(s.ip_masq);
+            assert_eq!(n.verbosity, Some(2));
+            let ignored = GO_FLAGS
+                .iter()
+                .filter(|f| matches!(f.status, Status::Ignored(_)))
+                .count();
+            assert_eq!(n.warnings.len(), ignored, "{:#?}", n.warnings);
+        }
+    }
+
     #[test]
     fn annotation_prefix_follows_go() {
         assert_eq!(
