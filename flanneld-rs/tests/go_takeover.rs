@@ -247,10 +247,11 @@ fn jumps(ns: &Netns, ipt: &str, table: &str, parent: &str, chain: &str) -> usize
         .count()
 }
 
-/// `ping -i 0.01` for `secs` seconds; returns (sent, received).
-fn ping_flood(ns: &Netns, to: &str, secs: u32) -> Proc {
+/// `count` pings at 10 ms; ping waits (up to 60 s) for every reply, so a
+/// late reply is not counted as lost, a missing one is.
+fn ping_flood(ns: &Netns, to: &str, count: u32) -> Proc {
     let mut cmd = ns.exec("ping");
-    cmd.args(["-i", "0.01", "-W", "1", "-w", &secs.to_string(), "-q", to]);
+    cmd.args(["-i", "0.01", "-c", &count.to_string(), "-w", "60", "-q", to]);
     let log = std::env::temp_dir().join(format!("fct-gotk-ping-{}-{to}.log", std::process::id()));
     let mut p = Proc::spawn(cmd, log);
     // Keep the output in a file and read it after the exit.
@@ -387,6 +388,13 @@ fn go_node_is_taken_over_with_no_lost_packet_and_nothing_left_behind() {
     let ttl = etcdctl(&n1, &["lease", "timetolive", &format!("{lease:x}")]);
     assert!(ttl.contains("granted with TTL(86400s)"), "{ttl}");
 
+    // Two departed peers' subnets, away from node2's (picked at random).
+    let free: Vec<String> = (3..=6)
+        .map(|i| format!("10.244.{i}.0"))
+        .filter(|n| *n != s2)
+        .collect();
+    let (gone, gone_hg) = (free[0].clone(), free[1].clone());
+
     // Go's footprint on node1.
     sh(
         &n1,
@@ -400,11 +408,11 @@ ip neigh replace {s2} lladdr {mac2} dev flannel.1 nud permanent
 bridge fdb append {mac2} dev flannel.1 dst 198.51.100.2 self permanent
 ip route add {s2}/24 via {s2} dev flannel.1 onlink proto boot
 # a peer that left while node1 was between daemons
-ip neigh replace 10.244.3.0 lladdr {GONE_MAC} dev flannel.1 nud permanent
+ip neigh replace {gone} lladdr {GONE_MAC} dev flannel.1 nud permanent
 bridge fdb append {GONE_MAC} dev flannel.1 dst 198.51.100.3 self permanent
-ip route add 10.244.3.0/24 via 10.244.3.0 dev flannel.1 onlink proto boot
+ip route add {gone}/24 via {gone} dev flannel.1 onlink proto boot
 # a departed DirectRouting/host-gw peer route inside the cluster network
-ip route add 10.244.4.0/24 via 198.51.100.4 dev veth0 proto boot
+ip route add {gone_hg}/24 via 198.51.100.4 dev veth0 proto boot
 # not ours: outside the cluster network, or the operator's
 ip route add 192.0.2.0/24 via 198.51.100.254 dev veth0 proto boot
 ip route add 10.245.0.0/24 via 198.51.100.254 dev veth0 proto boot
@@ -420,9 +428,9 @@ ip neigh replace 198.51.100.77 lladdr 0e:00:00:00:00:77 dev veth0 nud permanent
         .expect("Go-made path node1 -> node2");
 
     // The takeover, under pings both ways.
-    let secs = 12;
-    let p21 = ping_flood(&n2, "10.244.1.0", secs);
-    let p12 = ping_flood(&n1, &s2, secs);
+    // 1,500 pings (15 s) each way; the daemon starts 2 s in.
+    let mut p21 = ping_flood(&n2, "10.244.1.0", 1500);
+    let mut p12 = ping_flood(&n1, &s2, 1500);
     std::thread::sleep(Duration::from_secs(2));
     let mut d1 = daemon(&n1, dir, "node1", &[]);
     let logs = || format!("--- node1\n{}\n--- node2\n{}", d1.log(), d2.log());
@@ -432,13 +440,24 @@ ip neigh replace 198.51.100.77 lladdr 0e:00:00:00:00:77 dev veth0 nud permanent
         || subnet_env(dir, "node1"),
         &logs,
     );
+    // The first reconcile (which would sweep or recreate) is done before
+    // subnet.env is written: the pings must still be running then.
+    for p in [&mut p21, &mut p12] {
+        let running = p.child.as_mut().map(|c| matches!(c.try_wait(), Ok(None)));
+        assert_eq!(
+            running,
+            Some(true),
+            "the pings ended before the takeover was done (machine too slow?); logs:\n{}",
+            logs()
+        );
+    }
     let (sent21, got21, out21) = ping_result(p21);
     let (sent12, got12, out12) = ping_result(p12);
     eprintln!(
         "takeover under ping -i 0.01: node2->node1 {got21}/{sent21}, node1->node2 {got12}/{sent12}"
     );
     assert!(
-        sent21 > 300 && sent12 > 300,
+        sent21 == 1500 && sent12 == 1500,
         "too few pings sent:\n{out21}\n{out12}"
     );
     assert_eq!(
@@ -508,8 +527,8 @@ ip neigh replace 198.51.100.77 lladdr 0e:00:00:00:00:77 dev veth0 nud permanent
             let fdb = n1
                 .run("bridge", &["fdb", "show", "dev", "flannel.1"])
                 .ok()?;
-            (!routes.contains("10.244.3.0/24")
-                && !routes.contains("10.244.4.0/24")
+            (!routes.contains(&format!("{gone}/24"))
+                && !routes.contains(&format!("{gone_hg}/24"))
                 && !neigh.contains(GONE_MAC)
                 && !fdb.contains(GONE_MAC))
             .then_some(())
