@@ -3,6 +3,7 @@
 //! table of its own; `none` does nothing (for hosts where something else,
 //! e.g. a cloud NAT or kube-proxy, already handles egress).
 
+pub mod go_chains;
 pub mod nft;
 pub mod none;
 pub mod rules;
