@@ -303,6 +303,8 @@ pub struct Settings {
     pub store: StoreSettings,
     pub net_config_path: Option<PathBuf>,
     pub iface: IfaceSpec,
+    /// Further kinds given (Go's order), tried when `iface` finds nothing.
+    pub iface_fallbacks: Vec<IfaceSpec>,
     pub public_ip: Option<Ipv4Addr>,
     pub public_ipv6: Option<std::net::Ipv6Addr>,
     pub subnet_file: PathBuf,
@@ -362,13 +364,18 @@ impl Cli {
         };
 
         // Go flanneld's order: --iface, then --iface-regex, then
-        // --iface-can-reach (the first kind given is used).
-        let iface = if !self.iface.is_empty() {
+        // --iface-can-reach; each kind given is a fallback for the one
+        // before it (none given: the default route).
+        let mut kinds = Vec::new();
+        if !self.iface.is_empty() {
             if let Some(empty) = self.iface.iter().find(|i| i.trim().is_empty()) {
                 return Err(CliError::EmptyIface(empty.clone()));
             }
-            IfaceSpec::Names(self.iface.iter().map(|i| i.trim().to_string()).collect())
-        } else if !self.iface_regex.is_empty() {
+            kinds.push(IfaceSpec::Names(
+                self.iface.iter().map(|i| i.trim().to_string()).collect(),
+            ));
+        }
+        if !self.iface_regex.is_empty() {
             let regexes = self
                 .iface_regex
                 .iter()
@@ -379,12 +386,14 @@ impl Cli {
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            IfaceSpec::Regexes(regexes)
-        } else if let Some(ip) = self.iface_can_reach {
-            IfaceSpec::CanReach(ip)
-        } else {
-            IfaceSpec::DefaultRoute
-        };
+            kinds.push(IfaceSpec::Regexes(regexes));
+        }
+        if let Some(ip) = self.iface_can_reach {
+            kinds.push(IfaceSpec::CanReach(ip));
+        }
+        let mut kinds = kinds.into_iter();
+        let iface = kinds.next().unwrap_or(IfaceSpec::DefaultRoute);
+        let iface_fallbacks: Vec<IfaceSpec> = kinds.collect();
 
         if self.resync_period < Duration::from_millis(100) {
             return Err(CliError::ResyncTooShort(self.resync_period));
@@ -413,6 +422,7 @@ impl Cli {
             store,
             net_config_path,
             iface,
+            iface_fallbacks,
             public_ip: self.public_ip,
             public_ipv6: self.public_ipv6,
             subnet_file: self.subnet_file.clone(),
@@ -675,6 +685,13 @@ mod tests {
             .settings()
             .unwrap();
         assert!(matches!(s.iface, IfaceSpec::Names(ref n) if n == &["eth0".to_string()]));
+        assert!(matches!(s.iface_fallbacks[..], [IfaceSpec::CanReach(_)]));
+        let s = parse(&["--iface-regex", "^e", "--iface", "eth0"])
+            .unwrap()
+            .settings()
+            .unwrap();
+        assert!(matches!(s.iface, IfaceSpec::Names(_)));
+        assert!(matches!(s.iface_fallbacks[..], [IfaceSpec::Regexes(_)]));
     }
 
     #[test]

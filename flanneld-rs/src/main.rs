@@ -72,7 +72,7 @@ async fn run(settings: Settings) -> Result<(), String> {
     let work = async {
         // The interface flags are checked now; the addresses are chosen
         // once the config says which family the tunnels use.
-        flanneld::node::netlink::preflight(&settings.iface)
+        flanneld::node::netlink::preflight_any(&settings.iface, &settings.iface_fallbacks)
             .await
             .map_err(|e| e.to_string())?;
         let net_conf = wiring::read_net_conf(settings.net_config_path.as_deref())
@@ -91,9 +91,14 @@ async fn run(settings: Settings) -> Result<(), String> {
             v4: settings.public_ip,
             v6: settings.public_ipv6,
         };
-        let node = flanneld::node::netlink::detect(&settings.iface, public, underlay)
-            .await
-            .map_err(|e| e.to_string())?;
+        let node = flanneld::node::netlink::detect_any(
+            &settings.iface,
+            &settings.iface_fallbacks,
+            public,
+            underlay,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         let backend = wiring::make_backend_with_mac_file(
             &config,
             &settings.datapath,

@@ -176,25 +176,26 @@ fn lab(dir: &Path) -> (Netns, Netns, Proc) {
 fn daemon(ns: &Netns, dir: &Path, node: &str, extra: &[&str]) -> Proc {
     std::fs::create_dir_all(dir.join(node)).expect("node dir");
     let mut cmd = ns.exec(env!("CARGO_BIN_EXE_flanneld-rs"));
-    cmd.args([
-        "-iface",
-        "veth0",
-        "-etcd-endpoints",
-        ETCD_URL,
-        "-ip-masq",
-        "-v=2",
-    ])
-    .arg(format!(
-        "-subnet-file={}",
-        dir.join(node).join("subnet.env").display()
-    ))
-    .args([
-        "--iptables-resync=5",
-        "-iptables-forward-rules=true",
-        "--resync-period",
-        "1s",
-    ])
-    .args(extra);
+    // node2 names a missing interface first: like Go flanneld, the next
+    // kind given (--iface-can-reach) is the fallback.
+    let iface: &[&str] = if node == "node2" {
+        &["-iface", "nope0", "-iface-can-reach=198.51.100.1"]
+    } else {
+        &["-iface", "veth0"]
+    };
+    cmd.args(iface)
+        .args(["-etcd-endpoints", ETCD_URL, "-ip-masq", "-v=2"])
+        .arg(format!(
+            "-subnet-file={}",
+            dir.join(node).join("subnet.env").display()
+        ))
+        .args([
+            "--iptables-resync=5",
+            "-iptables-forward-rules=true",
+            "--resync-period",
+            "1s",
+        ])
+        .args(extra);
     let log = dir.join(format!(
         "{node}-{}.log",
         std::time::SystemTime::now()

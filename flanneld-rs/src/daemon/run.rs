@@ -529,7 +529,11 @@ impl LeaseLoop {
                 }
             }
             Ok(Err(e)) => {
-                warn!(error = %e, "cannot remove Go flanneld's iptables chains; retrying at the next resync")
+                // Once: it is retried at every resync.
+                if !self.go_chains_kept_logged {
+                    self.go_chains_kept_logged = true;
+                    warn!(error = %e, "cannot remove Go flanneld's iptables chains; retrying at every resync")
+                }
             }
             Err(e) => {
                 warn!(error = %e, "Go iptables cleanup task failed; retrying at the next resync")

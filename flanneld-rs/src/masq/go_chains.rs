@@ -167,6 +167,23 @@ impl GoChains {
         names.is_some_and(|n| !n.trim().is_empty())
     }
 
+    /// `iptables -S chain`: `Ok(None)` when the flavour is not installed,
+    /// `Ok(Some(false))` when the chain (or its table) does not exist,
+    /// `Ok(Some(true))` when it does; any other failure (e.g. the xtables
+    /// lock file cannot be opened) is an error, so it is reported rather
+    /// than taken for "no chain".
+    fn chain_exists(&self, flavour: &str, c: GoChain) -> Result<Option<bool>, GoChainsError> {
+        match self.run(flavour, &["-t", c.table, "-S", c.chain])? {
+            None => Ok(None),
+            Some(Ok(_)) => Ok(Some(true)),
+            Some(Err(stderr)) if means_absent(&stderr) => Ok(Some(false)),
+            Some(Err(stderr)) => Err(GoChainsError::Failed {
+                cmd: format!("{flavour} -w -t {} -S {}", c.table, c.chain),
+                stderr,
+            }),
+        }
+    }
+
     /// The chains of Go flanneld present, as `(flavour, chain)`.
     pub fn present(&self) -> Result<Vec<(String, &'static str)>, GoChainsError> {
         let mut out = Vec::new();
@@ -175,7 +192,7 @@ impl GoChains {
                 continue;
             }
             for c in [GO_POSTRTG, GO_FWD] {
-                if let Some(Ok(_)) = self.run(flavour, &["-t", c.table, "-S", c.chain])? {
+                if self.chain_exists(flavour, c)? == Some(true) {
                     out.push((flavour.to_string(), c.chain));
                 }
             }
@@ -193,10 +210,10 @@ impl GoChains {
                 continue;
             }
             for c in [GO_POSTRTG, GO_FWD] {
-                match self.run(flavour, &["-t", c.table, "-S", c.chain])? {
-                    None => break,            // this flavour is not installed
-                    Some(Err(_)) => continue, // no such chain (or table)
-                    Some(Ok(_)) => {}
+                match self.chain_exists(flavour, c)? {
+                    None => break,           // this flavour is not installed
+                    Some(false) => continue, // no such chain (or table)
+                    Some(true) => {}
                 }
                 let why_not = if c == GO_POSTRTG && !masq_ready {
                     Some("this daemon's masquerade rules are not in place yet".to_string())
@@ -238,6 +255,15 @@ impl GoChains {
         self.must(flavour, &["-t", c.table, "-X", c.chain])?;
         Ok(())
     }
+}
+
+/// Whether an iptables error says the chain (or its table) is not there:
+/// legacy says "No chain/target/match by that name", nft calls a chain in
+/// a table it does not have "incompatible".
+pub fn means_absent(stderr: &str) -> bool {
+    ["No chain/target/match", "does not exist", "is incompatible"]
+        .iter()
+        .any(|m| stderr.contains(m))
 }
 
 /// The 1-based numbers of the rules of `chain` (in `iptables -S chain`
@@ -304,6 +330,23 @@ mod tests {
             Some("DROP")
         );
         assert_eq!(policy("-N FLANNEL-FWD\n", "FORWARD"), None);
+    }
+
+    #[test]
+    fn missing_chains_are_told_from_failures() {
+        assert!(means_absent(
+            "iptables: No chain/target/match by that name."
+        ));
+        assert!(means_absent(
+            "iptables v1.8.9 (nf_tables): chain `FLANNEL-FWD' in table `filter' is incompatible, use 'nft' tool."
+        ));
+        assert!(means_absent("iptables v1.8.9: can't initialize iptables table `nat': Table does not exist (do you need to insmod?)"));
+        assert!(!means_absent(
+            "Fatal: can't open lock file /run/xtables.lock: Read-only file system"
+        ));
+        assert!(!means_absent(
+            "iptables v1.8.9: Permission denied (you must be root)"
+        ));
     }
 
     #[test]
