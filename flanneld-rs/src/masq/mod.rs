@@ -4,6 +4,7 @@
 //! e.g. a cloud NAT or kube-proxy, already handles egress).
 
 pub mod forward;
+pub mod go_chains;
 pub mod nft;
 pub mod none;
 pub mod rules;
