@@ -589,7 +589,8 @@ ip neigh replace 198.51.100.77 lladdr 0e:00:00:00:00:77 dev veth0 nud permanent
 
     // Go's chains: our masquerade is in place, so FLANNEL-POSTRTG goes from
     // both flavours; FLANNEL-FWD goes where FORWARD accepts anyway (nft
-    // here) and stays where the policy is DROP (legacy here).
+    // here) and, once our own accepts (FLANNEL-RS-FWD) are in that
+    // flavour's FORWARD, also where the policy is DROP (legacy here).
     n1.run("nft", &["list", "table", "ip", "flannel-rs"])
         .expect("our masquerade table");
     wait_for(
@@ -598,7 +599,8 @@ ip neigh replace 198.51.100.77 lladdr 0e:00:00:00:00:77 dev veth0 nud permanent
         || {
             (!has_chain(&n1, "iptables-nft", "nat", "FLANNEL-POSTRTG")
                 && !has_chain(&n1, "iptables-nft", "filter", "FLANNEL-FWD")
-                && !has_chain(&n1, "iptables-legacy", "nat", "FLANNEL-POSTRTG"))
+                && !has_chain(&n1, "iptables-legacy", "nat", "FLANNEL-POSTRTG")
+                && !has_chain(&n1, "iptables-legacy", "filter", "FLANNEL-FWD"))
             .then_some(())
         },
         &logs,
@@ -614,19 +616,33 @@ ip neigh replace 198.51.100.77 lladdr 0e:00:00:00:00:77 dev veth0 nud permanent
         jumps(&n1, "iptables-nft", "filter", "FORWARD", "FLANNEL-FWD"),
         0
     );
-    assert!(
-        has_chain(&n1, "iptables-legacy", "filter", "FLANNEL-FWD"),
-        "FORWARD policy DROP: Go's accepts must stay"
+    // FORWARD policy DROP in legacy: Go's accepts were replaced by ours,
+    // never neither (ours are installed before Go's are removed).
+    assert!(has_chain(
+        &n1,
+        "iptables-legacy",
+        "filter",
+        "FLANNEL-RS-FWD"
+    ));
+    assert_eq!(
+        jumps(
+            &n1,
+            "iptables-legacy",
+            "filter",
+            "FORWARD",
+            "FLANNEL-RS-FWD"
+        ),
+        1
     );
     assert_eq!(
         jumps(&n1, "iptables-legacy", "filter", "FORWARD", "FLANNEL-FWD"),
-        1
+        0
     );
     assert_eq!(
         d1.log()
             .matches("keeping Go flanneld's iptables chain for now")
             .count(),
-        1,
+        0,
         "{}",
         d1.log()
     );

@@ -509,9 +509,10 @@ impl LeaseLoop {
             return;
         };
         let masq_ready = self.masq.is_none() || self.masq_ok;
-        // Our own forward accepts in iptables do not exist yet: FLANNEL-FWD
-        // goes only where the FORWARD policy accepts anyway.
-        let forward_ready = false;
+        // FLANNEL-FWD goes once our own accepts are in iptables' FORWARD
+        // (`masq::forward`), or where the FORWARD policy accepts anyway.
+        let forward_ready =
+            self.masq_ok && self.masq.as_ref().is_some_and(|m| m.forward_installed());
         let result =
             tokio::task::spawn_blocking(move || go.retire(masq_ready, forward_ready)).await;
         match result {
