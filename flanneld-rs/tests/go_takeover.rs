@@ -646,10 +646,10 @@ ip neigh replace 198.51.100.77 lladdr 0e:00:00:00:00:77 dev veth0 nud permanent
         "{}",
         d1.log()
     );
-    // ... and /metrics says one Go chain is left.
+    // ... and /metrics says no Go chain is left.
     let metrics = http_get(&n1, 9481, "/metrics");
     assert!(
-        metrics.contains("flanneld_go_iptables_chains 1\n"),
+        metrics.contains("flanneld_go_iptables_chains 0\n"),
         "{metrics}"
     );
 
