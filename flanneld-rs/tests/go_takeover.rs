@@ -282,6 +282,35 @@ fn ping_result(mut p: Proc) -> (u64, u64, String) {
     )
 }
 
+/// The body of `GET http://127.0.0.1:port{path}` inside `ns` (a thread
+/// enters the namespace; the test's own threads never move).
+fn http_get(ns: &Netns, port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    let ns_path = ns.path();
+    let path = path.to_string();
+    std::thread::spawn(move || {
+        let f = std::fs::File::open(&ns_path).expect("namespace file");
+        // SAFETY: setns on this thread only, with a valid namespace fd.
+        assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .expect("request");
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).expect("response");
+        resp.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default()
+    })
+    .join()
+    .expect("http thread")
+}
+
 /// `10.244.7.0` -> `10.244.7.1` (FLANNEL_SUBNET names the first address).
 fn first_address(network: &str) -> String {
     let ip: std::net::Ipv4Addr = network.parse().expect("IPv4");
@@ -433,7 +462,7 @@ ip neigh replace 198.51.100.77 lladdr 0e:00:00:00:00:77 dev veth0 nud permanent
     let mut p21 = ping_flood(&n2, "10.244.1.0", 1500);
     let mut p12 = ping_flood(&n1, &s2, 1500);
     std::thread::sleep(Duration::from_secs(2));
-    let mut d1 = daemon(&n1, dir, "node1", &[]);
+    let mut d1 = daemon(&n1, dir, "node1", &["--healthz-addr", "127.0.0.1:9481"]);
     let logs = || format!("--- node1\n{}\n--- node2\n{}", d1.log(), d2.log());
     let env1 = wait_for(
         "node1 subnet.env",
@@ -616,6 +645,12 @@ ip neigh replace 198.51.100.77 lladdr 0e:00:00:00:00:77 dev veth0 nud permanent
         0,
         "{}",
         d1.log()
+    );
+    // ... and /metrics says no Go chain is left.
+    let metrics = http_get(&n1, 9481, "/metrics");
+    assert!(
+        metrics.contains("flanneld_go_iptables_chains 0\n"),
+        "{metrics}"
     );
 
     // Restart with the device deleted meanwhile: it comes back with Go's

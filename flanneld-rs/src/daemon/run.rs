@@ -520,6 +520,9 @@ impl LeaseLoop {
                 for (flavour, chain) in &outcome.removed {
                     info!(%flavour, chain, "removed Go flanneld's iptables chain and its jumps (our rules are in place)");
                 }
+                self.metrics
+                    .go_iptables_chains
+                    .set(i64::try_from(outcome.kept.len()).unwrap_or(i64::MAX));
                 if outcome.done() {
                     self.go_chains = None;
                 } else if !self.go_chains_kept_logged {
