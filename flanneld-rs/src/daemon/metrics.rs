@@ -83,6 +83,9 @@ pub struct Metrics {
     /// Subnets lost to another node since start: pods on this node with
     /// addresses in them are cut off until recreated.
     pub lost_subnets: Gauge,
+    /// Go flanneld's iptables chains still on the node (kept until our
+    /// rules cover them; 0 once retired or when none were found).
+    pub go_iptables_chains: Gauge,
     datapath: Arc<DatapathCollector>,
     /// Pod addresses, peers known/failed, lease seconds left, build info
     /// (ops_metrics.rs).
@@ -171,6 +174,7 @@ impl Metrics {
             own_lease_lost: Family::default(),
             own_lease_reacquired: Family::default(),
             lost_subnets: Gauge::default(),
+            go_iptables_chains: Gauge::default(),
             datapath: Arc::default(),
             ops: Arc::default(),
             process_registry: Registry::default(),
@@ -254,6 +258,11 @@ impl Metrics {
             "lost_subnets",
             "Subnets this node held and lost to another node since it started: pods still holding addresses in them are unreachable until recreated",
             m.lost_subnets.clone(),
+        );
+        registry.register(
+            "go_iptables_chains",
+            "Go flanneld's iptables chains (FLANNEL-POSTRTG, FLANNEL-FWD, per iptables flavour) still on this node, kept until this daemon's rules cover them",
+            m.go_iptables_chains.clone(),
         );
         for cause in ["deleted", "overwritten", "renewal"] {
             m.own_lease_lost

@@ -25,6 +25,7 @@ use super::peers::{Applied, OwnLease, PeerSet};
 use super::renew::{renew_delay, retry_delay};
 use super::validate::{self, Rules};
 use crate::backend::{Backend, BackendError, LocalNode, Prepared};
+use crate::masq::go_chains::GoChains;
 use crate::masq::Masquerade;
 
 /// What the loop needs from the command line.
@@ -127,6 +128,12 @@ pub struct LeaseLoop {
     /// True once the peer set came from a listing: until then a reconcile
     /// would remove the entries of peers adopted from a previous run.
     have_view: bool,
+    /// Go flanneld's iptables chains still to retire (`None`: done, or
+    /// `--keep-go-iptables`).
+    go_chains: Option<GoChains>,
+    /// Our masquerade rules are installed (Go's may go).
+    masq_ok: bool,
+    go_chains_kept_logged: bool,
     /// Rejected peer leases already reported.
     rejects: RejectLog,
     /// Repeated warnings held back.
@@ -182,9 +189,19 @@ impl LeaseLoop {
             lease: None,
             subnet_env_written: false,
             have_view: false,
+            go_chains: None,
+            masq_ok: false,
+            go_chains_kept_logged: false,
             rejects: RejectLog::default(),
             warn_limit: RateLimit::new(WARN_REPEAT_WINDOW),
         }
+    }
+
+    /// Retires Go flanneld's iptables chains once this daemon's own rules
+    /// are in place (`masq::go_chains`); `None` keeps them.
+    pub fn with_go_chains(mut self, go_chains: Option<GoChains>) -> Self {
+        self.go_chains = go_chains;
+        self
     }
 
     /// Runs start-up and then the loop until `stop` resolves. Returns an
@@ -319,6 +336,7 @@ impl LeaseLoop {
                 Wake::Resync => {
                     self.reconcile("resync").await;
                     self.ensure_masquerade().await;
+                    self.retire_go_chains().await;
                     if self.subnet_env_written {
                         // Someone removed or edited it: put it back.
                         if let Err(e) = self.ensure_subnet_env() {
@@ -480,7 +498,52 @@ impl LeaseLoop {
             })?;
         self.lease = Some(lease);
         self.ensure_masquerade().await;
+        self.retire_go_chains().await;
         Ok(())
+    }
+
+    /// Removes Go flanneld's chains that nothing needs any more; those
+    /// kept (e.g. FLANNEL-FWD under a FORWARD DROP policy) are retried at
+    /// every resync, so the warning is logged once.
+    async fn retire_go_chains(&mut self) {
+        let Some(go) = self.go_chains.clone() else {
+            return;
+        };
+        let masq_ready = self.masq.is_none() || self.masq_ok;
+        // FLANNEL-FWD goes once our own accepts are in iptables' FORWARD
+        // (`masq::forward`), or where the FORWARD policy accepts anyway.
+        let forward_ready =
+            self.masq_ok && self.masq.as_ref().is_some_and(|m| m.forward_installed());
+        let result =
+            tokio::task::spawn_blocking(move || go.retire(masq_ready, forward_ready)).await;
+        match result {
+            Ok(Ok(outcome)) => {
+                for (flavour, chain) in &outcome.removed {
+                    info!(%flavour, chain, "removed Go flanneld's iptables chain and its jumps (our rules are in place)");
+                }
+                self.metrics
+                    .go_iptables_chains
+                    .set(i64::try_from(outcome.kept.len()).unwrap_or(i64::MAX));
+                if outcome.done() {
+                    self.go_chains = None;
+                } else if !self.go_chains_kept_logged {
+                    self.go_chains_kept_logged = true;
+                    for (flavour, chain, why) in &outcome.kept {
+                        warn!(%flavour, chain, reason = %why, "keeping Go flanneld's iptables chain for now");
+                    }
+                }
+            }
+            Ok(Err(e)) => {
+                // Once: it is retried at every resync.
+                if !self.go_chains_kept_logged {
+                    self.go_chains_kept_logged = true;
+                    warn!(error = %e, "cannot remove Go flanneld's iptables chains; retrying at every resync")
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "Go iptables cleanup task failed; retrying at the next resync")
+            }
+        }
     }
 
     /// The watch saw our own key deleted, expired or written by another
@@ -552,6 +615,7 @@ impl LeaseLoop {
         };
         // The driver runs `nft`: keep it off the async thread.
         let result = tokio::task::spawn_blocking(move || masq.apply(&[network], subnet)).await;
+        self.masq_ok = matches!(result, Ok(Ok(())));
         match result {
             Ok(Ok(())) => {}
             Ok(Err(e)) => self.warn_limited(
