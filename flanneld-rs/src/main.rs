@@ -113,6 +113,7 @@ async fn run(settings: Settings) -> Result<(), String> {
             ip_masq: settings.ip_masq,
             renew_margin: settings.renew_margin,
             resync_period: settings.resync_period,
+            kernel_events: true,
         };
         let parts = Parts {
             config,

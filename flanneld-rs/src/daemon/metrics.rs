@@ -23,7 +23,7 @@ use crate::userspace::counters::Counters;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TriggerLabel {
-    /// What caused the pass: startup, event, resync, lease.
+    /// What caused the pass: startup, event, resync, lease, netlink.
     pub trigger: &'static str,
 }
 

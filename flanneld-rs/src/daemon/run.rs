@@ -27,6 +27,7 @@ use super::validate::{self, Rules};
 use crate::backend::{Backend, BackendError, LocalNode, Prepared};
 use crate::masq::go_chains::GoChains;
 use crate::masq::Masquerade;
+use crate::netlink::events::{self, KernelEvents};
 
 /// What the loop needs from the command line.
 #[derive(Debug, Clone)]
@@ -35,6 +36,10 @@ pub struct LoopSettings {
     pub ip_masq: bool,
     pub renew_margin: Duration,
     pub resync_period: Duration,
+    /// Reconcile on kernel notifications of deletions (`netlink::events`)
+    /// in the daemon's namespace; off only for tests whose backend does
+    /// not touch the kernel.
+    pub kernel_events: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +133,9 @@ pub struct LeaseLoop {
     /// True once the peer set came from a listing: until then a reconcile
     /// would remove the entries of peers adopted from a previous run.
     have_view: bool,
+    /// Kernel notifications of deletions of what we own (`None`: could not
+    /// subscribe; the resync alone repairs then).
+    kernel_events: Option<KernelEvents>,
     /// Go flanneld's iptables chains still to retire (`None`: done, or
     /// `--keep-go-iptables`).
     go_chains: Option<GoChains>,
@@ -149,7 +157,13 @@ enum Wake {
     Watch(Option<lease_store::store::Result<lease_store::WatchUpdate>>),
     Resync,
     Rewatch,
+    Kernel(Option<()>),
 }
+
+/// Time given to a burst of kernel notifications (a device deleted takes
+/// its routes and neighbours with it) to arrive before the reconcile, so
+/// it is one pass rather than several.
+const KERNEL_SETTLE: Duration = Duration::from_millis(10);
 
 /// The parts the loop drives, built by `wiring` from the flags.
 pub struct Parts {
@@ -189,6 +203,7 @@ impl LeaseLoop {
             lease: None,
             subnet_env_written: false,
             have_view: false,
+            kernel_events: None,
             go_chains: None,
             masq_ok: false,
             go_chains_kept_logged: false,
@@ -222,6 +237,7 @@ impl LeaseLoop {
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         resync.reset();
         let mut rewatch_delay = BACKOFF_MIN;
+        let mut kernel = self.kernel_events.take();
         // Start-up could not list and watch: try again shortly.
         let mut rewatch_at = watch
             .is_none()
@@ -234,6 +250,7 @@ impl LeaseLoop {
                 item = next_opt(&mut watch) => Wake::Watch(item),
                 _ = resync.tick() => Wake::Resync,
                 _ = sleep_until_opt(rewatch_at) => Wake::Rewatch,
+                ev = next_kernel(&mut kernel) => Wake::Kernel(ev),
             };
             match wake {
                 Wake::Stop => return Ok(()),
@@ -333,6 +350,17 @@ impl LeaseLoop {
                         }
                     }
                 }
+                Wake::Kernel(Some(())) => {
+                    tokio::time::sleep(KERNEL_SETTLE).await;
+                    if let Some(k) = kernel.as_mut() {
+                        k.drain();
+                    }
+                    self.reconcile("netlink").await;
+                }
+                Wake::Kernel(None) => {
+                    warn!("kernel notifications ended; repairs wait for the resync");
+                    kernel = None;
+                }
                 Wake::Resync => {
                     self.reconcile("resync").await;
                     self.ensure_masquerade().await;
@@ -379,6 +407,15 @@ impl LeaseLoop {
         self.prepared = Some(prepared);
         // The userspace datapath counts its packets; /metrics reads them.
         self.metrics.set_datapath(self.backend.datapath_counters());
+        // Deletions by hand are repaired on notice, not at the next resync.
+        if self.settings.kernel_events {
+            match events::subscribe(network) {
+                Ok(k) => self.kernel_events = Some(k),
+                Err(e) => {
+                    warn!(error = %logs::err(&e), "cannot watch the kernel for deletions; repairs wait for the resync")
+                }
+            }
+        }
 
         let previous = self.previous_subnet(network);
         self.acquire(previous).await?;
@@ -818,6 +855,13 @@ fn update_revision(u: &lease_store::WatchUpdate) -> Revision {
 async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_kernel(kernel: &mut Option<KernelEvents>) -> Option<()> {
+    match kernel.as_mut() {
+        Some(k) => k.next().await,
         None => std::future::pending().await,
     }
 }
