@@ -574,12 +574,13 @@ impl LeaseLoop {
                 // Once: it is retried at every resync.
                 if !self.go_chains_kept_logged {
                     self.go_chains_kept_logged = true;
-                    warn!(error = %e, "cannot remove Go flanneld's iptables chains; retrying at every resync")
+                    warn!(error = %logs::err(&e), "cannot remove Go flanneld's iptables chains; retrying at every resync")
                 }
             }
-            Err(e) => {
-                warn!(error = %e, "Go iptables cleanup task failed; retrying at the next resync")
-            }
+            Err(e) => self.warn_limited(
+                "Go iptables cleanup task failed; retrying at the next resync",
+                &e,
+            ),
         }
     }
 
