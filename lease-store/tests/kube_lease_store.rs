@@ -250,3 +250,33 @@ async fn a_watch_relists_after_410_and_sees_expiries_on_its_own_clock() {
     }
     assert!(fake.watch_requests().len() >= 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_also_publishes_on_its_node_and_ignores_the_pod_cidr() {
+    let fake = FakeApi::start(Duration::from_secs(60)).await;
+    // A podCIDR the controller manager gave (not EKS): ignored.
+    fake.put_node(node_json("n1", &["10.244.200.0/24"], &[]));
+    let mut opts = KubeLeaseOptions::new(NS, NetworkConfig::parse(NET).unwrap());
+    opts.node_name = Some("n1".into());
+    opts.publish_node = true;
+    let s = KubeLeaseStore::new(fake.client(), opts);
+    let mut r = req(1);
+    r.previous_subnet = Some("10.244.7.0/24".parse().unwrap());
+    let l = s.acquire(&r).await.unwrap();
+    assert_eq!(l.subnet, r.previous_subnet, "the lease, not the podCIDR");
+    let node = fake.node("n1").unwrap();
+    let ann = &node["metadata"]["annotations"];
+    assert_eq!(ann["flannel.alpha.coreos.com/kube-subnet-manager"], "true");
+    assert_eq!(ann["flannel.alpha.coreos.com/public-ip"], "192.0.2.1");
+    let conds = node["status"]["conditions"].as_array().unwrap();
+    assert!(
+        conds
+            .iter()
+            .any(|c| c["type"] == "NetworkUnavailable" && c["status"] == "False"),
+        "{conds:?}"
+    );
+    assert!(
+        conds.iter().any(|c| c["type"] == "Ready"),
+        "kubelet's Ready kept"
+    );
+}

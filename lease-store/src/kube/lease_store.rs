@@ -58,6 +58,11 @@ pub struct KubeLeaseOptions {
     pub page_size: u32,
     /// The longest pause between attempts to re-open a failed watch.
     pub backoff_max: Duration,
+    /// After acquiring, write the node's flannel annotations and
+    /// `NetworkUnavailable=False` as the podCIDR source does, so that
+    /// tooling reading Nodes keeps working (the daemon sets it; needs
+    /// `node_name`).
+    pub publish_node: bool,
 }
 
 impl KubeLeaseOptions {
@@ -70,6 +75,7 @@ impl KubeLeaseOptions {
             ttl: Duration::from_secs(24 * 3600),
             page_size: 500,
             backoff_max: Duration::from_secs(30),
+            publish_node: false,
         }
     }
 }
@@ -126,6 +132,8 @@ pub struct KubeLeaseStore {
     node_uid: Arc<Mutex<Option<String>>>,
     last_list: LastList,
     rejects: Arc<Rejects>,
+    /// The podCIDR-is-ignored warning is given once per process.
+    warned_pod_cidr: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn is_status(e: &kube::Error, code: u16) -> bool {
@@ -180,7 +188,51 @@ impl KubeLeaseStore {
             node_uid: Arc::default(),
             last_list: Arc::default(),
             rejects: Arc::default(),
+            warned_pod_cidr: Arc::default(),
         }
+    }
+
+    /// The counter behind [`KubeLeaseStore::rejected_leases`], for a
+    /// metrics exporter that outlives this handle.
+    pub fn rejects(&self) -> Arc<Rejects> {
+        self.rejects.clone()
+    }
+
+    /// Publishes the lease on our Node (annotations, NetworkUnavailable)
+    /// and reports a podCIDR that disagrees with it: in this mode the lease
+    /// is the node's subnet, the podCIDR never is.
+    async fn publish_on_node(&self, lease: &Lease) -> Result<()> {
+        use kube::api::{Patch, PatchParams};
+        let Some(name) = self.opts.node_name.as_deref() else {
+            return Ok(());
+        };
+        let node = match self.nodes.get(name).await {
+            Ok(n) => n,
+            Err(e) => return Err(api_error("get own node", e)),
+        };
+        match super::mapping::pod_cidrs(&node) {
+            Ok((Some(cidr), _)) if !self.warned_pod_cidr.swap(true, Ordering::Relaxed) => {
+                if Some(cidr) == lease.subnet {
+                    tracing::warn!(node = name, pod_cidr = %cidr, "the node has a podCIDR; with --kube-subnet-source lease it is ignored (it equals this node's lease)");
+                } else {
+                    tracing::warn!(node = name, pod_cidr = %cidr, lease = ?lease.subnet, "the node's podCIDR disagrees with its flannel lease: pods get addresses from the lease, not the podCIDR; turn off the controller manager's --allocate-node-cidrs or use --kube-subnet-source node");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "the node's podCIDR is unreadable; it is ignored"),
+        }
+        let pp = PatchParams::default();
+        let body = super::mapping::annotations_patch(&self.opts.prefix, &lease.attrs);
+        self.nodes
+            .patch_status(name, &pp, &Patch::Merge(&body))
+            .await
+            .map_err(|e| api_error("publish node annotations", e))?;
+        let cond = super::mapping::network_available_patch(&super::store::rfc3339_now());
+        self.nodes
+            .patch_status(name, &pp, &Patch::Strategic(&cond))
+            .await
+            .map_err(|e| api_error("set NetworkUnavailable=False", e))?;
+        Ok(())
     }
 
     pub fn options(&self) -> &KubeLeaseOptions {
@@ -439,6 +491,9 @@ impl LeaseStore for KubeLeaseStore {
     async fn acquire(&self, req: &AcquireRequest) -> Result<Lease> {
         for attempt in 1..=ACQUIRE_ATTEMPTS {
             if let Some(l) = self.acquire_once(req).await? {
+                if self.opts.publish_node {
+                    self.publish_on_node(&l).await?;
+                }
                 return Ok(l);
             }
             tracing::debug!(attempt, "lost a race for a subnet; choosing again");
