@@ -280,3 +280,26 @@ async fn the_daemon_also_publishes_on_its_node_and_ignores_the_pod_cidr() {
         "kubelet's Ready kept"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_takes_back_its_own_lease_edited_into_garbage() {
+    let fake = FakeApi::start(Duration::from_secs(60)).await;
+    fake.put_node(node_json("n1", &[], &[]));
+    let s = node_store(&fake, "n1");
+    let l = s.acquire(&req(1)).await.unwrap();
+    let name = lease_map::object_name(l.subnet, None);
+    let mut bad = fake.lease(NS, &name).unwrap();
+    bad["metadata"]["annotations"]["flannel.alpha.coreos.com/public-ip"] = json!("garbage");
+    fake.put_lease(NS, bad);
+    // The restarted daemon asks for its subnet.env subnet: it gets it back
+    // and the object is readable again.
+    let mut r = req(1);
+    r.previous_subnet = l.subnet;
+    let again = node_store(&fake, "n1").acquire(&r).await.unwrap();
+    assert_eq!(again.subnet, l.subnet);
+    let obj = fake.lease(NS, &name).unwrap();
+    assert_eq!(
+        obj["metadata"]["annotations"]["flannel.alpha.coreos.com/public-ip"],
+        "192.0.2.1"
+    );
+}

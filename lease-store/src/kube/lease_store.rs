@@ -129,7 +129,6 @@ pub struct KubeLeaseStore {
     leases: Api<KLease>,
     nodes: Api<Node>,
     opts: Arc<KubeLeaseOptions>,
-    node_uid: Arc<Mutex<Option<String>>>,
     last_list: LastList,
     rejects: Arc<Rejects>,
     /// The podCIDR-is-ignored warning is given once per process.
@@ -151,7 +150,10 @@ struct Table {
 impl Table {
     /// The live leases (one per holder) and placeholders for every other
     /// object that still sits on its subnet's name.
-    fn for_allocation(&self, now: SystemTime) -> (Vec<Lease>, Vec<LeaseObjectError>) {
+    ///
+    /// An unreadable object held by `holder` (this node's own lease, edited
+    /// by hand) blocks nothing: this node takes it back and rewrites it.
+    fn for_allocation(&self, now: SystemTime, holder: &str) -> (Vec<Lease>, Vec<LeaseObjectError>) {
         let live: Vec<Decoded> = self
             .decoded
             .iter()
@@ -170,7 +172,12 @@ impl Table {
         // Objects that are neither usable nor expired (unreadable, or a
         // duplicate) keep their subnet: handing it out would put two nodes
         // on one subnet as soon as the object is repaired.
-        for name in self.objects.keys() {
+        for (name, obj) in &self.objects {
+            let mine = obj.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) == Some(holder);
+            let unreadable = self.decoded.iter().all(|d| d.name != *name);
+            if mine && unreadable {
+                continue;
+            }
             if !usable.contains(name.as_str()) && !expired.contains(name.as_str()) {
                 leases.extend(lease_map::placeholder(name));
             }
@@ -185,7 +192,6 @@ impl KubeLeaseStore {
             leases: Api::namespaced(client.clone(), &opts.namespace),
             nodes: Api::all(client),
             opts: Arc::new(opts),
-            node_uid: Arc::default(),
             last_list: Arc::default(),
             rejects: Arc::default(),
             warned_pod_cidr: Arc::default(),
@@ -215,7 +221,7 @@ impl KubeLeaseStore {
                 if Some(cidr) == lease.subnet {
                     tracing::warn!(node = name, pod_cidr = %cidr, "the node has a podCIDR; with --kube-subnet-source lease it is ignored (it equals this node's lease)");
                 } else {
-                    tracing::warn!(node = name, pod_cidr = %cidr, lease = ?lease.subnet, "the node's podCIDR disagrees with its flannel lease: pods get addresses from the lease, not the podCIDR; turn off the controller manager's --allocate-node-cidrs or use --kube-subnet-source node");
+                    tracing::warn!(node = name, pod_cidr = %cidr, lease = %lease.key(), "the node's podCIDR disagrees with its flannel lease: pods get addresses from the lease, not the podCIDR; turn off the controller manager's --allocate-node-cidrs or use --kube-subnet-source node");
                 }
             }
             Ok(_) => {}
@@ -257,19 +263,14 @@ impl KubeLeaseStore {
         }
     }
 
-    /// Our Node's uid, for the ownerReference (read once).
+    /// Our Node's uid, for the ownerReference. Read on every write, not
+    /// cached: a Node deleted and registered again has a new uid, and a
+    /// deleted Node's daemon must not claim a subnet (the garbage collector
+    /// would delete a Lease owned by a gone uid at once).
     async fn owner_uid(&self) -> Result<Option<String>> {
         let Some(name) = &self.opts.node_name else {
             return Ok(None);
         };
-        if let Some(uid) = self
-            .node_uid
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-        {
-            return Ok(Some(uid));
-        }
         let node = match self.nodes.get(name).await {
             Ok(n) => n,
             Err(e) if is_status(&e, 404) => {
@@ -279,9 +280,7 @@ impl KubeLeaseStore {
             }
             Err(e) => return Err(api_error("get own node", e)),
         };
-        let uid = node.metadata.uid.unwrap_or_default();
-        *self.node_uid.lock().unwrap_or_else(|p| p.into_inner()) = Some(uid.clone());
-        Ok(Some(uid))
+        Ok(Some(node.metadata.uid.unwrap_or_default()))
     }
 
     /// Every object of ours, paginated; a continue token that expired
@@ -427,7 +426,7 @@ impl KubeLeaseStore {
         let owner = self.opts.node_name.as_deref().zip(uid.as_deref());
         let table = self.read_table().await?;
         let now = SystemTime::now();
-        let (leases, dups) = table.for_allocation(now);
+        let (leases, dups) = table.for_allocation(now, &holder);
         self.rejects.report(dups);
         let (choice, plan) = crate::alloc::choose_plan(&self.opts.net_conf, &leases, req)?;
         for stale in &plan.stale_own {
@@ -765,7 +764,7 @@ impl WatchState {
                         };
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, retry_in = ?self.delay, "listing Lease objects failed; retrying");
+                        tracing::warn!(error = %e, retry_in_ms = u64::try_from(self.delay.as_millis()).unwrap_or(u64::MAX), "listing Lease objects failed; retrying");
                         self.backoff().await;
                         continue;
                     }
@@ -783,7 +782,7 @@ impl WatchState {
                         continue;
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, retry_in = ?self.delay, "Lease watch failed; retrying");
+                        tracing::warn!(error = %e, retry_in_ms = u64::try_from(self.delay.as_millis()).unwrap_or(u64::MAX), "Lease watch failed; retrying");
                         self.backoff().await;
                         continue;
                     }

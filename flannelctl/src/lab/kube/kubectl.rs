@@ -220,6 +220,29 @@ mod tests {
     }
 
     #[test]
+    fn the_lease_source_is_set_on_the_daemon_container_only() {
+        let mut l = serde_json::json!({"kind": "List", "items": [
+            {"kind": "DaemonSet", "spec": {"template": {"spec": {"containers": [
+                {"name": "flanneld-rs", "args": ["--kube-subnet-mgr"],
+                 "env": [{"name": "NODE_NAME", "value": "x"}]},
+                {"name": "sidecar", "args": ["--other"]}
+            ]}}}}
+        ]});
+        select_lease_source(&mut l).unwrap();
+        select_lease_source(&mut l).unwrap();
+        let c = &l["items"][0]["spec"]["template"]["spec"]["containers"];
+        let env = c[0]["env"].as_array().unwrap();
+        assert_eq!(env.len(), 2, "set once: {env:?}");
+        assert_eq!(env[1]["value"], "lease");
+        assert!(c[1].get("env").is_none());
+        let mut none = serde_json::json!({"kind": "List", "items": []});
+        assert!(select_lease_source(&mut none)
+            .unwrap_err()
+            .to_string()
+            .contains("--kube-subnet-mgr"));
+    }
+
+    #[test]
     fn the_compiled_in_manifest_has_what_the_lab_needs() {
         assert!(MANIFEST.contains("name: flannel-rs-cfg"));
         assert!(MANIFEST.contains("kind: DaemonSet"));
