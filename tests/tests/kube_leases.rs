@@ -64,11 +64,14 @@ fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static)
     }
 }
 
+/// `kubectl` of the lab, callable from any thread.
+type Kubectl = Arc<dyn Fn(&[&str]) -> Result<String, String> + Send + Sync>;
+
 /// The conformance suite's tables on the real API server: each table is a
 /// fresh namespace; `compact` compacts the lab's etcd.
 struct RealApi {
     client: kube::Client,
-    kubectl: Arc<dyn Fn(&[&str]) -> Result<String, String> + Send + Sync>,
+    kubectl: Kubectl,
     etcd: String,
     tables: AtomicU32,
 }
@@ -363,19 +366,18 @@ fn lease_subnet_source_on_a_cluster_without_pod_cidrs() -> Result<()> {
     //    server (from the infra namespace, where it listens).
     let (flannelctl, _, _) = e2e::lab::binaries()?;
     let name = lab.name.clone();
-    let kubectl: Arc<dyn Fn(&[&str]) -> Result<String, String> + Send + Sync> =
-        Arc::new(move |args: &[&str]| {
-            let out = Command::new(&flannelctl)
-                .args(["lab", "kubectl", "--name", &name, "--"])
-                .args(args)
-                .output()
-                .map_err(|e| e.to_string())?;
-            if out.status.success() {
-                Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-            } else {
-                Err(String::from_utf8_lossy(&out.stderr).into_owned())
-            }
-        });
+    let kubectl: Kubectl = Arc::new(move |args: &[&str]| {
+        let out = Command::new(&flannelctl)
+            .args(["lab", "kubectl", "--name", &name, "--"])
+            .args(args)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    });
     let kc = kubeconfig.clone();
     let took = std::time::Instant::now();
     in_netns(&lab.infra_ns(), move || -> Result<()> {
