@@ -151,6 +151,9 @@ async fn start_on(store: Arc<dyn LeaseStore>, subnet_file: &Path, delay: Duratio
         ip_masq: false,
         renew_margin: Duration::from_secs(3600),
         resync_period: Duration::from_secs(3600),
+        // The recording backend programs no kernel: deletions elsewhere on
+        // this host must not add passes.
+        kernel_events: false,
     };
     let parts = Parts {
         config,

@@ -23,7 +23,7 @@ use crate::userspace::counters::Counters;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TriggerLabel {
-    /// What caused the pass: startup, event, resync, lease.
+    /// What caused the pass: startup, event, resync, lease, netlink.
     pub trigger: &'static str,
 }
 
@@ -82,6 +82,9 @@ pub struct Metrics {
     /// Subnets lost to another node since start: pods on this node with
     /// addresses in them are cut off until recreated.
     pub lost_subnets: Gauge,
+    /// Go flanneld's iptables chains still on the node (kept until our
+    /// rules cover them; 0 once retired or when none were found).
+    pub go_iptables_chains: Gauge,
     datapath: Arc<DatapathCollector>,
     store_rejects: Arc<StoreRejectsCollector>,
 }
@@ -166,6 +169,7 @@ impl Metrics {
             own_lease_lost: Family::default(),
             own_lease_reacquired: Family::default(),
             lost_subnets: Gauge::default(),
+            go_iptables_chains: Gauge::default(),
             datapath: Arc::default(),
             store_rejects: Arc::default(),
         };
@@ -246,6 +250,11 @@ impl Metrics {
             "lost_subnets",
             "Subnets this node held and lost to another node since it started: pods still holding addresses in them are unreachable until recreated",
             m.lost_subnets.clone(),
+        );
+        registry.register(
+            "go_iptables_chains",
+            "Go flanneld's iptables chains (FLANNEL-POSTRTG, FLANNEL-FWD, per iptables flavour) still on this node, kept until this daemon's rules cover them",
+            m.go_iptables_chains.clone(),
         );
         for cause in ["deleted", "overwritten", "renewal"] {
             m.own_lease_lost

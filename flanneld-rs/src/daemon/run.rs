@@ -25,7 +25,9 @@ use super::peers::{Applied, OwnLease, PeerSet};
 use super::renew::{renew_delay, retry_delay};
 use super::validate::{self, Rules};
 use crate::backend::{Backend, BackendError, LocalNode, Prepared};
+use crate::masq::go_chains::GoChains;
 use crate::masq::Masquerade;
+use crate::netlink::events::{self, KernelEvents};
 
 /// What the loop needs from the command line.
 #[derive(Debug, Clone)]
@@ -34,6 +36,10 @@ pub struct LoopSettings {
     pub ip_masq: bool,
     pub renew_margin: Duration,
     pub resync_period: Duration,
+    /// Reconcile on kernel notifications of deletions (`netlink::events`)
+    /// in the daemon's namespace; off only for tests whose backend does
+    /// not touch the kernel.
+    pub kernel_events: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +133,15 @@ pub struct LeaseLoop {
     /// True once the peer set came from a listing: until then a reconcile
     /// would remove the entries of peers adopted from a previous run.
     have_view: bool,
+    /// Kernel notifications of deletions of what we own (`None`: could not
+    /// subscribe; the resync alone repairs then).
+    kernel_events: Option<KernelEvents>,
+    /// Go flanneld's iptables chains still to retire (`None`: done, or
+    /// `--keep-go-iptables`).
+    go_chains: Option<GoChains>,
+    /// Our masquerade rules are installed (Go's may go).
+    masq_ok: bool,
+    go_chains_kept_logged: bool,
     /// Rejected peer leases already reported.
     rejects: RejectLog,
     /// Repeated warnings held back.
@@ -142,7 +157,13 @@ enum Wake {
     Watch(Option<lease_store::store::Result<lease_store::WatchUpdate>>),
     Resync,
     Rewatch,
+    Kernel(Option<()>),
 }
+
+/// Time given to a burst of kernel notifications (a device deleted takes
+/// its routes and neighbours with it) to arrive before the reconcile, so
+/// it is one pass rather than several.
+const KERNEL_SETTLE: Duration = Duration::from_millis(10);
 
 /// The parts the loop drives, built by `wiring` from the flags.
 pub struct Parts {
@@ -182,9 +203,20 @@ impl LeaseLoop {
             lease: None,
             subnet_env_written: false,
             have_view: false,
+            kernel_events: None,
+            go_chains: None,
+            masq_ok: false,
+            go_chains_kept_logged: false,
             rejects: RejectLog::default(),
             warn_limit: RateLimit::new(WARN_REPEAT_WINDOW),
         }
+    }
+
+    /// Retires Go flanneld's iptables chains once this daemon's own rules
+    /// are in place (`masq::go_chains`); `None` keeps them.
+    pub fn with_go_chains(mut self, go_chains: Option<GoChains>) -> Self {
+        self.go_chains = go_chains;
+        self
     }
 
     /// Runs start-up and then the loop until `stop` resolves. Returns an
@@ -205,6 +237,7 @@ impl LeaseLoop {
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         resync.reset();
         let mut rewatch_delay = BACKOFF_MIN;
+        let mut kernel = self.kernel_events.take();
         // Start-up could not list and watch: try again shortly.
         let mut rewatch_at = watch
             .is_none()
@@ -217,6 +250,7 @@ impl LeaseLoop {
                 item = next_opt(&mut watch) => Wake::Watch(item),
                 _ = resync.tick() => Wake::Resync,
                 _ = sleep_until_opt(rewatch_at) => Wake::Rewatch,
+                ev = next_kernel(&mut kernel) => Wake::Kernel(ev),
             };
             match wake {
                 Wake::Stop => return Ok(()),
@@ -316,9 +350,21 @@ impl LeaseLoop {
                         }
                     }
                 }
+                Wake::Kernel(Some(())) => {
+                    tokio::time::sleep(KERNEL_SETTLE).await;
+                    if let Some(k) = kernel.as_mut() {
+                        k.drain();
+                    }
+                    self.reconcile("netlink").await;
+                }
+                Wake::Kernel(None) => {
+                    warn!("kernel notifications ended; repairs wait for the resync");
+                    kernel = None;
+                }
                 Wake::Resync => {
                     self.reconcile("resync").await;
                     self.ensure_masquerade().await;
+                    self.retire_go_chains().await;
                     if self.subnet_env_written {
                         // Someone removed or edited it: put it back.
                         if let Err(e) = self.ensure_subnet_env() {
@@ -361,6 +407,15 @@ impl LeaseLoop {
         self.prepared = Some(prepared);
         // The userspace datapath counts its packets; /metrics reads them.
         self.metrics.set_datapath(self.backend.datapath_counters());
+        // Deletions by hand are repaired on notice, not at the next resync.
+        if self.settings.kernel_events {
+            match events::subscribe(network) {
+                Ok(k) => self.kernel_events = Some(k),
+                Err(e) => {
+                    warn!(error = %logs::err(&e), "cannot watch the kernel for deletions; repairs wait for the resync")
+                }
+            }
+        }
 
         let previous = self.previous_subnet(network);
         self.acquire(previous).await?;
@@ -479,7 +534,52 @@ impl LeaseLoop {
             })?;
         self.lease = Some(lease);
         self.ensure_masquerade().await;
+        self.retire_go_chains().await;
         Ok(())
+    }
+
+    /// Removes Go flanneld's chains that nothing needs any more; those
+    /// kept (e.g. FLANNEL-FWD under a FORWARD DROP policy) are retried at
+    /// every resync, so the warning is logged once.
+    async fn retire_go_chains(&mut self) {
+        let Some(go) = self.go_chains.clone() else {
+            return;
+        };
+        let masq_ready = self.masq.is_none() || self.masq_ok;
+        // FLANNEL-FWD goes once our own accepts are in iptables' FORWARD
+        // (`masq::forward`), or where the FORWARD policy accepts anyway.
+        let forward_ready =
+            self.masq_ok && self.masq.as_ref().is_some_and(|m| m.forward_installed());
+        let result =
+            tokio::task::spawn_blocking(move || go.retire(masq_ready, forward_ready)).await;
+        match result {
+            Ok(Ok(outcome)) => {
+                for (flavour, chain) in &outcome.removed {
+                    info!(%flavour, chain, "removed Go flanneld's iptables chain and its jumps (our rules are in place)");
+                }
+                self.metrics
+                    .go_iptables_chains
+                    .set(i64::try_from(outcome.kept.len()).unwrap_or(i64::MAX));
+                if outcome.done() {
+                    self.go_chains = None;
+                } else if !self.go_chains_kept_logged {
+                    self.go_chains_kept_logged = true;
+                    for (flavour, chain, why) in &outcome.kept {
+                        warn!(%flavour, chain, reason = %why, "keeping Go flanneld's iptables chain for now");
+                    }
+                }
+            }
+            Ok(Err(e)) => {
+                // Once: it is retried at every resync.
+                if !self.go_chains_kept_logged {
+                    self.go_chains_kept_logged = true;
+                    warn!(error = %e, "cannot remove Go flanneld's iptables chains; retrying at every resync")
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "Go iptables cleanup task failed; retrying at the next resync")
+            }
+        }
     }
 
     /// The watch saw our own key deleted, expired or written by another
@@ -551,6 +651,7 @@ impl LeaseLoop {
         };
         // The driver runs `nft`: keep it off the async thread.
         let result = tokio::task::spawn_blocking(move || masq.apply(&[network], subnet)).await;
+        self.masq_ok = matches!(result, Ok(Ok(())));
         match result {
             Ok(Ok(())) => {}
             Ok(Err(e)) => self.warn_limited(
@@ -754,6 +855,13 @@ fn update_revision(u: &lease_store::WatchUpdate) -> Revision {
 async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_kernel(kernel: &mut Option<KernelEvents>) -> Option<()> {
+    match kernel.as_mut() {
+        Some(k) => k.next().await,
         None => std::future::pending().await,
     }
 }
