@@ -20,7 +20,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, Namespace, Pod, PodSpec, Probe, Service, ServiceAccount, Volume,
 };
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -38,6 +38,18 @@ const KUBE_API_CALLS: &[(&str, &str, &str)] = &[
     ("", "nodes", "watch"),
     // Its own annotations (merge patch) and NetworkUnavailable=False.
     ("", "nodes/status", "patch"),
+];
+
+/// The calls of `--kube-subnet-source lease` on Lease objects of its own
+/// namespace (lease-store/src/kube/lease_store.rs): the namespaced Role
+/// must grant exactly these.
+const LEASE_API_CALLS: &[(&str, &str, &str)] = &[
+    ("coordination.k8s.io", "leases", "get"),
+    ("coordination.k8s.io", "leases", "list"),
+    ("coordination.k8s.io", "leases", "watch"),
+    ("coordination.k8s.io", "leases", "create"),
+    ("coordination.k8s.io", "leases", "update"),
+    ("coordination.k8s.io", "leases", "delete"),
 ];
 
 const MANIFEST: &str = "kube-flannel-rs.yml";
@@ -150,6 +162,8 @@ fn check_doc(doc: &Doc) -> Result<String> {
         ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
             typed::<ClusterRoleBinding>(doc).map(drop)
         }
+        ("rbac.authorization.k8s.io/v1", "Role") => typed::<Role>(doc).map(drop),
+        ("rbac.authorization.k8s.io/v1", "RoleBinding") => typed::<RoleBinding>(doc).map(drop),
         ("apps/v1", "DaemonSet") => typed::<DaemonSet>(doc).map(drop),
         _ => Err(anyhow!(
             "{}: apiVersion {api:?} kind {kind:?} is not checked: add it to check_doc",
@@ -165,6 +179,8 @@ struct Manifest {
     account: ServiceAccount,
     role: ClusterRole,
     binding: ClusterRoleBinding,
+    lease_role: Role,
+    lease_binding: RoleBinding,
     config: ConfigMap,
     daemonset: DaemonSet,
 }
@@ -187,12 +203,15 @@ fn load_manifest() -> Result<Manifest> {
 /// named `what`) into their typed objects.
 fn manifest_of(what: &str, docs: &[Doc]) -> Result<Manifest> {
     let (mut ns, mut sa, mut cr, mut crb, mut cm, mut ds) = (None, None, None, None, None, None);
+    let (mut lr, mut lrb) = (None, None);
     for doc in docs {
         match check_doc(doc)?.as_str() {
             "Namespace" => put(&mut ns, typed(doc)?, doc)?,
             "ServiceAccount" => put(&mut sa, typed(doc)?, doc)?,
             "ClusterRole" => put(&mut cr, typed(doc)?, doc)?,
             "ClusterRoleBinding" => put(&mut crb, typed(doc)?, doc)?,
+            "Role" => put(&mut lr, typed(doc)?, doc)?,
+            "RoleBinding" => put(&mut lrb, typed(doc)?, doc)?,
             "ConfigMap" => put(&mut cm, typed(doc)?, doc)?,
             "DaemonSet" => put(&mut ds, typed(doc)?, doc)?,
             other => bail!("{}: unexpected kind {other}", doc.origin),
@@ -204,6 +223,8 @@ fn manifest_of(what: &str, docs: &[Doc]) -> Result<Manifest> {
         account: sa.ok_or_else(|| missing("ServiceAccount"))?,
         role: cr.ok_or_else(|| missing("ClusterRole"))?,
         binding: crb.ok_or_else(|| missing("ClusterRoleBinding"))?,
+        lease_role: lr.ok_or_else(|| missing("Role (Lease objects)"))?,
+        lease_binding: lrb.ok_or_else(|| missing("RoleBinding (Lease objects)"))?,
         config: cm.ok_or_else(|| missing("ConfigMap"))?,
         daemonset: ds.ok_or_else(|| missing("DaemonSet"))?,
     })
@@ -315,6 +336,8 @@ fn every_manifest_is_a_typed_object_without_unknown_fields() -> Result<()> {
         "ServiceAccount",
         "ClusterRole",
         "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
         "ConfigMap",
         "DaemonSet",
     ]
@@ -465,6 +488,7 @@ fn kube_api_calls_match_the_code() -> Result<()> {
         rust_sources(&repo_root().join(dir), &mut files)?;
     }
     let mut called = BTreeSet::new();
+    let mut lease_called = BTreeSet::new();
     for file in &files {
         let text: String = std::fs::read_to_string(file)?
             .chars()
@@ -473,7 +497,7 @@ fn kube_api_calls_match_the_code() -> Result<()> {
         for (i, _) in text.match_indices("Api<") {
             let rest = &text[i + 4..];
             ensure!(
-                rest.starts_with("Node>"),
+                rest.starts_with("Node>") || rest.starts_with("KLease>"),
                 "{}: an Api<{}..> besides Api<Node>: add its calls to KUBE_API_CALLS and the ClusterRole",
                 file.display(),
                 rest.chars().take(20).collect::<String>()
@@ -482,6 +506,23 @@ fn kube_api_calls_match_the_code() -> Result<()> {
         for (method, res, verb) in API_METHODS {
             if text.contains(&format!("nodes.{method}(")) {
                 called.insert(("".to_string(), res.to_string(), verb.to_string()));
+            }
+        }
+        for (method, verb) in [
+            ("get", "get"),
+            ("list", "list"),
+            ("watch", "watch"),
+            ("create", "create"),
+            ("replace", "update"),
+            ("delete", "delete"),
+            ("patch", "patch"),
+        ] {
+            if text.contains(&format!("leases.{method}(")) {
+                lease_called.insert((
+                    "coordination.k8s.io".to_string(),
+                    "leases".to_string(),
+                    verb.to_string(),
+                ));
             }
         }
         if text.contains("watcher(") {
@@ -496,6 +537,73 @@ fn kube_api_calls_match_the_code() -> Result<()> {
     ensure!(
         called == listed,
         "the code calls {called:?} but KUBE_API_CALLS lists {listed:?}"
+    );
+    let lease_listed: BTreeSet<_> = LEASE_API_CALLS
+        .iter()
+        .map(|(g, r, v)| (g.to_string(), r.to_string(), v.to_string()))
+        .collect();
+    ensure!(
+        lease_called == lease_listed,
+        "the code calls {lease_called:?} on Leases but LEASE_API_CALLS lists {lease_listed:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn lease_role_grants_exactly_the_lease_calls_in_the_daemons_namespace_only() -> Result<()> {
+    let m = load_manifest()?;
+    let ns = m.namespace.metadata.name.as_deref().unwrap_or_default();
+    let sa = m.account.metadata.name.as_deref().unwrap_or_default();
+    ensure!(
+        m.lease_role.metadata.namespace.as_deref() == Some(ns),
+        "the Lease Role must be namespaced to {ns}"
+    );
+    let mut granted = BTreeSet::new();
+    for rule in m.lease_role.rules.iter().flatten() {
+        ensure!(
+            rule.resource_names.is_none() && rule.non_resource_urls.is_none(),
+            "unexpected resourceNames/nonResourceURLs in {rule:?}"
+        );
+        for group in rule.api_groups.iter().flatten() {
+            for res in rule.resources.iter().flatten() {
+                for verb in &rule.verbs {
+                    granted.insert((group.clone(), res.clone(), verb.clone()));
+                }
+            }
+        }
+    }
+    let needed: BTreeSet<_> = LEASE_API_CALLS
+        .iter()
+        .map(|(g, r, v)| (g.to_string(), r.to_string(), v.to_string()))
+        .collect();
+    ensure!(
+        granted == needed,
+        "Lease Role grants {granted:?}, the code needs {needed:?}"
+    );
+    let b = &m.lease_binding;
+    ensure!(b.metadata.namespace.as_deref() == Some(ns));
+    ensure!(
+        b.role_ref.kind == "Role"
+            && Some(b.role_ref.name.as_str()) == m.lease_role.metadata.name.as_deref()
+    );
+    let subjects = b.subjects.as_deref().unwrap_or_default();
+    ensure!(
+        subjects.len() == 1
+            && subjects[0].kind == "ServiceAccount"
+            && subjects[0].name == sa
+            && subjects[0].namespace.as_deref() == Some(ns),
+        "the Lease RoleBinding's subject must be exactly ServiceAccount {ns}/{sa}: {subjects:?}"
+    );
+    // The daemon finds that namespace through POD_NAMESPACE.
+    let c = daemon_container(pod_spec(&m.daemonset)?)?;
+    let env = c.env.iter().flatten().find(|e| e.name == "POD_NAMESPACE");
+    let field = env
+        .and_then(|e| e.value_from.as_ref())
+        .and_then(|v| v.field_ref.as_ref())
+        .map(|f| f.field_path.as_str());
+    ensure!(
+        field == Some("metadata.namespace"),
+        "POD_NAMESPACE must come from metadata.namespace: {env:?}"
     );
     Ok(())
 }
@@ -1271,7 +1379,8 @@ fn the_image_is_named_in_one_place() -> Result<()> {
 }
 
 #[test]
-fn eks_overlay_keeps_off_fargate_sets_mtu_8951_and_changes_nothing_else() -> Result<()> {
+fn eks_overlay_keeps_off_fargate_sets_mtu_8951_selects_lease_subnets_and_changes_nothing_else(
+) -> Result<()> {
     let generic = kustomize("generic")?;
     let eks = kustomize("eks")?;
     let g = manifest_of("generic", &generic)?;
@@ -1334,6 +1443,24 @@ fn eks_overlay_keeps_off_fargate_sets_mtu_8951_and_changes_nothing_else() -> Res
         "the eks overlay changed cni-conf.json"
     );
 
+    // Subnets in Lease objects: EKS assigns no podCIDRs (docs/KUBE-LEASES.md).
+    let source = |m: &Manifest| -> Result<Option<String>> {
+        Ok(daemon_container(pod_spec(&m.daemonset)?)?
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == "FLANNELD_KUBE_SUBNET_SOURCE")
+            .and_then(|e| e.value.clone()))
+    };
+    ensure!(
+        source(&e)?.as_deref() == Some("lease"),
+        "the eks overlay must select --kube-subnet-source lease"
+    );
+    ensure!(
+        source(&g)?.is_none(),
+        "the generic overlay keeps the podCIDR source"
+    );
+
     // Nothing else differs: compare the objects with those two changes undone.
     let undo = |docs: &[Doc]| -> Vec<Value> {
         docs.iter()
@@ -1350,6 +1477,12 @@ fn eks_overlay_keeps_off_fargate_sets_mtu_8951_and_changes_nothing_else() -> Res
                 }
                 if v["kind"] == "DaemonSet" {
                     v["spec"]["template"]["spec"]["affinity"] = Value::Null;
+                    let containers = v["spec"]["template"]["spec"]["containers"].as_array_mut();
+                    for c in containers.into_iter().flatten() {
+                        if let Some(env) = c["env"].as_array_mut() {
+                            env.retain(|e| e["name"] != "FLANNELD_KUBE_SUBNET_SOURCE");
+                        }
+                    }
                 }
                 v
             })
@@ -1357,7 +1490,7 @@ fn eks_overlay_keeps_off_fargate_sets_mtu_8951_and_changes_nothing_else() -> Res
     };
     ensure!(
         undo(&eks) == undo(&generic),
-        "the eks overlay changes more than node affinity and net-conf.json's MTU"
+        "the eks overlay changes more than node affinity, net-conf.json's MTU and the subnet source"
     );
     Ok(())
 }
