@@ -476,7 +476,7 @@ mod tests {
         let mine = lease("10.5.7.0/24", "192.0.2.9", false);
         let other = lease("10.5.8.0/24", "192.0.2.1", false);
         // Free, or held by this node itself: nobody keeps it from us.
-        assert_eq!(holder_of(&[other.clone()], &me, want), None);
+        assert_eq!(holder_of(std::slice::from_ref(&other), &me, want), None);
         assert_eq!(holder_of(&[mine, other.clone()], &me, want), None);
         // The same subnet, a piece of it, or a wider one: held.
         for held in ["10.5.7.0/24", "10.5.7.128/25", "10.5.0.0/16"] {
