@@ -198,6 +198,12 @@ pub struct Cli {
     #[arg(long, env = "FLANNELD_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
 
+    /// The CNI plugin's IPAM directory (the conflist's dataDir joined with
+    /// its network name): /metrics reports the pod addresses in use and
+    /// free from it. An empty value turns those two metrics off.
+    #[arg(long, env = "FLANNELD_IPAM_DIR", default_value = crate::daemon::ops_metrics::DEFAULT_IPAM_DIR)]
+    pub ipam_dir: PathBuf,
+
     /// Full reconcile of the datapath at this interval (e.g. 10s, 500ms).
     #[arg(long, env = "FLANNELD_RESYNC_PERIOD", default_value = "10s", value_parser = parse_duration)]
     pub resync_period: Duration,
@@ -345,6 +351,8 @@ pub struct Settings {
     pub renew_margin: Duration,
     pub healthz_addr: Option<SocketAddr>,
     pub metrics_addr: Option<SocketAddr>,
+    /// `--ipam-dir`; `None` when set empty.
+    pub ipam_dir: Option<PathBuf>,
     pub resync_period: Duration,
     pub lease_ttl: Duration,
     pub log_format: LogFormat,
@@ -466,6 +474,7 @@ impl Cli {
             renew_margin: Duration::from_secs(u64::from(self.subnet_lease_renew_margin) * 60),
             healthz_addr,
             metrics_addr: self.metrics_addr,
+            ipam_dir: Some(self.ipam_dir.clone()).filter(|d| !d.as_os_str().is_empty()),
             resync_period: self.resync_period,
             lease_ttl: self.lease_ttl,
             log_format: self.log_format,

@@ -51,6 +51,7 @@ fn stop_signal() -> Result<impl std::future::Future<Output = ()>, String> {
 
 async fn run(settings: Settings) -> Result<(), String> {
     let metrics = Arc::new(Metrics::new());
+    metrics.ops.set_ipam_dir(settings.ipam_dir.clone());
     let readiness = Arc::new(Readiness::default());
 
     let stop = stop_signal()?;

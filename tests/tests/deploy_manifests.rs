@@ -980,6 +980,236 @@ fn systemd_env_file_detects_or_names_the_al2023_interface() -> Result<()> {
     Ok(())
 }
 
+// ---- metrics: the IPAM mount, deploy/monitoring ----
+
+#[test]
+fn daemon_reads_the_ipam_directory_the_plugin_writes() -> Result<()> {
+    let m = load_manifest()?;
+    let spec = pod_spec(&m.daemonset)?;
+    let daemon = daemon_container(spec)?;
+    let settings = daemon_settings(daemon.args.as_deref().unwrap_or_default(), "node-a")?;
+    let conflist: Value = serde_json::from_str(config_data(&m.config, "cni-conf.json")?)?;
+    let data_dir = conflist["plugins"][0]["dataDir"]
+        .as_str()
+        .ok_or_else(|| anyhow!("conflist has no dataDir"))?;
+    let network = conflist["name"]
+        .as_str()
+        .ok_or_else(|| anyhow!("conflist has no name"))?;
+    // host-local's layout, which the plugin keeps: <dataDir>/<network name>.
+    let want = Path::new(data_dir).join(network);
+    ensure!(
+        settings.ipam_dir.as_deref() == Some(want.as_path()),
+        "--ipam-dir {:?} is not where the plugin writes ({})",
+        settings.ipam_dir,
+        want.display()
+    );
+    ensure!(
+        host_path_at(spec, daemon, Path::new(data_dir)) == Some(data_dir),
+        "the daemon container does not mount the host's {data_dir}"
+    );
+    let mount = daemon
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|v| v.mount_path == data_dir)
+        .ok_or_else(|| anyhow!("no mount at {data_dir}"))?;
+    ensure!(
+        mount.read_only == Some(true),
+        "mount {data_dir} read-only: the daemon only counts"
+    );
+    Ok(())
+}
+
+const PROMTOOL: &str = "/var/cache/flannel-rs/promtool/promtool";
+
+fn kustomize_dir(dir: &Path) -> Result<Vec<Doc>> {
+    let out = Command::new(KUBECTL)
+        .arg("kustomize")
+        .arg(dir)
+        .output()
+        .with_context(|| format!("running {KUBECTL} (build it with scripts/k8s-build.sh)"))?;
+    ensure!(
+        out.status.success(),
+        "kubectl kustomize {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    yaml_docs_from_str(&dir.display().to_string(), &String::from_utf8(out.stdout)?)
+}
+
+fn monitoring() -> Result<(Value, Value)> {
+    let docs = kustomize_dir(&deploy_dir().join("monitoring"))?;
+    let find = |kind: &str| {
+        docs.iter()
+            .find(|d| d.value["kind"] == kind)
+            .map(|d| d.value.clone())
+            .ok_or_else(|| anyhow!("deploy/monitoring has no {kind}"))
+    };
+    Ok((find("PodMonitor")?, find("PrometheusRule")?))
+}
+
+#[test]
+fn podmonitor_scrapes_the_daemonsets_metrics_port() -> Result<()> {
+    let m = load_manifest()?;
+    let (pm, rule) = monitoring()?;
+    let ns = m.namespace.metadata.name.clone().unwrap_or_default();
+    for obj in [&pm, &rule] {
+        ensure!(
+            obj["apiVersion"] == "monitoring.coreos.com/v1" && obj["metadata"]["namespace"] == ns,
+            "{obj}"
+        );
+    }
+    // The selector picks the DaemonSet's pods.
+    let pod_labels = m
+        .daemonset
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|md| md.labels.clone())
+        .unwrap_or_default();
+    let selector = pm["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .ok_or_else(|| anyhow!("PodMonitor without matchLabels"))?;
+    ensure!(!selector.is_empty());
+    for (k, v) in selector {
+        ensure!(
+            pod_labels.get(k).map(String::as_str) == v.as_str(),
+            "PodMonitor selects {k}={v}, the pods have {pod_labels:?}"
+        );
+    }
+    // The port it names is the daemon's metrics port, where --metrics-addr listens.
+    let spec = pod_spec(&m.daemonset)?;
+    let daemon = daemon_container(spec)?;
+    let settings = daemon_settings(daemon.args.as_deref().unwrap_or_default(), "node-a")?;
+    let endpoints = pm["spec"]["podMetricsEndpoints"]
+        .as_array()
+        .ok_or_else(|| anyhow!("no podMetricsEndpoints"))?;
+    ensure!(endpoints.len() == 1, "{endpoints:?}");
+    let port = endpoints[0]["port"].as_str().unwrap_or_default();
+    ensure!(endpoints[0]["path"] == "/metrics");
+    ensure!(
+        Some(named_port(daemon, port)?) == settings.metrics_addr.map(|a| a.port()),
+        "PodMonitor port {port} is not --metrics-addr's"
+    );
+    // The alerts' job label is what the operator gives a PodMonitor's targets.
+    let job = format!(
+        "{}/{}",
+        ns,
+        pm["metadata"]["name"].as_str().unwrap_or_default()
+    );
+    let text = serde_json::to_string(&rule["spec"])?;
+    ensure!(
+        text.contains(&format!("job=\\\"{job}\\\"")),
+        "alerts should select job=\"{job}\""
+    );
+    Ok(())
+}
+
+#[test]
+fn alert_rules_pass_promtool_check_and_unit_tests() -> Result<()> {
+    let (_, rule) = monitoring()?;
+    let dir = tempfile::tempdir()?;
+    let rules = serde_json::json!({"groups": rule["spec"]["groups"]});
+    std::fs::write(
+        dir.path().join("alerts.rules.yaml"),
+        serde_norway::to_string(&rules)?,
+    )?;
+    std::fs::copy(
+        deploy_dir().join("monitoring/tests/alerts.test.yaml"),
+        dir.path().join("alerts.test.yaml"),
+    )?;
+    for args in [
+        ["check", "rules", "alerts.rules.yaml"],
+        ["test", "rules", "alerts.test.yaml"],
+    ] {
+        let out = Command::new(PROMTOOL)
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .with_context(|| format!("running {PROMTOOL} (scripts/setup.sh extracts it)"))?;
+        ensure!(
+            out.status.success(),
+            "promtool {}: {}\n{}{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Every alert has a unit test.
+    let tests = std::fs::read_to_string(deploy_dir().join("monitoring/tests/alerts.test.yaml"))?;
+    for r in rule["spec"]["groups"][0]["rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let name = r["alert"].as_str().unwrap_or_default();
+        ensure!(
+            tests.contains(&format!("alertname: {name}\n")),
+            "alert {name} has no case in deploy/monitoring/tests/alerts.test.yaml"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn alert_rules_use_only_metrics_the_daemon_exports() -> Result<()> {
+    // The daemon's exposition with every operator metric present.
+    let metrics = flanneld::daemon::Metrics::new();
+    let ipam = tempfile::tempdir()?;
+    metrics.ops.set_ipam_dir(Some(ipam.path().to_path_buf()));
+    metrics.ops.set_lease(
+        Some("10.244.1.0/24".parse()?),
+        Some(std::time::SystemTime::now() + std::time::Duration::from_secs(60)),
+    );
+    metrics.ops.set_peers(1, 0);
+    let text = metrics.encode().map_err(|e| anyhow!("{e}"))?;
+    let exported: BTreeSet<String> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .map(str::to_string)
+        .collect();
+    // Prometheus naming: one prefix, no unit or _total on the wrong type.
+    for name in &exported {
+        ensure!(
+            (name.starts_with("flanneld_") || name.starts_with("process_"))
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                && !name.contains("flanneld_flanneld"),
+            "metric name {name:?}"
+        );
+    }
+    let (_, rule) = monitoring()?;
+    let mut used = BTreeSet::new();
+    for r in rule["spec"]["groups"][0]["rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let expr = r["expr"].as_str().unwrap_or_default();
+        let mut word = String::new();
+        for c in expr.chars().chain([' ']) {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                word.push(c);
+            } else {
+                if word.starts_with("flanneld_") || word.starts_with("process_") {
+                    used.insert(std::mem::take(&mut word));
+                }
+                word.clear();
+            }
+        }
+    }
+    ensure!(used.len() >= 5, "{used:?}");
+    let missing: Vec<&String> = used.iter().filter(|u| !exported.contains(*u)).collect();
+    ensure!(
+        missing.is_empty(),
+        "the alerts use {missing:?}, which the daemon does not export (it exports {exported:?})"
+    );
+    Ok(())
+}
+
 // ---- deploy/base + deploy/overlays: kustomize ----
 
 /// The overlays an operator applies (`kubectl apply -k deploy/overlays/X`).

@@ -17,6 +17,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::backend::{BackendError, ReconcileReport};
+use crate::daemon::ops_metrics::{OpsMetrics, ProcessCollector};
 use crate::daemon::peers::Applied;
 use crate::daemon::validate::{Reason, Rejection};
 use crate::userspace::counters::Counters;
@@ -87,6 +88,11 @@ pub struct Metrics {
     pub go_iptables_chains: Gauge,
     datapath: Arc<DatapathCollector>,
     store_rejects: Arc<StoreRejectsCollector>,
+    /// Pod addresses, peers known/failed, lease seconds left, build info
+    /// (ops_metrics.rs).
+    pub ops: Arc<OpsMetrics>,
+    /// `process_*`, which by convention carry no prefix.
+    process_registry: Registry,
 }
 
 /// The userspace datapath's packet counters, read from its atomics at
@@ -172,9 +178,14 @@ impl Metrics {
             go_iptables_chains: Gauge::default(),
             datapath: Arc::default(),
             store_rejects: Arc::default(),
+            ops: Arc::default(),
+            process_registry: Registry::default(),
         };
         registry.register_collector(Box::new(m.datapath.clone()));
         registry.register_collector(Box::new(m.store_rejects.clone()));
+        registry.register_collector(Box::new(m.ops.clone()));
+        let mut process_registry = Registry::default();
+        process_registry.register_collector(Box::new(ProcessCollector));
         registry.register("peers", "Peers programmed in the datapath", m.peers.clone());
         registry.register(
             "lease_expiry_timestamp_seconds",
@@ -275,7 +286,11 @@ impl Metrics {
             m.peer_leases_rejected.get_or_create(&label).set(0);
             m.peer_lease_rejections.get_or_create(&label).inc_by(0);
         }
-        Metrics { registry, ..m }
+        Metrics {
+            registry,
+            process_registry,
+            ..m
+        }
     }
 
     /// Exports a datapath's counters (`Backend::datapath_counters`) from
@@ -386,6 +401,7 @@ impl Metrics {
     }
 
     pub fn set_lease_expiry(&self, expiration: Option<SystemTime>) {
+        self.ops.set_lease_expiry(expiration);
         let secs = expiration
             .and_then(|e| e.duration_since(SystemTime::UNIX_EPOCH).ok())
             .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
@@ -404,8 +420,11 @@ impl Metrics {
 
     /// The exposition text.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        encode_registry(&mut out, &self.registry)?;
+        encode_registry(&mut out, &self.process_registry)?;
+        encode_eof(&mut out)?;
         Ok(out)
     }
 }

@@ -521,6 +521,7 @@ impl LeaseLoop {
         let subnet = lease.subnet.ok_or(DaemonError::LeaseWithoutSubnet)?;
         self.metrics.lease_acquisitions.inc();
         self.metrics.set_lease_expiry(lease.expiration);
+        self.metrics.ops.set_lease(Some(subnet), lease.expiration);
         info!(%subnet, expires = %logs::expiry(lease.expiration), "lease acquired");
         self.readiness.set_lease(true);
         self.peers.set_own_lease(&lease);
@@ -690,6 +691,9 @@ impl LeaseLoop {
         let result = self.backend.reconcile(&peers).await;
         let took = start.elapsed();
         self.metrics.record_reconcile(trigger, took, &result);
+        if let Ok(report) = &result {
+            self.metrics.ops.set_peers(peers.len(), report.errors.len());
+        }
         match &result {
             Ok(report) => {
                 let changed: u64 = report.changes.iter().map(|(_, n)| n).sum();
