@@ -288,12 +288,24 @@ async fn startup_order_burst_coalescing_and_peer_removal() {
 }
 
 /// Our lease overwritten by another node (the key now names its public
-/// IP) is noticed through the watch, long before the renewal (TTL 10 min):
-/// the subnet is gone, so a new one is taken, subnet.env rewritten, the new
-/// holder of the old subnet becomes a peer, and the stranded subnet shows
-/// in /metrics.
-#[tokio::test]
-async fn an_overwritten_lease_is_noticed_at_once_and_replaced() {
+/// IP) is noticed through the watch, long before the renewal (TTL 10 min).
+/// The subnet is held, so no other one is taken (pods here hold addresses
+/// in it): the node turns not ready, keeps its datapath and subnet.env,
+/// logs one ERROR naming subnet, holder and the fix, and sets
+/// `flanneld_lost_subnets 1`; further changes of the key log nothing new.
+/// Once the other node's lease is deleted, the same subnet comes back and
+/// the node is ready again.
+#[tokio::test(flavor = "current_thread")]
+async fn an_overwritten_lease_keeps_its_subnet_not_ready_until_it_is_free() {
+    let sink = LogSink::default();
+    let writer = sink.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
     let dir = e2e::temp::temp_dir("dmn-loop").expect("temp dir");
     let store_path = dir.path().join("leases.json");
     let subnet_file = dir.path().join("node1/subnet.env");
@@ -310,11 +322,13 @@ async fn an_overwritten_lease_is_noticed_at_once_and_replaced() {
     .await;
     let r = run.readiness.clone();
     wait_until("ready", Duration::from_secs(10), || r.is_ready()).await;
+    let env_before = std::fs::read_to_string(&subnet_file).expect("subnet.env");
     let own = SubnetEnv::read(&subnet_file)
         .expect("subnet.env")
         .subnet
         .expect("subnet")
         .trunc();
+    let our_ip = Ipv4Addr::new(198, 51, 100, 1);
 
     // Another node writes its lease over ours.
     let thief_ip = Ipv4Addr::new(198, 51, 100, 9);
@@ -324,47 +338,110 @@ async fn an_overwritten_lease_is_noticed_at_once_and_replaced() {
 
     // 10 s: far below the renewal (5 min in), so only the watch can have
     // noticed.
-    wait_until("new subnet in subnet.env", Duration::from_secs(10), || {
-        SubnetEnv::read(&subnet_file)
-            .ok()
-            .and_then(|e| e.subnet)
-            .is_some_and(|s| s.trunc() != own)
+    let m = run.metrics.clone();
+    wait_until("lost subnet in /metrics", Duration::from_secs(10), || {
+        m.encode()
+            .is_ok_and(|t| t.lines().any(|l| l == "flanneld_lost_subnets 1"))
     })
     .await;
-    eprintln!("overwritten lease replaced after {:?}", taken.elapsed());
-    let r = run.readiness.clone();
-    wait_until("ready again", Duration::from_secs(10), || r.is_ready()).await;
-    let calls = run.calls.lock().unwrap().clone();
-    let attaches: Vec<_> = calls
-        .iter()
-        .filter(|c| matches!(c, Call::Attach(_)))
-        .collect();
-    assert_eq!(attaches.len(), 2, "attached to the new lease: {calls:?}");
-    // The thief is now a peer, without a new listing.
-    wait_until("thief is a peer", Duration::from_secs(10), || {
-        run.reconciles().last() == Some(&1)
-    })
-    .await;
-    // The thief still holds the old subnet: we did not take it back.
+    eprintln!("overwritten lease noticed after {:?}", taken.elapsed());
+    assert!(
+        !run.readiness.is_ready(),
+        "not ready while the subnet is held:\n{}",
+        sink.text()
+    );
+
+    // Another change of the key (the other node renews): a retry, still
+    // held, nothing new logged or counted.
+    hostile_put(&store_path, &key, &attrs(thief_ip));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!run.readiness.is_ready(), "still not ready");
+    assert_eq!(
+        std::fs::read_to_string(&subnet_file).expect("subnet.env"),
+        env_before,
+        "subnet.env must not change while the subnet is held"
+    );
+    let attaches = |run: &Running| {
+        run.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| matches!(c, Call::Attach(_)))
+            .count()
+    };
+    assert_eq!(attaches(&run), 1, "no other lease attached");
     let other = EmbeddedStore::open(&store_path, Duration::from_secs(60))
         .await
         .expect("second client");
     let (leases, _) = other.list().await.expect("list");
-    let holder = leases
+    assert!(
+        leases.iter().all(|l| l.attrs.public_ip != our_ip),
+        "no other subnet taken: {leases:?}"
+    );
+    let thief = leases
         .iter()
         .find(|l| l.subnet == Some(own))
-        .expect("old subnet listed");
-    assert_eq!(holder.attrs.public_ip, thief_ip);
+        .expect("own subnet listed")
+        .clone();
+    assert_eq!(thief.attrs.public_ip, thief_ip);
     let text = run.metrics.encode().expect("metrics");
     for want in [
-        "flanneld_lease_acquisitions_total 2",
+        "flanneld_ready 0",
+        "flanneld_lease_acquisitions_total 1",
         "flanneld_own_lease_lost_total{cause=\"overwritten\"} 1",
-        "flanneld_own_lease_reacquired_total{subnet=\"new\"} 1",
+        "flanneld_own_lease_reacquired_total{subnet=\"same\"} 0",
         "flanneld_lost_subnets 1",
         "flanneld_lease_renewal_failures_total 0",
     ] {
         assert!(text.contains(want), "missing {want:?} in\n{text}");
     }
+    let log = sink.text();
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
+    assert_eq!(errors.len(), 1, "one ERROR:\n{log}");
+    for want in [
+        own.to_string(),
+        thief_ip.to_string(),
+        String::from("NOT READY"),
+        String::from("delete the other node's lease"),
+        String::from("restart flanneld"),
+    ] {
+        assert!(errors[0].contains(&want), "{want:?} in {}", errors[0]);
+    }
+    assert!(errors[0].len() < 1024, "bounded: {}", errors[0]);
+
+    // The operator deletes the other node's lease: the same subnet is
+    // taken back through the watch, and the node is ready again.
+    let freed = Instant::now();
+    other.release(&thief).await.expect("delete the other lease");
+    let r = run.readiness.clone();
+    wait_until("ready again", Duration::from_secs(10), || r.is_ready()).await;
+    eprintln!("subnet taken back after {:?}", freed.elapsed());
+    let (leases, _) = other.list().await.expect("list");
+    let back = leases
+        .iter()
+        .find(|l| l.subnet == Some(own))
+        .expect("own subnet listed");
+    assert_eq!(
+        back.attrs.public_ip, our_ip,
+        "the same subnet is ours again"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&subnet_file).expect("subnet.env"),
+        env_before
+    );
+    let text = run.metrics.encode().expect("metrics");
+    for want in [
+        "flanneld_ready 1",
+        "flanneld_own_lease_reacquired_total{subnet=\"same\"} 1",
+        "flanneld_lost_subnets 0",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+    assert_eq!(
+        sink.text().lines().filter(|l| l.contains("ERROR")).count(),
+        1,
+        "no further ERROR"
+    );
     run.stop().await;
 }
 

@@ -134,6 +134,23 @@ pub fn plan(
     })
 }
 
+/// The lease that keeps `subnet` from this node (`attrs`): another
+/// node's lease or reservation overlapping it. `None` means asking for it
+/// as `previous_subnet` gives exactly `subnet` (it fits the config and the
+/// node holds no other lease), so a daemon that must not switch subnets
+/// asks only then, and the store's atomic write settles any race.
+pub fn holder_of<'a>(
+    leases: impl IntoIterator<Item = &'a Lease>,
+    attrs: &LeaseAttrs,
+    subnet: Ipv4Net,
+) -> Option<&'a Lease> {
+    leases.into_iter().find(|l| {
+        !same_node(&l.attrs, attrs)
+            && l.subnet
+                .is_some_and(|s| s.contains(&subnet.network()) || subnet.contains(&s.network()))
+    })
+}
+
 /// The stores' entry point: [`plan`] with a random pick. Returns the lease
 /// to write (subnets and the request's attributes; `expiration` and
 /// `revision` are for the store to fill in; `expiration` is `None` only
@@ -450,6 +467,29 @@ mod tests {
         assert_eq!(p.source, Source::Random);
         // SubnetMin is 10.5.0.128/25: free again once the stale /24 goes.
         assert_eq!(p.subnet, Some("10.5.0.128/25".parse().unwrap()));
+    }
+
+    #[test]
+    fn holder_of_names_only_another_node_overlapping_the_subnet() {
+        let want: Ipv4Net = "10.5.7.0/24".parse().unwrap();
+        let me = attrs("192.0.2.9");
+        let mine = lease("10.5.7.0/24", "192.0.2.9", false);
+        let other = lease("10.5.8.0/24", "192.0.2.1", false);
+        // Free, or held by this node itself: nobody keeps it from us.
+        assert_eq!(holder_of(std::slice::from_ref(&other), &me, want), None);
+        assert_eq!(holder_of(&[mine, other.clone()], &me, want), None);
+        // The same subnet, a piece of it, or a wider one: held.
+        for held in ["10.5.7.0/24", "10.5.7.128/25", "10.5.0.0/16"] {
+            let thief = lease(held, "192.0.2.1", false);
+            let leases = [other.clone(), thief.clone()];
+            assert_eq!(holder_of(&leases, &me, want), Some(&thief), "{held}");
+        }
+        // A reservation for another node keeps it too.
+        let reserved = lease("10.5.7.0/24", "192.0.2.2", true);
+        assert_eq!(
+            holder_of(std::slice::from_ref(&reserved), &me, want),
+            Some(&reserved)
+        );
     }
 
     #[test]

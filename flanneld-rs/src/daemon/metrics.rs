@@ -78,10 +78,11 @@ pub struct Metrics {
     pub peer_lease_rejections: Family<ReasonLabel, Counter>,
     /// Times this node's own lease vanished or was taken, by cause.
     pub own_lease_lost: Family<CauseLabel, Counter>,
-    /// Re-acquisitions after a loss: the same subnet or a new one.
+    /// Re-acquisitions of the same subnet after a loss (no other subnet is
+    /// ever taken while running).
     pub own_lease_reacquired: Family<SubnetLabel, Counter>,
-    /// Subnets lost to another node since start: pods on this node with
-    /// addresses in them are cut off until recreated.
+    /// 1 while another node holds this node's subnet: the node is not
+    /// ready and its pods are cut off until the subnet is back.
     pub lost_subnets: Gauge,
     /// Go flanneld's iptables chains still on the node (kept until our
     /// rules cover them; 0 once retired or when none were found).
@@ -254,12 +255,12 @@ impl Metrics {
         );
         registry.register(
             "own_lease_reacquired",
-            "Re-acquisitions after a lost lease: subnet=same (pods unaffected) or subnet=new (the old one went to another node)",
+            "Re-acquisitions of this node's own subnet after its lease was lost (subnet=same: pods keep their addresses; no other subnet is taken while running)",
             m.own_lease_reacquired.clone(),
         );
         registry.register(
             "lost_subnets",
-            "Subnets this node held and lost to another node since it started: pods still holding addresses in them are unreachable until recreated",
+            "Whether another node holds this node's subnet (1 while it does): the node is not ready and its pods are unreachable from other nodes until that subnet is freed and taken back (or the node is drained and flanneld restarted)",
             m.lost_subnets.clone(),
         );
         registry.register(
@@ -272,11 +273,9 @@ impl Metrics {
                 .get_or_create(&CauseLabel { cause })
                 .inc_by(0);
         }
-        for subnet in ["same", "new"] {
-            m.own_lease_reacquired
-                .get_or_create(&SubnetLabel { subnet })
-                .inc_by(0);
-        }
+        m.own_lease_reacquired
+            .get_or_create(&SubnetLabel { subnet: "same" })
+            .inc_by(0);
         // Every reason shows (as 0) from the start, so an alert on it does
         // not wait for the first bad lease.
         for reason in Reason::ALL {
@@ -368,15 +367,11 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts one re-acquisition; a new subnet strands the old one's pods.
-    pub fn record_own_lease_reacquired(&self, same_subnet: bool) {
-        let subnet = if same_subnet { "same" } else { "new" };
+    /// Counts one re-acquisition of the same subnet.
+    pub fn record_own_lease_reacquired(&self) {
         self.own_lease_reacquired
-            .get_or_create(&SubnetLabel { subnet })
+            .get_or_create(&SubnetLabel { subnet: "same" })
             .inc();
-        if !same_subnet {
-            self.lost_subnets.inc();
-        }
     }
 
     /// Counts one newly reported rejection.
@@ -489,7 +484,7 @@ mod tests {
             ..Applied::default()
         });
         m.record_own_lease_lost("deleted");
-        m.record_own_lease_reacquired(true);
+        m.record_own_lease_reacquired();
         m.set_lease_expiry(Some(
             SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
         ));
@@ -516,7 +511,6 @@ mod tests {
             "flanneld_own_lease_lost_total{cause=\"deleted\"} 1",
             "flanneld_own_lease_lost_total{cause=\"overwritten\"} 0",
             "flanneld_own_lease_reacquired_total{subnet=\"same\"} 1",
-            "flanneld_own_lease_reacquired_total{subnet=\"new\"} 0",
             "flanneld_lost_subnets 0",
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");

@@ -195,6 +195,12 @@ impl PeerSet {
             .map(|(_, l)| l)
     }
 
+    /// Every lease in the view, the one on our own subnet's key included
+    /// (after a takeover, the other node's): who holds what.
+    pub fn all(&self) -> impl Iterator<Item = &Lease> {
+        self.leases.values()
+    }
+
     /// The desired peers for the backend, ordered by subnet, unchecked.
     pub fn peers(&self) -> Vec<Peer> {
         self.leases().filter_map(Peer::from_lease).collect()

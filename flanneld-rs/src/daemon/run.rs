@@ -146,6 +146,11 @@ pub struct LeaseLoop {
     rejects: RejectLog,
     /// Repeated warnings held back.
     warn_limit: RateLimit,
+    /// Our subnet, while another node holds it: not ready, asking for
+    /// exactly this subnet again at each event on its key and each resync.
+    lost: Option<Ipv4Net>,
+    /// The ERROR about `lost` being held by another node was logged.
+    held_reported: bool,
 }
 
 /// How long an identical warning is held back after it was logged.
@@ -209,6 +214,8 @@ impl LeaseLoop {
             go_chains_kept_logged: false,
             rejects: RejectLog::default(),
             warn_limit: RateLimit::new(WARN_REPEAT_WINDOW),
+            lost: None,
+            held_reported: false,
         }
     }
 
@@ -362,6 +369,10 @@ impl LeaseLoop {
                     kernel = None;
                 }
                 Wake::Resync => {
+                    if let Some(subnet) = self.lost {
+                        self.take_back(subnet).await?;
+                        renew_at = self.renew_deadline();
+                    }
                     self.reconcile("resync").await;
                     self.ensure_masquerade().await;
                     self.retire_go_chains().await;
@@ -518,6 +529,11 @@ impl LeaseLoop {
             async move { store.acquire(&req).await }
         })
         .await?;
+        self.acquired(lease).await
+    }
+
+    /// Takes `lease` as ours and attaches the backend to it.
+    async fn acquired(&mut self, lease: Lease) -> Result<(), DaemonError> {
         let subnet = lease.subnet.ok_or(DaemonError::LeaseWithoutSubnet)?;
         self.metrics.lease_acquisitions.inc();
         self.metrics.set_lease_expiry(lease.expiration);
@@ -597,49 +613,92 @@ impl LeaseLoop {
     }
 
     /// Re-acquires after our lease was lost (`cause`: deleted, overwritten,
-    /// renewal), the same subnet while it is free. Not ready until the
-    /// lease is back; when the subnet went to another node (`holder`), a
-    /// new one is taken so new pods work, and the pods still holding
-    /// addresses of the old one are named in the log and /metrics: they
-    /// are cut off until they are recreated.
+    /// renewal): exactly the same subnet, never another one, since pods on
+    /// this node hold addresses in it. Not ready until it is back; while
+    /// another node holds it, see `take_back`.
     async fn reacquire(
         &mut self,
         cause: &'static str,
         holder: Option<String>,
     ) -> Result<(), DaemonError> {
-        let old = self.lease.as_ref().and_then(|l| l.subnet);
-        self.metrics.record_own_lease_lost(cause);
-        warn!(
-            cause,
-            subnet = old.map(tracing::field::display),
-            holder = holder
-                .as_deref()
-                .map(|h| tracing::field::display(logs::err(h))),
-            "this node's lease is no longer in the store as ours; re-acquiring it"
-        );
+        let Some(old) = self.lease.as_ref().and_then(|l| l.subnet) else {
+            return Ok(());
+        };
+        // Already lost: this is one more change of that key, i.e. a retry.
+        if self.lost.is_none() {
+            self.metrics.record_own_lease_lost(cause);
+            warn!(
+                cause,
+                subnet = %old,
+                holder = holder
+                    .as_deref()
+                    .map(|h| tracing::field::display(logs::err(h))),
+                "this node's lease is no longer in the store as ours; re-acquiring the same subnet"
+            );
+        }
         self.readiness.set_lease(false);
         self.metrics.ready.set(0);
-        self.acquire(old).await?;
-        let new = self.lease.as_ref().and_then(|l| l.subnet);
-        if new == old {
-            self.metrics.record_own_lease_reacquired(true);
-            info!(
-                subnet = old.map(tracing::field::display),
-                "lease re-acquired with the same subnet; pods keep their addresses"
-            );
-            self.metrics.ready.set(i64::from(self.readiness.is_ready()));
-            return Ok(());
+        self.take_back(old).await
+    }
+
+    /// Asks the store for exactly `subnet` when the view shows it free;
+    /// while another node holds it, the node stays not ready with the
+    /// datapath and subnet.env it has (switching subnets would strand
+    /// every pod on the node silently), says so once at ERROR, shows it in
+    /// `flanneld_lost_subnets`, and tries again at the next event on the
+    /// key or resync. Errors only for what retrying cannot fix.
+    async fn take_back(&mut self, subnet: Ipv4Net) -> Result<(), DaemonError> {
+        let attrs = self.attrs();
+        let mut holder = lease_store::alloc::holder_of(self.peers.all(), &attrs, subnet)
+            .map(|l| l.attrs.public_ip.to_string());
+        if holder.is_none() {
+            let req = AcquireRequest {
+                attrs,
+                previous_subnet: Some(subnet),
+                previous_ipv6_subnet: None,
+            };
+            match self.store.acquire(&req).await {
+                Ok(lease) if lease.subnet == Some(subnet) => {
+                    self.acquired(lease).await?;
+                    self.lost = None;
+                    self.held_reported = false;
+                    self.metrics.lost_subnets.set(0);
+                    self.metrics.record_own_lease_reacquired();
+                    info!(%subnet, "lease re-acquired with the same subnet; pods keep their addresses");
+                    self.metrics.ready.set(i64::from(self.readiness.is_ready()));
+                    return Ok(());
+                }
+                Ok(other) => {
+                    // Taken between our view and the store's write: give
+                    // the other subnet back rather than switch to it.
+                    if let Err(e) = self.store.release(&other).await {
+                        self.warn_limited("cannot give back a subnet acquired by mistake", &e);
+                    }
+                    holder = Some(String::from("another node"));
+                }
+                Err(e) => {
+                    // The store is unreachable: try again at the resync.
+                    self.lost = Some(subnet);
+                    self.warn_limited(
+                        "cannot re-acquire this node's subnet; retrying at the next resync",
+                        &e,
+                    );
+                    return Ok(());
+                }
+            }
         }
-        self.metrics.record_own_lease_reacquired(false);
-        // subnet.env must name the new subnet before the node is ready.
-        self.readiness.set_subnet_env(false);
-        self.subnet_env_written = false;
-        error!(
-            lost = old.map(tracing::field::display),
-            holder = holder.as_deref().map(|h| tracing::field::display(logs::err(h))),
-            subnet = new.map(tracing::field::display),
-            "this node's subnet was taken by another node and a new one acquired: pods on this node with addresses in the lost subnet are unreachable from other nodes until they are recreated (delete them; new pods get the new subnet)"
-        );
+        self.lost = Some(subnet);
+        if !self.held_reported {
+            self.held_reported = true;
+            self.metrics.lost_subnets.set(1);
+            error!(
+                %subnet,
+                holder = holder.as_deref().map(|h| tracing::field::display(logs::err(h))),
+                "this node's subnet is held by another node: this node stays NOT READY and keeps its pods' addresses, which peers no longer reach (pods here are cut off); no other subnet is taken while running. To fix: delete the other node's lease on this subnet (it is taken back at once), or drain this node and restart flanneld to get a new subnet"
+            );
+        } else {
+            debug!(%subnet, holder = holder.as_deref().unwrap_or_default(), "own subnet still held by another node");
+        }
         Ok(())
     }
 
@@ -806,6 +865,11 @@ impl LeaseLoop {
     }
 
     fn renew_deadline(&self) -> Option<tokio::time::Instant> {
+        // While another node holds our subnet there is nothing to renew
+        // (it would fail at once, in a loop); the retries take it back.
+        if self.lost.is_some() {
+            return None;
+        }
         let expiration = self.lease.as_ref()?.expiration;
         let delay = renew_delay(SystemTime::now(), expiration, self.settings.renew_margin)?;
         Some(tokio::time::Instant::now() + delay)
