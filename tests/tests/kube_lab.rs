@@ -429,6 +429,23 @@ fn kubernetes_lab_end_to_end() -> Result<()> {
             src.name, src.node
         );
     }
+    // ... and by name: the lab's cluster DNS (a Deployment behind the
+    // kube-dns Service, reached through the overlay) answers from the
+    // pod's search path, and the pod's A record names its own address.
+    for src in web.iter().filter(|p| p.node != "node2") {
+        wait_for("Service by name", Duration::from_secs(30), || {
+            let out = exec(&lab, &src.name, "timeout 3 wget -q -O- http://echo2/")
+                .map_err(|e| e.to_string())?;
+            (out.trim() == "echo2").then_some(()).ok_or(out)
+        })?;
+        let pod_name = format!("{}.default.pod.cluster.local", src.ip.replace('.', "-"));
+        let out = exec(&lab, &src.name, &format!("nslookup {pod_name}"))?;
+        ensure!(
+            out.contains(&format!("Address: {}", src.ip)),
+            "{pod_name} did not resolve to {}: {out}",
+            src.ip
+        );
+    }
     for k in [1, 3] {
         let url = format!("http://198.51.100.{k}:{node_port}/");
         wait_for("NodePort answer", Duration::from_secs(30), || {
