@@ -94,9 +94,93 @@ pub fn version_info(asked: &str) -> serde_json::Value {
     })
 }
 
+/// What `flannel-rs --version` prints: the plugin's name and release and
+/// the specification versions, in the reference plugins' two-line form
+/// ("CNI bridge plugin v1.4.0" / "CNI protocol versions supported: ...")
+/// so that tools and people reading those find the same lines here.
+pub fn about() -> String {
+    let versions: Vec<&str> = SUPPORTED.iter().map(|v| v.as_str()).collect();
+    format!(
+        "CNI flannel-rs plugin v{}\nCNI protocol versions supported: {}\n",
+        env!("CARGO_PKG_VERSION"),
+        versions.join(", ")
+    )
+}
+
+/// What the command line asks for when the plugin is not run by a
+/// container runtime (CNI_COMMAND unset). Runtimes pass no arguments, and
+/// with CNI_COMMAND set arguments are ignored, so this never changes a
+/// CNI call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandLine {
+    /// No argument: the CNI protocol (stdin, CNI_* variables).
+    Cni,
+    /// `--version`, `-V` or `version`.
+    Version,
+    /// `--help`, `-h` or `help`.
+    Help,
+    /// Anything else: refused, naming the argument.
+    Unknown(String),
+}
+
+impl CommandLine {
+    pub fn parse(first_arg: Option<&str>) -> CommandLine {
+        match first_arg {
+            None => CommandLine::Cni,
+            Some("--version" | "-V" | "version") => CommandLine::Version,
+            Some("--help" | "-h" | "help") => CommandLine::Help,
+            Some(other) => CommandLine::Unknown(other.chars().take(80).collect()),
+        }
+    }
+}
+
+/// `flannel-rs --help`.
+pub fn usage() -> String {
+    format!(
+        "{}\nA CNI plugin: the container runtime runs it with CNI_COMMAND (ADD, DEL, CHECK, \
+         GC, STATUS, VERSION) and the other CNI_* variables set and the network \
+         configuration on stdin; it answers with JSON on stdout.\n\n\
+         Usage from a shell:\n  flannel-rs --version   name, version, CNI versions supported\n  \
+         flannel-rs --help      this text\n  \
+         echo '{{\"cniVersion\":\"1.1.0\"}}' | CNI_COMMAND=VERSION flannel-rs\n",
+        about().trim_end()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn about_names_the_plugin_its_release_and_every_supported_version() {
+        let a = about();
+        let mut lines = a.lines();
+        assert_eq!(
+            lines.next(),
+            Some(format!("CNI flannel-rs plugin v{}", env!("CARGO_PKG_VERSION")).as_str())
+        );
+        assert_eq!(
+            lines.next(),
+            Some("CNI protocol versions supported: 0.3.0, 0.3.1, 0.4.0, 1.0.0, 1.1.0")
+        );
+        assert_eq!(lines.next(), None);
+        assert!(usage().starts_with(&a));
+    }
+
+    #[test]
+    fn command_line_words() {
+        assert_eq!(CommandLine::parse(None), CommandLine::Cni);
+        for v in ["--version", "-V", "version"] {
+            assert_eq!(CommandLine::parse(Some(v)), CommandLine::Version);
+        }
+        for h in ["--help", "-h", "help"] {
+            assert_eq!(CommandLine::parse(Some(h)), CommandLine::Help);
+        }
+        assert_eq!(
+            CommandLine::parse(Some("--verbose")),
+            CommandLine::Unknown("--verbose".into())
+        );
+    }
 
     #[test]
     fn parse_and_select() {

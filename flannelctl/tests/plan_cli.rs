@@ -71,13 +71,55 @@ fn plan_text_table_shows_both_sides() {
         line("VPC IPs for the cluster"),
         "VPC IPs for the cluster 1500 50"
     );
-    assert_eq!(line("max pods per node"), "max pods per node 29 253");
+    // Overlay: min(253 pod IPs of a /24, EKS calculator's 110 for 2 vCPUs).
+    assert_eq!(line("max pods per node"), "max pods per node 29 110");
     assert_eq!(line("max nodes"), "max nodes 16 255");
     assert_eq!(
         line("fits"),
         "fits NO, 34 nodes too many yes, 205 nodes spare"
     );
     assert!(out.contains("3 x 9 + 2"), "rule missing:\n{out}");
+    // 1500 - 50 = 1450 of 1500.
+    assert!(
+        out.contains("VPC IPs saved: 1450 (1500 with the VPC CNI - 50 with the overlay, 96.7% of the VPC CNI's)"),
+        "{out}"
+    );
+}
+
+#[test]
+fn plan_absurd_or_overlapping_inputs_are_refused() {
+    // The cluster range inside the VPC: an error (exit 1), not a warning.
+    assert_fails_with(
+        &with(&["--cluster-cidr", "10.0.0.0/8"]),
+        &[
+            "cluster CIDR 10.0.0.0/8 overlaps VPC subnet 10.0.0.0/24",
+            "outside the VPC",
+        ],
+    );
+    assert_fails_with(
+        &with(&[
+            "--vpc-cidr",
+            "10.0.0.0/16",
+            "--cluster-cidr",
+            "10.0.200.0/21",
+        ]),
+        &["overlaps VPC CIDR 10.0.0.0/16"],
+    );
+    assert_fails_with(
+        &with(&["--vpc-cidr", "172.16.0.0/16"]),
+        &["subnet 10.0.0.0/24 is not inside any --vpc-cidr"],
+    );
+    // More pods per node than the node subnet holds.
+    let mut args = with(&[]);
+    args[5] = "300";
+    assert_fails_with(
+        &args,
+        &["--pods-per-node 300", "/24", "253", "--node-subnet-len 23"],
+    );
+    // The ceiling needs vCPUs only where it binds: m5.metal's 737 does.
+    let mut args = with(&[]);
+    args[1] = "m5.metal";
+    assert_fails_with(&args, &["--vcpus", "737"]);
 }
 
 #[test]

@@ -82,8 +82,10 @@ pub struct Cli {
     pub store: Option<StoreKind>,
 
     /// Kubernetes mode: subnets are the nodes' podCIDRs (same as
-    /// `--store kube`).
-    #[arg(long, env = "FLANNELD_KUBE_SUBNET_MGR")]
+    /// `--store kube`). Takes `=true`/`=false` like Go's flag.
+    #[arg(long, env = "FLANNELD_KUBE_SUBNET_MGR", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", default_value = "false", action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
     pub kube_subnet_mgr: bool,
 
     /// Kubeconfig for Kubernetes mode (default: in-cluster service account).
@@ -121,8 +123,9 @@ pub struct Cli {
     #[arg(long, env = "FLANNELD_IFACE_REGEX")]
     pub iface_regex: Vec<String>,
 
-    /// Use the interface of the route to this address.
-    #[arg(long, env = "FLANNELD_IFACE_CAN_REACH", conflicts_with_all = ["iface", "iface_regex"])]
+    /// Use the interface of the route to this address (when neither
+    /// --iface nor --iface-regex is given: Go flanneld's order).
+    #[arg(long, env = "FLANNELD_IFACE_CAN_REACH")]
     pub iface_can_reach: Option<IpAddr>,
 
     /// The IP peers send to (default: the interface's address), e.g. behind
@@ -139,8 +142,11 @@ pub struct Cli {
     #[arg(long, env = "FLANNELD_SUBNET_FILE", default_value = lease_store::subnet_env::DEFAULT_PATH)]
     pub subnet_file: PathBuf,
 
-    /// Masquerade traffic leaving the cluster network.
-    #[arg(long, env = "FLANNELD_IP_MASQ")]
+    /// Masquerade traffic leaving the cluster network. Takes
+    /// `=true`/`=false` like Go's flag.
+    #[arg(long, env = "FLANNELD_IP_MASQ", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", default_value = "false", action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
     pub ip_masq: bool,
 
     /// Renew the lease this many minutes before it expires (1-1439).
@@ -198,6 +204,18 @@ pub struct Cli {
     /// leave CPUs to the pods.
     #[arg(long, env = "FLANNELD_USERSPACE_QUEUES")]
     pub userspace_queues: Option<usize>,
+
+    /// Where the VTEP MAC of an adopted device (e.g. Go flanneld's random
+    /// one) is remembered, so a device deleted while the daemon is down
+    /// comes back with it (default: vtep-mac.json next to --subnet-file).
+    #[arg(long, env = "FLANNELD_VTEP_MAC_FILE")]
+    pub vtep_mac_file: Option<PathBuf>,
+
+    /// Keep Go flanneld's iptables chains (FLANNEL-POSTRTG, FLANNEL-FWD) on
+    /// a node taken over from it, e.g. to switch back; by default they are
+    /// removed once this daemon's own rules are in place.
+    #[arg(long, env = "FLANNELD_KEEP_GO_IPTABLES")]
+    pub keep_go_iptables: bool,
 }
 
 /// A validation error: names the flag and says what to do.
@@ -229,7 +247,7 @@ pub enum CliError {
     NoNodeName,
     #[error("--kube-api-url {0:?} is not a URL: use https://HOST:PORT or http://HOST:PORT")]
     BadKubeApiUrl(String),
-    #[error("--kube-annotation-prefix {0:?} must end with '/' (e.g. flannel.alpha.coreos.com/)")]
+    #[error("{0}")]
     BadAnnotationPrefix(String),
     #[error("--lease-ttl must be at least 10s (got {0:?}); the daemon renews before it runs out")]
     TtlTooShort(Duration),
@@ -285,6 +303,8 @@ pub struct Settings {
     pub store: StoreSettings,
     pub net_config_path: Option<PathBuf>,
     pub iface: IfaceSpec,
+    /// Further kinds given (Go's order), tried when `iface` finds nothing.
+    pub iface_fallbacks: Vec<IfaceSpec>,
     pub public_ip: Option<Ipv4Addr>,
     pub public_ipv6: Option<std::net::Ipv6Addr>,
     pub subnet_file: PathBuf,
@@ -297,6 +317,10 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// `--datapath-mode` and `--userspace-busy-poll`.
     pub datapath: crate::backend::NodeOverrides,
+    /// `--vtep-mac-file` (default: vtep-mac.json next to --subnet-file).
+    pub vtep_mac_file: PathBuf,
+    /// `--keep-go-iptables`.
+    pub keep_go_iptables: bool,
 }
 
 impl Cli {
@@ -339,14 +363,19 @@ impl Cli {
             (_, None) => None,
         };
 
-        let iface = if let Some(ip) = self.iface_can_reach {
-            IfaceSpec::CanReach(ip)
-        } else if !self.iface.is_empty() {
+        // Go flanneld's order: --iface, then --iface-regex, then
+        // --iface-can-reach; each kind given is a fallback for the one
+        // before it (none given: the default route).
+        let mut kinds = Vec::new();
+        if !self.iface.is_empty() {
             if let Some(empty) = self.iface.iter().find(|i| i.trim().is_empty()) {
                 return Err(CliError::EmptyIface(empty.clone()));
             }
-            IfaceSpec::Names(self.iface.iter().map(|i| i.trim().to_string()).collect())
-        } else if !self.iface_regex.is_empty() {
+            kinds.push(IfaceSpec::Names(
+                self.iface.iter().map(|i| i.trim().to_string()).collect(),
+            ));
+        }
+        if !self.iface_regex.is_empty() {
             let regexes = self
                 .iface_regex
                 .iter()
@@ -357,10 +386,14 @@ impl Cli {
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            IfaceSpec::Regexes(regexes)
-        } else {
-            IfaceSpec::DefaultRoute
-        };
+            kinds.push(IfaceSpec::Regexes(regexes));
+        }
+        if let Some(ip) = self.iface_can_reach {
+            kinds.push(IfaceSpec::CanReach(ip));
+        }
+        let mut kinds = kinds.into_iter();
+        let iface = kinds.next().unwrap_or(IfaceSpec::DefaultRoute);
+        let iface_fallbacks: Vec<IfaceSpec> = kinds.collect();
 
         if self.resync_period < Duration::from_millis(100) {
             return Err(CliError::ResyncTooShort(self.resync_period));
@@ -389,6 +422,7 @@ impl Cli {
             store,
             net_config_path,
             iface,
+            iface_fallbacks,
             public_ip: self.public_ip,
             public_ipv6: self.public_ipv6,
             subnet_file: self.subnet_file.clone(),
@@ -404,6 +438,12 @@ impl Cli {
                 busy_poll: self.userspace_busy_poll,
                 queues: self.userspace_queues,
             },
+            vtep_mac_file: self.vtep_mac_file.clone().unwrap_or_else(|| {
+                crate::backend::mac_memory::MacMemory::beside(&self.subnet_file)
+                    .path()
+                    .to_path_buf()
+            }),
+            keep_go_iptables: self.keep_go_iptables,
         })
     }
 
@@ -422,16 +462,14 @@ impl Cli {
                 return Err(CliError::BadKubeApiUrl(u.clone()));
             }
         }
-        if !self.kube_annotation_prefix.ends_with('/') {
-            return Err(CliError::BadAnnotationPrefix(
-                self.kube_annotation_prefix.clone(),
-            ));
-        }
+        // Go's reading: `flannel.alpha.coreos.com` gets its trailing slash.
+        let annotation_prefix = crate::go_flags::annotation_prefix(&self.kube_annotation_prefix)
+            .map_err(CliError::BadAnnotationPrefix)?;
         Ok(KubeSettings {
             kubeconfig: self.kubeconfig_file.clone(),
             api_url: self.kube_api_url.clone(),
             node_name,
-            annotation_prefix: self.kube_annotation_prefix.clone(),
+            annotation_prefix,
         })
     }
 
@@ -641,8 +679,19 @@ mod tests {
         assert!(e.to_string().contains("--lease-ttl"), "{e}");
         let e = parse(&["--resync-period", "ten"]).unwrap_err();
         assert!(e.to_string().contains("--resync-period"), "{e}");
-        let e = parse(&["--iface-can-reach", "1.2.3.4", "--iface", "eth0"]).unwrap_err();
-        assert!(e.to_string().contains("--iface"), "{e}");
+        // Go accepts both; like Go, --iface comes first.
+        let s = parse(&["--iface-can-reach", "1.2.3.4", "--iface", "eth0"])
+            .unwrap()
+            .settings()
+            .unwrap();
+        assert!(matches!(s.iface, IfaceSpec::Names(ref n) if n == &["eth0".to_string()]));
+        assert!(matches!(s.iface_fallbacks[..], [IfaceSpec::CanReach(_)]));
+        let s = parse(&["--iface-regex", "^e", "--iface", "eth0"])
+            .unwrap()
+            .settings()
+            .unwrap();
+        assert!(matches!(s.iface, IfaceSpec::Names(_)));
+        assert!(matches!(s.iface_fallbacks[..], [IfaceSpec::Regexes(_)]));
     }
 
     #[test]
@@ -792,14 +841,28 @@ mod tests {
             .unwrap_err(),
             CliError::BadKubeApiUrl("192.0.2.1:6443".into())
         );
-        assert_eq!(
-            kube(
-                &["--kube-subnet-mgr", "--kube-annotation-prefix", "x.io"],
-                Some("n")
-            )
-            .unwrap_err(),
-            CliError::BadAnnotationPrefix("x.io".into())
-        );
+        // Go appends the slash; two slashes Go refuses too.
+        match kube(
+            &["--kube-subnet-mgr", "--kube-annotation-prefix", "x.io"],
+            Some("n"),
+        )
+        .unwrap()
+        .store
+        {
+            StoreSettings::Kube(k) => assert_eq!(k.annotation_prefix, "x.io/"),
+            other => panic!("expected kube, got {other:?}"),
+        }
+        let e = kube(
+            &["--kube-subnet-mgr", "--kube-annotation-prefix", "a/b/c"],
+            Some("n"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("--kube-annotation-prefix"), "{e}");
+        // Go's boolean forms.
+        let s = kube(&["--kube-subnet-mgr=true", "--ip-masq=false"], Some("n")).unwrap();
+        assert!(matches!(s.store, StoreSettings::Kube(_)) && !s.ip_masq);
+        let s = kube(&["--kube-subnet-mgr=false", "--ip-masq=true"], Some("n")).unwrap();
+        assert!(matches!(s.store, StoreSettings::Etcd(_)) && s.ip_masq);
         assert_eq!(
             kube(&["--kube-subnet-mgr", "--store-path", "/tmp/x"], Some("n")).unwrap_err(),
             CliError::PathWithEtcd

@@ -4,6 +4,7 @@
 pub mod backend;
 pub mod cli;
 pub mod daemon;
+pub mod go_flags;
 pub mod http;
 pub mod masq;
 pub mod netlink;

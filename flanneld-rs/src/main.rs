@@ -9,13 +9,19 @@ use std::sync::Arc;
 use clap::Parser;
 use flanneld::cli::{Cli, LogFormat, Settings};
 use flanneld::daemon::{self, wiring, LeaseLoop, LoopSettings, Metrics, Parts, Readiness};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, verbosity: Option<u32>) {
+    // RUST_LOG wins; else Go's `-v=N`, else info.
+    let fallback = verbosity.map_or("info", flanneld::go_flags::level_for);
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(fallback));
+    // Colour only for a person at a terminal: a file, journald or a
+    // container log would keep the escape codes as garbage.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -66,7 +72,7 @@ async fn run(settings: Settings) -> Result<(), String> {
     let work = async {
         // The interface flags are checked now; the addresses are chosen
         // once the config says which family the tunnels use.
-        flanneld::node::netlink::preflight(&settings.iface)
+        flanneld::node::netlink::preflight_any(&settings.iface, &settings.iface_fallbacks)
             .await
             .map_err(|e| e.to_string())?;
         let net_conf = wiring::read_net_conf(settings.net_config_path.as_deref())
@@ -85,11 +91,20 @@ async fn run(settings: Settings) -> Result<(), String> {
             v4: settings.public_ip,
             v6: settings.public_ipv6,
         };
-        let node = flanneld::node::netlink::detect(&settings.iface, public, underlay)
-            .await
-            .map_err(|e| e.to_string())?;
-        let backend =
-            wiring::make_backend(&config, &settings.datapath).map_err(|e| e.to_string())?;
+        let node = flanneld::node::netlink::detect_any(
+            &settings.iface,
+            &settings.iface_fallbacks,
+            public,
+            underlay,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let backend = wiring::make_backend_with_mac_file(
+            &config,
+            &settings.datapath,
+            &settings.vtep_mac_file,
+        )
+        .map_err(|e| e.to_string())?;
         let masq = wiring::masquerade(settings.ip_masq)
             .await
             .map_err(|e| e.to_string())?;
@@ -98,6 +113,7 @@ async fn run(settings: Settings) -> Result<(), String> {
             ip_masq: settings.ip_masq,
             renew_margin: settings.renew_margin,
             resync_period: settings.resync_period,
+            kernel_events: true,
         };
         let parts = Parts {
             config,
@@ -106,7 +122,11 @@ async fn run(settings: Settings) -> Result<(), String> {
             masq,
             node,
         };
+        // A node taken over from Go flanneld: its iptables chains go once
+        // ours are in place, unless the operator keeps them to switch back.
+        let go_chains = (!settings.keep_go_iptables).then(flanneld::masq::go_chains::GoChains::new);
         LeaseLoop::new(loop_settings, parts, metrics, readiness)
+            .with_go_chains(go_chains)
             .run(std::future::pending())
             .await
             .map_err(|e| e.to_string())
@@ -119,7 +139,10 @@ async fn run(settings: Settings) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Go flanneld's flag forms (`-iface eth0`, `-v=2`, its retired flags)
+    // first, so an existing unit file or DaemonSet starts this daemon.
+    let go = flanneld::go_flags::normalize(std::env::args_os(), |k| std::env::var(k).ok());
+    let cli = Cli::parse_from(go.args.clone());
     let settings = match cli.settings() {
         Ok(s) => s,
         Err(e) => {
@@ -127,7 +150,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(settings.log_format);
+    init_logging(settings.log_format, go.verbosity);
+    for w in &go.warnings {
+        warn!("{w}");
+    }
+    if let Some(v) = &go.bad_verbosity {
+        warn!("-v={v} is not a number; ignored (klog verbosity is 0-10; RUST_LOG sets the level)");
+    }
     // One thread: the daemon waits on the store and netlink most of the
     // time, and a small footprint matters on every node of a cluster.
     let runtime = match tokio::runtime::Builder::new_current_thread()

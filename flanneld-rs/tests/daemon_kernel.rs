@@ -688,6 +688,24 @@ fn json_logs_name_the_failure() {
     assert!(!dir.path().join("leases.json").exists());
 }
 
+/// Text logs to a file or pipe carry no ANSI colour codes (a terminal
+/// still gets colours; `output()` gives the daemon a pipe).
+#[test]
+fn text_logs_to_a_pipe_have_no_colour_codes() {
+    let bin = env!("CARGO_BIN_EXE_flanneld-rs");
+    let dir = e2e::temp::temp_dir("dmn").expect("temp dir");
+    let out = Command::new(bin)
+        .args(["--log-format", "text", "--iface", "fct-no-such-if"])
+        .arg("--store-path")
+        .arg(dir.path().join("leases.json"))
+        .output()
+        .expect("run flanneld-rs");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ERROR"), "{err}");
+    assert!(!err.contains('\u{1b}'), "escape codes in {err:?}");
+}
+
 #[test]
 fn host_gw_routes_via_the_peer_and_keeps_the_underlay_mtu() {
     e2e::root::require_root("daemon_kernel test").unwrap_or_else(|e| panic!("{e}"));

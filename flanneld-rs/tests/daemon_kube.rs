@@ -65,6 +65,38 @@ impl Daemon {
         }
     }
 
+    /// Started the way Go flanneld's DaemonSet starts Go flanneld: single
+    /// dash flags, the annotation prefix without its slash, `-v=2`, and
+    /// flags this daemon ignores.
+    fn start_go_style(ns: &Netns, dir: &Path, api_url: &str) -> Daemon {
+        let log = dir.join("flanneld-go-style.log");
+        let out = std::fs::File::create(&log).expect("daemon log file in the test's temp dir");
+        let err = out.try_clone().expect("clone log handle");
+        let child = ns
+            .exec(env!("CARGO_BIN_EXE_flanneld-rs"))
+            .args(["-kube-subnet-mgr", &format!("-kube-api-url={api_url}")])
+            .args(["-iface", "veth0", "-ip-masq", "-v=2"])
+            .args(["-kube-annotation-prefix", "flannel.alpha.coreos.com"])
+            .arg(format!(
+                "-net-config-path={}",
+                dir.join("net-conf.json").display()
+            ))
+            .arg(format!("-subnet-file={}", dir.join("subnet.env").display()))
+            .args(["--iptables-resync=5", "--set-node-network-unavailable=true"])
+            .args(["--resync-period", "1s"])
+            .env("NODE_NAME", NODE)
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("spawn ip netns exec flanneld-rs");
+        Daemon {
+            child: Some(child),
+            log,
+        }
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -361,4 +393,103 @@ fn daemon_in_kube_mode_publishes_its_node_and_follows_peers() {
 
     let code = daemon.terminate();
     assert_eq!(code, Some(0), "exit status; log:\n{}", daemon.log());
+}
+
+/// A node Go flanneld ran on in Kubernetes mode: its Node carries Go's
+/// annotations (backend-data with Go's random MAC), and the kernel Go's
+/// `flannel.1` with that MAC plus `proto boot` entries for a live peer and
+/// for one whose Node is gone. flanneld-rs, started with Go's DaemonSet
+/// arguments, adopts the device (same ifindex), publishes the same
+/// backend-data, keeps the live peer's entries and sweeps the departed one's.
+#[test]
+fn go_node_in_kube_mode_is_taken_over_with_its_mac() {
+    e2e::root::require_root("daemon_kube test").unwrap_or_else(|e| panic!("{e}"));
+    let dir = e2e::temp::temp_dir("kdmgo").expect("temp dir");
+    let dir = dir.path();
+    std::fs::write(dir.join("net-conf.json"), NET_CONF).expect("write net-conf.json");
+    let ns = node_netns();
+    let ns_path = ns.path();
+    let fake: FakeApiThread =
+        FakeApi::start_on_thread(Duration::from_secs(5), move || enter(&ns_path))
+            .expect("fake API server inside the node namespace");
+    let go_mac = "a6:3c:5d:1e:77:42";
+    let go_data = format!(r#"{{"VNI":1,"VtepMAC":"{go_mac}"}}"#);
+    fake.put_node(node_json(
+        NODE,
+        &["10.244.1.0/24"],
+        &[
+            (&format!("{P}kube-subnet-manager"), "true"),
+            (&format!("{P}backend-type"), "vxlan"),
+            (&format!("{P}backend-data"), &go_data),
+            (&format!("{P}public-ip"), "198.51.100.1"),
+        ],
+    ));
+    fake.put_node(peer("peer-2", "10.244.2.0/24", 2));
+    for cmd in [
+        "ip link add flannel.1 type vxlan id 1 local 198.51.100.1 dev veth0 dstport 8472 nolearning udpcsum".to_string(),
+        format!("ip link set flannel.1 address {go_mac} mtu 1450 up"),
+        "ip addr add 10.244.1.0/32 dev flannel.1".to_string(),
+        "ip neigh replace 10.244.2.0 lladdr 0a:58:00:00:00:02 dev flannel.1 nud permanent".to_string(),
+        "bridge fdb append 0a:58:00:00:00:02 dev flannel.1 dst 198.51.100.2 self permanent".to_string(),
+        "ip route add 10.244.2.0/24 via 10.244.2.0 dev flannel.1 onlink proto boot".to_string(),
+        "ip neigh replace 10.244.3.0 lladdr 0a:58:00:00:00:03 dev flannel.1 nud permanent".to_string(),
+        "bridge fdb append 0a:58:00:00:00:03 dev flannel.1 dst 198.51.100.3 self permanent".to_string(),
+        "ip route add 10.244.3.0/24 via 10.244.3.0 dev flannel.1 onlink proto boot".to_string(),
+    ] {
+        let words: Vec<&str> = cmd.split_whitespace().collect();
+        ns.run(words[0], &words[1..])
+            .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    }
+    let index = |ns: &Netns| {
+        let v: Value = serde_json::from_str(
+            &ns.run("ip", &["-j", "link", "show", "flannel.1"])
+                .expect("flannel.1"),
+        )
+        .expect("ip -j");
+        v[0]["ifindex"].as_u64()
+    };
+    let before = index(&ns);
+
+    let mut daemon = Daemon::start_go_style(&ns, dir, &fake.url());
+    let logs = || daemon.log();
+    wait_for(
+        "subnet.env",
+        Duration::from_secs(30),
+        || SubnetEnv::read(&dir.join("subnet.env")).ok(),
+        &logs,
+    );
+    assert_eq!(index(&ns), before, "flannel.1 was recreated:\n{}", logs());
+    let node = fake.node(NODE).expect("node");
+    let bd: Value = serde_json::from_str(&ann(&node, "backend-data").expect("backend-data"))
+        .expect("backend-data is JSON");
+    assert_eq!(bd["VtepMAC"], go_mac, "{bd}");
+    assert!(
+        overlay_route(&ns, "10.244.2.0/24").is_some(),
+        "live peer kept"
+    );
+    wait_for(
+        "the departed peer's Go-made entries swept",
+        Duration::from_secs(10),
+        || {
+            let fdb = ns
+                .run("bridge", &["fdb", "show", "dev", "flannel.1"])
+                .ok()?;
+            let neigh = ns.run("ip", &["neigh", "show", "dev", "flannel.1"]).ok()?;
+            (overlay_route(&ns, "10.244.3.0/24").is_none()
+                && !fdb.contains("0a:58:00:00:00:03")
+                && !neigh.contains("10.244.3.0"))
+            .then_some(())
+        },
+        &logs,
+    );
+    let log = daemon.log();
+    for flag in ["--iptables-resync=5", "--set-node-network-unavailable=true"] {
+        assert_eq!(
+            log.matches(&format!("{flag} is accepted and ignored"))
+                .count(),
+            1,
+            "{log}"
+        );
+    }
+    assert_eq!(daemon.terminate(), Some(0), "{}", daemon.log());
 }

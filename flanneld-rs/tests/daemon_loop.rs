@@ -121,7 +121,11 @@ async fn start(store_path: &Path, subnet_file: &Path, ttl: Duration, delay: Dura
     let store = EmbeddedStore::open(store_path, ttl)
         .await
         .expect("open store");
-    let store: Arc<dyn LeaseStore> = Arc::new(store);
+    start_on(Arc::new(store), subnet_file, delay).await
+}
+
+/// The loop on any store.
+async fn start_on(store: Arc<dyn LeaseStore>, subnet_file: &Path, delay: Duration) -> Running {
     let config = store.network_config().await.expect("config");
     let calls = Arc::new(Mutex::new(Vec::new()));
     let hold = Arc::new(AtomicBool::new(false));
@@ -147,6 +151,9 @@ async fn start(store_path: &Path, subnet_file: &Path, ttl: Duration, delay: Dura
         ip_masq: false,
         renew_margin: Duration::from_secs(3600),
         resync_period: Duration::from_secs(3600),
+        // The recording backend programs no kernel: deletions elsewhere on
+        // this host must not add passes.
+        kernel_events: false,
     };
     let parts = Parts {
         config,
@@ -280,8 +287,13 @@ async fn startup_order_burst_coalescing_and_peer_removal() {
     run.stop().await;
 }
 
+/// Our lease overwritten by another node (the key now names its public
+/// IP) is noticed through the watch, long before the renewal (TTL 10 min):
+/// the subnet is gone, so a new one is taken, subnet.env rewritten, the new
+/// holder of the old subnet becomes a peer, and the stranded subnet shows
+/// in /metrics.
 #[tokio::test]
-async fn a_lost_lease_is_replaced_and_subnet_env_rewritten() {
+async fn an_overwritten_lease_is_noticed_at_once_and_replaced() {
     let dir = e2e::temp::temp_dir("dmn-loop").expect("temp dir");
     let store_path = dir.path().join("leases.json");
     let subnet_file = dir.path().join("node1/subnet.env");
@@ -289,11 +301,10 @@ async fn a_lost_lease_is_replaced_and_subnet_env_rewritten() {
         .await
         .expect("init store");
 
-    // TTL 10 s: the loop renews after 5 s.
     let run = start(
         &store_path,
         &subnet_file,
-        Duration::from_secs(10),
+        Duration::from_secs(600),
         Duration::ZERO,
     )
     .await;
@@ -305,29 +316,22 @@ async fn a_lost_lease_is_replaced_and_subnet_env_rewritten() {
         .expect("subnet")
         .trunc();
 
-    // Another node takes our subnet while we are not looking.
-    let other = EmbeddedStore::open(&store_path, Duration::from_secs(60))
-        .await
-        .expect("second client");
-    let (leases, _) = other.list().await.expect("list");
-    let mine = leases
-        .into_iter()
-        .find(|l| l.subnet == Some(own))
-        .expect("our lease listed");
-    other.release(&mine).await.expect("release ours");
-    let thief = other
-        .acquire(&req(Ipv4Addr::new(198, 51, 100, 9), Some(own)))
-        .await
-        .expect("other node acquires");
-    assert_eq!(thief.subnet, Some(own));
+    // Another node writes its lease over ours.
+    let thief_ip = Ipv4Addr::new(198, 51, 100, 9);
+    let key = format!("{}-{}", own.network(), own.prefix_len());
+    let taken = Instant::now();
+    hostile_put(&store_path, &key, &attrs(thief_ip));
 
-    wait_until("new subnet in subnet.env", Duration::from_secs(15), || {
+    // 10 s: far below the renewal (5 min in), so only the watch can have
+    // noticed.
+    wait_until("new subnet in subnet.env", Duration::from_secs(10), || {
         SubnetEnv::read(&subnet_file)
             .ok()
             .and_then(|e| e.subnet)
             .is_some_and(|s| s.trunc() != own)
     })
     .await;
+    eprintln!("overwritten lease replaced after {:?}", taken.elapsed());
     let r = run.readiness.clone();
     wait_until("ready again", Duration::from_secs(10), || r.is_ready()).await;
     let calls = run.calls.lock().unwrap().clone();
@@ -336,18 +340,131 @@ async fn a_lost_lease_is_replaced_and_subnet_env_rewritten() {
         .filter(|c| matches!(c, Call::Attach(_)))
         .collect();
     assert_eq!(attaches.len(), 2, "attached to the new lease: {calls:?}");
-    // The thief is now a peer.
+    // The thief is now a peer, without a new listing.
     wait_until("thief is a peer", Duration::from_secs(10), || {
         run.reconciles().last() == Some(&1)
     })
     .await;
+    // The thief still holds the old subnet: we did not take it back.
+    let other = EmbeddedStore::open(&store_path, Duration::from_secs(60))
+        .await
+        .expect("second client");
+    let (leases, _) = other.list().await.expect("list");
+    let holder = leases
+        .iter()
+        .find(|l| l.subnet == Some(own))
+        .expect("old subnet listed");
+    assert_eq!(holder.attrs.public_ip, thief_ip);
+    let text = run.metrics.encode().expect("metrics");
+    for want in [
+        "flanneld_lease_acquisitions_total 2",
+        "flanneld_own_lease_lost_total{cause=\"overwritten\"} 1",
+        "flanneld_own_lease_reacquired_total{subnet=\"new\"} 1",
+        "flanneld_lost_subnets 1",
+        "flanneld_lease_renewal_failures_total 0",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+    run.stop().await;
+}
+
+/// Our lease deleted from the store by hand is re-created at once with the
+/// same subnet (TTL 10 min: the renewal is 5 min away): pods keep their
+/// addresses, subnet.env does not change.
+#[tokio::test]
+async fn a_deleted_lease_is_taken_back_at_once_with_the_same_subnet() {
+    let dir = e2e::temp::temp_dir("dmn-loop").expect("temp dir");
+    let store_path = dir.path().join("leases.json");
+    let subnet_file = dir.path().join("node1/subnet.env");
+    EmbeddedStore::init(&store_path, NET_CONF)
+        .await
+        .expect("init store");
+    let ours = EmbeddedStore::open(&store_path, Duration::from_secs(600))
+        .await
+        .expect("open store");
+    let other = EmbeddedStore::open(&store_path, Duration::from_secs(60))
+        .await
+        .expect("second client");
+    deleted_lease_comes_back(Arc::new(ours), Arc::new(other), &subnet_file).await;
+}
+
+/// The same on a real etcd (the watch there is etcd's own).
+#[tokio::test]
+async fn a_deleted_lease_is_taken_back_at_once_on_etcd() {
+    use lease_store::etcd::{EtcdOptions, EtcdStore};
+    let etcd = tokio::task::spawn_blocking(lease_store::etcd::testing::EtcdProcess::start)
+        .await
+        .expect("etcd start task")
+        .expect("start etcd");
+    let connect = |ttl: Duration| {
+        let mut opts = EtcdOptions::with_endpoints([etcd.endpoint()]);
+        opts.lease_ttl = ttl;
+        EtcdStore::connect(opts)
+    };
+    let ours = connect(Duration::from_secs(600)).await.expect("connect");
+    ours.put_config(NET_CONF).await.expect("write net-conf");
+    let other = connect(Duration::from_secs(60)).await.expect("connect");
+    let dir = e2e::temp::temp_dir("dmn-loop").expect("temp dir");
+    let subnet_file = dir.path().join("node1/subnet.env");
+    deleted_lease_comes_back(Arc::new(ours), Arc::new(other), &subnet_file).await;
+}
+
+async fn deleted_lease_comes_back(
+    ours: Arc<dyn LeaseStore>,
+    other: Arc<dyn LeaseStore>,
+    subnet_file: &Path,
+) {
+    let run = start_on(ours, subnet_file, Duration::ZERO).await;
+    let r = run.readiness.clone();
+    wait_until("ready", Duration::from_secs(10), || r.is_ready()).await;
+    let env_before = std::fs::read_to_string(subnet_file).expect("subnet.env");
+    let own = SubnetEnv::read(subnet_file)
+        .expect("subnet.env")
+        .subnet
+        .expect("subnet")
+        .trunc();
+
+    let (leases, _) = other.list().await.expect("list");
+    let mine = leases
+        .into_iter()
+        .find(|l| l.subnet == Some(own))
+        .expect("our lease listed");
+    let deleted = Instant::now();
+    other.release(&mine).await.expect("delete ours");
+
+    let m = run.metrics.clone();
+    wait_until("lease re-acquired", Duration::from_secs(10), || {
+        m.encode()
+            .unwrap_or_default()
+            .contains("flanneld_own_lease_reacquired_total{subnet=\"same\"} 1")
+    })
+    .await;
+    eprintln!("deleted lease back after {:?}", deleted.elapsed());
+    let (leases, _) = other.list().await.expect("list");
+    let back = leases
+        .iter()
+        .find(|l| l.subnet == Some(own))
+        .expect("our subnet back");
+    assert_eq!(back.attrs.public_ip, Ipv4Addr::new(198, 51, 100, 1));
+    let r = run.readiness.clone();
+    wait_until("ready", Duration::from_secs(10), || r.is_ready()).await;
+    assert_eq!(
+        std::fs::read_to_string(subnet_file).expect("subnet.env"),
+        env_before
+    );
+    let text = run.metrics.encode().expect("metrics");
+    for want in [
+        "flanneld_own_lease_lost_total{cause=\"deleted\"} 1",
+        "flanneld_lost_subnets 0",
+        "flanneld_lease_acquisitions_total 2",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+    // Our own re-created key does not set off another round.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let text = run.metrics.encode().expect("metrics");
     assert!(
         text.contains("flanneld_lease_acquisitions_total 2"),
-        "{text}"
-    );
-    assert!(
-        text.contains("flanneld_lease_renewal_failures_total 1"),
         "{text}"
     );
     run.stop().await;
@@ -387,4 +504,163 @@ async fn dual_stack_config_is_refused_before_taking_a_lease() {
         .expect("open store");
     let (leases, _) = store.list().await.expect("list");
     assert!(leases.is_empty(), "a lease was taken: {leases:?}");
+}
+
+/// Writes a key straight into the embedded store's file, under its lock,
+/// as anything with write access to the store could: no validation.
+fn hostile_put(store_path: &Path, key: &str, attrs: &LeaseAttrs) {
+    use lease_store::embedded::state::State;
+    let mut lock_name = store_path.as_os_str().to_owned();
+    lock_name.push(".lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(PathBuf::from(lock_name))
+        .expect("open lock");
+    lock.lock().expect("lock");
+    let text = std::fs::read(store_path).expect("read store");
+    let mut state: State = serde_json::from_slice(&text).expect("parse store");
+    let expires = std::time::SystemTime::now() + Duration::from_secs(3600);
+    state.put(key, attrs, Some(expires), 1000);
+    let tmp = store_path.with_extension("hostile.tmp");
+    std::fs::write(&tmp, serde_json::to_vec(&state).expect("encode")).expect("write");
+    std::fs::rename(&tmp, store_path).expect("rename");
+    drop(lock);
+}
+
+/// A log sink for one test (the loop runs on the test's thread).
+#[derive(Clone, Default)]
+struct LogSink(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogSink {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// The leases of issue 17 (a subnet inside ours, a /32 on a real node's
+/// address, a subnet outside the network, a megabyte VtepMAC, loopback as
+/// the public IP) are not programmed; each is logged once with bounded
+/// text and counted by reason, and the good peers still are programmed.
+#[tokio::test(flavor = "current_thread")]
+async fn hostile_peer_leases_are_rejected_logged_once_and_counted() {
+    let sink = LogSink::default();
+    let writer = sink.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let dir = e2e::temp::temp_dir("dmn-loop").expect("temp dir");
+    let store_path = dir.path().join("leases.json");
+    let subnet_file = dir.path().join("node1/subnet.env");
+    EmbeddedStore::init(&store_path, NET_CONF)
+        .await
+        .expect("init store");
+    let run = start(
+        &store_path,
+        &subnet_file,
+        Duration::from_secs(60),
+        Duration::ZERO,
+    )
+    .await;
+    let r = run.readiness.clone();
+    wait_until("ready", Duration::from_secs(10), || r.is_ready()).await;
+    let own = SubnetEnv::read(&subnet_file)
+        .expect("subnet.env")
+        .subnet
+        .expect("subnet")
+        .trunc();
+
+    let other = EmbeddedStore::open(&store_path, Duration::from_secs(60))
+        .await
+        .expect("second client");
+    other
+        .acquire(&req(Ipv4Addr::new(198, 51, 100, 2), None))
+        .await
+        .expect("good peer");
+
+    let inside_own = format!("{}-25", own.network());
+    let mut huge = attrs(Ipv4Addr::new(198, 51, 100, 4));
+    huge.backend_data = Some(serde_json::json!({"VNI": 1, "VtepMAC": "a".repeat(1 << 20)}));
+    // A subnet next to ours for the two attribute cases (free: ours +1).
+    let free = |n: u32| -> String {
+        let base = u32::from(own.network()) + (n << 8);
+        format!("{}-24", Ipv4Addr::from(base))
+    };
+    hostile_put(
+        &store_path,
+        &inside_own,
+        &attrs(Ipv4Addr::new(198, 51, 100, 3)),
+    );
+    hostile_put(
+        &store_path,
+        "198.51.100.2-32",
+        &attrs(Ipv4Addr::new(198, 51, 100, 9)),
+    );
+    hostile_put(
+        &store_path,
+        "11.0.0.0-24",
+        &attrs(Ipv4Addr::new(198, 51, 100, 5)),
+    );
+    hostile_put(&store_path, &free(100), &huge);
+    hostile_put(&store_path, &free(101), &attrs(Ipv4Addr::LOCALHOST));
+
+    let m = run.metrics.clone();
+    let want = [
+        "reason=\"overlaps_own_subnet\"} 1",
+        "reason=\"outside_network\"} 2",
+        "reason=\"backend_data\"} 1",
+        "reason=\"public_ip_loopback\"} 1",
+    ];
+    wait_until("all five rejected", Duration::from_secs(10), || {
+        let text = m.encode().unwrap_or_default();
+        want.iter()
+            .all(|w| text.contains(&format!("flanneld_peer_leases_rejected{{{w}")))
+    })
+    .await;
+    // Only the good peer is programmed.
+    assert_eq!(run.reconciles().last(), Some(&1), "{:?}", run.reconciles());
+
+    // More passes (another good peer joins, twice): nothing is logged or
+    // counted again.
+    for ip in [6, 7] {
+        other
+            .acquire(&req(Ipv4Addr::new(198, 51, 100, ip), None))
+            .await
+            .expect("good peer");
+    }
+    wait_until("three good peers", Duration::from_secs(10), || {
+        run.reconciles().last() == Some(&3)
+    })
+    .await;
+    let text = run.metrics.encode().expect("metrics");
+    for w in want {
+        assert!(
+            text.contains(&format!("flanneld_peer_lease_rejections_total{{{w}")),
+            "{w} counted once: {text}"
+        );
+    }
+    let log = sink.text();
+    let rejected_lines = log
+        .lines()
+        .filter(|l| l.contains("peer lease rejected"))
+        .count();
+    assert_eq!(rejected_lines, 5, "{log}");
+    assert!(log.len() < 16 * 1024, "{} bytes of log", log.len());
+    assert!(!log.contains("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"), "{log}");
+    run.stop().await;
 }

@@ -120,3 +120,57 @@ async fn hostgw_routes_carry_traffic_between_nodes() {
         .unwrap_or_else(|e| panic!("ping over host-gw routes failed: {e}"));
     assert!(out.contains("2 received"), "{out}");
 }
+
+/// A node taken over from Go flanneld's host-gw: its routes to peers are
+/// `proto boot`. The live peer's is kept (same route), a departed peer's
+/// is removed, and routes outside the cluster network or to our own
+/// subnet stay whatever their protocol.
+#[tokio::test]
+async fn hostgw_owns_go_made_peer_routes_and_nothing_else() {
+    let n = nodes("hgwgo", 1).await;
+    let node = &n[0];
+    for r in [
+        "10.244.2.0/24 via 198.51.100.2 dev eth0 proto boot",
+        "10.244.3.0/24 via 198.51.100.3 dev eth0 proto boot",
+        "10.245.3.0/24 via 198.51.100.3 dev eth0 proto boot",
+        "10.244.1.0/24 via 198.51.100.9 dev eth0 proto boot",
+    ] {
+        sh(&node.ns, &format!("ip route add {r}"));
+    }
+    let cfg = config(json!({"Type": "host-gw"}));
+    let mut b = HostGwBackend::new(node.nl.clone());
+    b.prepare(&node.local, &cfg).await.unwrap();
+    b.attach(&lease(
+        "10.244.1.0/24",
+        Ipv4Addr::new(198, 51, 100, 1),
+        "host-gw",
+        None,
+    ))
+    .await
+    .unwrap();
+    let live = peer("10.244.2.0/24", Ipv4Addr::new(198, 51, 100, 2));
+    let r = b.reconcile(&[live]).await.unwrap();
+    assert_eq!(r.peers, 1);
+    assert_eq!(change(&r, "route_del"), 1, "{:?}", r.changes);
+    assert_eq!(change(&r, "route_add"), 0, "{:?}", r.changes);
+    let routes = sh(&node.ns, "ip route show");
+    assert!(
+        routes.contains("10.244.2.0/24 via 198.51.100.2"),
+        "{routes}"
+    );
+    assert!(!routes.contains("10.244.3.0/24"), "{routes}");
+    assert!(
+        routes.contains("10.245.3.0/24 via 198.51.100.3"),
+        "{routes}"
+    );
+    assert!(
+        routes.contains("10.244.1.0/24 via 198.51.100.9"),
+        "{routes}"
+    );
+    // Nothing left to do on the next pass.
+    let again = b
+        .reconcile(&[peer("10.244.2.0/24", Ipv4Addr::new(198, 51, 100, 2))])
+        .await
+        .unwrap();
+    assert!(again.changes.is_empty(), "{:?}", again.changes);
+}

@@ -173,3 +173,128 @@ fn masq_rewrites_pod_source_leaving_the_cluster() {
     m.remove().unwrap();
     assert_eq!(source_seen(&pod, &outside), "10.244.1.2");
 }
+
+/// pod (10.244.1.2) -- node (forwarding) -- outside (198.51.100.9).
+fn routed_pod() -> (Netns, Netns, Netns) {
+    let pod = netns("fwpod");
+    let node = netns("fwnode");
+    let outside = netns("fwout");
+    for (dev, peer) in [("veth0", &pod), ("eth0", &outside)] {
+        sh(
+            &node,
+            &format!(
+                "ip link add {dev} type veth peer name eth0 netns {}",
+                peer.name()
+            ),
+        );
+    }
+    sh(&node, "sysctl -qw net.ipv4.ip_forward=1");
+    sh(&node, "ip addr add 10.244.1.1/24 dev veth0");
+    sh(&node, "ip addr add 198.51.100.1/24 dev eth0");
+    sh(&node, "ip link set veth0 up");
+    sh(&node, "ip link set eth0 up");
+    sh(&pod, "ip addr add 10.244.1.2/24 dev eth0");
+    sh(&pod, "ip link set eth0 up");
+    sh(&pod, "ip route add default via 10.244.1.1");
+    sh(&outside, "ip addr add 198.51.100.9/24 dev eth0");
+    sh(&outside, "ip link set eth0 up");
+    (pod, node, outside)
+}
+
+/// Pings from the pod through the node; true when any of 3 is answered.
+fn pod_gets_through(pod: &Netns) -> bool {
+    pod.exec("ping")
+        .args(["-c", "3", "-i", "0.2", "-W", "1", "198.51.100.9"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Docker's FORWARD rules (legacy flavour here), policy DROP.
+const DOCKER_LIKE: &[&str] = &[
+    "-N DOCKER",
+    "-N DOCKER-USER",
+    "-N DOCKER-ISOLATION-STAGE-1",
+    "-A DOCKER-USER -j RETURN",
+    "-A DOCKER-ISOLATION-STAGE-1 -j RETURN",
+    "-P FORWARD DROP",
+    "-A FORWARD -j DOCKER-USER",
+    "-A FORWARD -j DOCKER-ISOLATION-STAGE-1",
+    "-A FORWARD -o docker0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+    "-A FORWARD -o docker0 -j DOCKER",
+    "-A FORWARD -i docker0 ! -o docker0 -j ACCEPT",
+    "-A FORWARD -i docker0 -o docker0 -j ACCEPT",
+];
+
+fn ipt(ns: &Netns, flavour: &str, rule: &str) -> String {
+    sh(ns, &format!("{flavour} -w -t filter {rule}"))
+}
+
+/// Issue 17: with `iptables -P FORWARD DROP` (iptables-nft) our own nft
+/// table's accept does not help; the accepts in iptables' FORWARD do, in
+/// both flavours, also behind a Docker-like rule set, and `remove`
+/// (`--ip-masq=false`) takes exactly ours away.
+#[test]
+fn forward_accepts_beat_an_iptables_drop_policy_in_both_flavours() {
+    let (pod, node, _outside) = routed_pod();
+    let m = NftMasq::in_netns(node.name());
+    let pod_subnet: Ipv4Net = "10.244.1.0/24".parse().unwrap();
+    m.apply(&cluster(), pod_subnet).unwrap();
+    assert!(pod_gets_through(&pod), "baseline: the node forwards");
+    // No iptables filter table yet: none is created for nothing.
+    let legacy_tables = sh(&node, "cat /proc/net/ip_tables_names");
+    assert!(!legacy_tables.contains("filter"), "{legacy_tables}");
+    assert!(!sh(&node, "nft list tables").contains("table ip filter"));
+
+    // iptables-nft policy DROP after our rules were applied: cut off,
+    // although our nft table accepts cluster traffic (the defect).
+    ipt(&node, "iptables-nft", "-P FORWARD DROP");
+    assert!(
+        !pod_gets_through(&pod),
+        "a drop policy must cut the pod off first"
+    );
+    // The next resync puts our accepts into iptables' FORWARD.
+    m.apply(&cluster(), pod_subnet).unwrap();
+    assert!(m.forward_installed());
+    assert!(pod_gets_through(&pod), "accepts in iptables-nft FORWARD");
+    let nft_rules = ipt(&node, "iptables-nft", "-S");
+    assert!(
+        nft_rules.contains("-A FORWARD -m comment --comment flannel-rs -j FLANNEL-RS-FWD"),
+        "{nft_rules}"
+    );
+
+    // A Docker-like rule set in iptables-legacy: cut off again until the
+    // next resync, then through, with Docker's rules still first.
+    for rule in DOCKER_LIKE {
+        ipt(&node, "iptables-legacy", rule);
+    }
+    let docker_rules = ipt(&node, "iptables-legacy", "-S");
+    assert!(
+        !pod_gets_through(&pod),
+        "legacy drop policy cuts the pod off"
+    );
+    m.apply(&cluster(), pod_subnet).unwrap();
+    assert!(pod_gets_through(&pod), "accepts in both flavours");
+    let legacy = ipt(&node, "iptables-legacy", "-S");
+    let forward: Vec<&str> = legacy
+        .lines()
+        .filter(|l| l.starts_with("-A FORWARD"))
+        .collect();
+    assert_eq!(forward.len(), 7, "{legacy}");
+    assert_eq!(
+        forward[6], "-A FORWARD -m comment --comment flannel-rs -j FLANNEL-RS-FWD",
+        "ours appended after Docker's: {legacy}"
+    );
+    // Idempotent: applying again changes nothing.
+    m.apply(&cluster(), pod_subnet).unwrap();
+    assert_eq!(ipt(&node, "iptables-legacy", "-S"), legacy);
+
+    // --ip-masq=false: ours go, Docker's stay, the drop policy applies again.
+    m.remove().unwrap();
+    assert!(!m.forward_installed());
+    assert_eq!(ipt(&node, "iptables-legacy", "-S"), docker_rules);
+    assert!(!ipt(&node, "iptables-nft", "-S").contains("FLANNEL-RS-FWD"));
+    assert!(!pod_gets_through(&pod));
+    m.remove().unwrap();
+}

@@ -292,15 +292,17 @@ async fn vxlan_device_deleted_by_hand_comes_back_with_entries() {
 async fn vxlan_leaves_entries_it_does_not_own() {
     let n = nodes("vxforeign", 1).await;
     let node = &n[0];
-    // Someone else's: a static route to a pod-like prefix, a route with
-    // another protocol number, a permanent neighbour on the underlay.
+    // Someone else's: a static route outside the cluster network, a device
+    // route (no gateway) inside it, a route to the whole network, a
+    // permanent neighbour on the underlay.
     sh(
         &node.ns,
-        "ip route add 10.244.9.0/24 via 198.51.100.200 dev eth0",
+        "ip route add 10.245.9.0/24 via 198.51.100.200 dev eth0",
     );
+    sh(&node.ns, "ip route add 10.244.8.0/24 dev eth0 proto 71");
     sh(
         &node.ns,
-        "ip route add 10.244.8.0/24 via 198.51.100.201 dev eth0 proto 71",
+        "ip route add 10.244.0.0/16 via 198.51.100.201 dev eth0 proto 71",
     );
     sh(
         &node.ns,
@@ -308,6 +310,13 @@ async fn vxlan_leaves_entries_it_does_not_own() {
     );
     let before_routes = sh(&node.ns, "ip route show");
     let before_neigh = sh(&node.ns, "ip neigh show dev eth0");
+    // A gatewayed route to a peer subnet inside the cluster network is a
+    // host-gw/DirectRouting peer route (Go flanneld makes them `proto
+    // boot`): ours whatever its protocol, so a departed peer's goes.
+    sh(
+        &node.ns,
+        "ip route add 10.244.9.0/24 via 198.51.100.200 dev eth0",
+    );
 
     let cfg = config(json!({"Type": "vxlan"}));
     let mut b = VxlanBackend::new(node.nl.clone(), &cfg).unwrap();
@@ -326,6 +335,7 @@ async fn vxlan_leaves_entries_it_does_not_own() {
     );
 
     let after_routes = sh(&node.ns, "ip route show");
+    assert!(!after_routes.contains("10.244.9.0/24"), "{after_routes}");
     for line in before_routes.lines().filter(|l| !l.contains("flannel")) {
         assert!(
             after_routes.contains(line),
@@ -516,4 +526,70 @@ async fn vxlan_thousand_peers_converge_in_one_pass() {
     assert_eq!(change(&r, "route_del"), 1000);
     assert!(our_routes(&node.ns).is_empty());
     eprintln!("1000 peers: program {add:?}, no-op pass {steady:?}, remove all {del:?}");
+}
+
+/// Go flanneld's `flannel.1` (right VNI, port, local address, but a random
+/// MAC) is adopted as is: same ifindex, its MAC published and remembered;
+/// a later pass keeps it; deleted while we are down, it comes back with
+/// the remembered MAC; without a memory, a fresh device gets the derived MAC.
+#[tokio::test]
+async fn vxlan_adopts_go_device_with_its_random_mac() {
+    let n = nodes("vxgomac", 1).await;
+    let node = &n[0];
+    let go_mac = "a6:3c:5d:1e:77:42";
+    sh(
+        &node.ns,
+        "ip link add flannel.1 type vxlan id 1 local 198.51.100.1 dev eth0 dstport 8472 nolearning udpcsum",
+    );
+    sh(
+        &node.ns,
+        &format!("ip link set flannel.1 address {go_mac} mtu 1450 up"),
+    );
+    let index = link(node, "flannel.1")["ifindex"].clone();
+    let dir = std::env::temp_dir().join(format!("fct-vxgomac-{}", std::process::id()));
+    let memory = flanneld::backend::mac_memory::MacMemory::new(dir.join("vtep-mac.json"));
+
+    let cfg = config(json!({"Type": "vxlan"}));
+    let mut b = VxlanBackend::new(node.nl.clone(), &cfg)
+        .unwrap()
+        .with_mac_memory(Some(memory.clone()));
+    let p = b.prepare(&node.local, &cfg).await.unwrap();
+    assert_eq!(p.backend_data, Some(json!({"VNI": 1, "VtepMAC": go_mac})));
+    assert_eq!(
+        link(node, "flannel.1")["ifindex"],
+        index,
+        "adopted, not recreated"
+    );
+    let r = b
+        .reconcile(&[vxlan_peer("10.244.2.0/24", ip(2), "0a:00:00:00:00:02")])
+        .await
+        .unwrap();
+    assert!(!r.device_recreated);
+    assert_eq!(link(node, "flannel.1")["address"], go_mac);
+
+    // Deleted while the daemon is down: the next run recreates it with
+    // Go's MAC, so peers keep their entries.
+    sh(&node.ns, "ip link del flannel.1");
+    let mut again = VxlanBackend::new(node.nl.clone(), &cfg)
+        .unwrap()
+        .with_mac_memory(Some(memory.clone()));
+    let p = again.prepare(&node.local, &cfg).await.unwrap();
+    assert_eq!(p.backend_data, Some(json!({"VNI": 1, "VtepMAC": go_mac})));
+    assert_eq!(link(node, "flannel.1")["address"], go_mac);
+
+    // Someone changes the MAC under a running daemon: the device is put
+    // back on the published MAC.
+    sh(&node.ns, "ip link set flannel.1 address 0e:11:22:33:44:55");
+    let r = again.reconcile(&[]).await.unwrap();
+    assert!(r.device_recreated);
+    assert_eq!(link(node, "flannel.1")["address"], go_mac);
+
+    // No memory and no device: the derived MAC.
+    sh(&node.ns, "ip link del flannel.1");
+    let mut fresh = VxlanBackend::new(node.nl.clone(), &cfg).unwrap();
+    let p = fresh.prepare(&node.local, &cfg).await.unwrap();
+    let derived = vtep_mac::derive(ip(1), 1).to_string();
+    assert_eq!(p.backend_data, Some(json!({"VNI": 1, "VtepMAC": derived})));
+    assert_eq!(link(node, "flannel.1")["address"], derived.as_str());
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -180,19 +180,25 @@ fn put<T>(slot: &mut Option<T>, value: T, doc: &Doc) -> Result<()> {
 }
 
 fn load_manifest() -> Result<Manifest> {
+    manifest_of(MANIFEST, &yaml_docs(&deploy_dir().join(MANIFEST))?)
+}
+
+/// Sorts the documents of one manifest (a file or a rendered overlay,
+/// named `what`) into their typed objects.
+fn manifest_of(what: &str, docs: &[Doc]) -> Result<Manifest> {
     let (mut ns, mut sa, mut cr, mut crb, mut cm, mut ds) = (None, None, None, None, None, None);
-    for doc in yaml_docs(&deploy_dir().join(MANIFEST))? {
-        match check_doc(&doc)?.as_str() {
-            "Namespace" => put(&mut ns, typed(&doc)?, &doc)?,
-            "ServiceAccount" => put(&mut sa, typed(&doc)?, &doc)?,
-            "ClusterRole" => put(&mut cr, typed(&doc)?, &doc)?,
-            "ClusterRoleBinding" => put(&mut crb, typed(&doc)?, &doc)?,
-            "ConfigMap" => put(&mut cm, typed(&doc)?, &doc)?,
-            "DaemonSet" => put(&mut ds, typed(&doc)?, &doc)?,
+    for doc in docs {
+        match check_doc(doc)?.as_str() {
+            "Namespace" => put(&mut ns, typed(doc)?, doc)?,
+            "ServiceAccount" => put(&mut sa, typed(doc)?, doc)?,
+            "ClusterRole" => put(&mut cr, typed(doc)?, doc)?,
+            "ClusterRoleBinding" => put(&mut crb, typed(doc)?, doc)?,
+            "ConfigMap" => put(&mut cm, typed(doc)?, doc)?,
+            "DaemonSet" => put(&mut ds, typed(doc)?, doc)?,
             other => bail!("{}: unexpected kind {other}", doc.origin),
         }
     }
-    let missing = |what: &str| anyhow!("{MANIFEST} has no {what}");
+    let missing = |kind: &str| anyhow!("{what} has no {kind}");
     Ok(Manifest {
         namespace: ns.ok_or_else(|| missing("Namespace"))?,
         account: sa.ok_or_else(|| missing("ServiceAccount"))?,
@@ -755,6 +761,373 @@ fn systemd_unit_passes_systemd_analyze_verify() -> Result<()> {
         out.status.success() && !stderr.contains("flanneld-rs.service"),
         "systemd-analyze verify: {}\n{stderr}",
         out.status
+    );
+    Ok(())
+}
+
+/// The `[Service]` settings of a unit, in order (repeated keys kept).
+fn unit_service_settings(unit: &str) -> Vec<(String, String)> {
+    let mut in_service = false;
+    let mut out = Vec::new();
+    for line in unit.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_service = line == "[Service]";
+        } else if in_service && !line.starts_with('#') {
+            if let Some((k, v)) = line.split_once('=') {
+                out.push((k.trim().to_string(), v.trim().to_string()));
+            }
+        }
+    }
+    out
+}
+
+/// What `systemd-analyze verify` cannot see: with ProtectSystem=strict,
+/// every ReadWritePaths= must exist when the sandbox is set up, or the
+/// service fails with 226/NAMESPACE. On a fresh boot /run is empty, so the
+/// daemon's /run directory must come from RuntimeDirectory=.
+fn unit_sandbox_problems(unit: &str, subnet_file: &Path) -> Vec<String> {
+    let settings = unit_service_settings(unit);
+    let values = |key: &str| -> Vec<String> {
+        settings
+            .iter()
+            .filter(|(k, _)| k == key)
+            .flat_map(|(_, v)| v.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+            .collect()
+    };
+    let runtime: Vec<PathBuf> = values("RuntimeDirectory")
+        .iter()
+        .map(|d| Path::new("/run").join(d))
+        .collect();
+    let mut problems = Vec::new();
+    for p in values("ReadWritePaths") {
+        // A leading '-' tells systemd to ignore a missing path.
+        if p.starts_with('-') {
+            continue;
+        }
+        let path = Path::new(&p);
+        if path.starts_with("/run") && !runtime.iter().any(|r| path.starts_with(r)) {
+            problems.push(format!(
+                "ReadWritePaths={p} does not exist on a fresh boot (226/NAMESPACE): use RuntimeDirectory="
+            ));
+        }
+    }
+    match subnet_file.parent() {
+        Some(dir) if runtime.iter().any(|r| r == dir) => {}
+        dir => problems.push(format!(
+            "subnet.env's directory {dir:?} is not the unit's RuntimeDirectory ({runtime:?})"
+        )),
+    }
+    if values("ExecStartPre").iter().any(|v| v.contains("mkdir")) {
+        problems.push(
+            "ExecStartPre mkdir runs inside the sandbox, after it failed: use RuntimeDirectory="
+                .into(),
+        );
+    }
+    problems
+}
+
+#[test]
+fn systemd_unit_creates_its_run_directory_before_the_sandbox() -> Result<()> {
+    let unit = std::fs::read_to_string(deploy_dir().join("systemd/flanneld-rs.service"))?;
+    let env = env_file(&std::fs::read_to_string(
+        deploy_dir().join("systemd/flanneld-rs.env"),
+    )?)?;
+    let subnet_file = env
+        .get("FLANNELD_SUBNET_FILE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/run/flannel/subnet.env"));
+    let problems = unit_sandbox_problems(&unit, &subnet_file);
+    ensure!(problems.is_empty(), "{problems:#?}");
+    ensure!(
+        unit_service_settings(&unit).contains(&("ProtectSystem".into(), "strict".into())),
+        "the unit should keep ProtectSystem=strict"
+    );
+
+    // The check itself: the unit as it was before (fails on a fresh boot).
+    let old = "[Service]\nExecStartPre=/bin/mkdir -p /run/flannel\nProtectSystem=strict\nReadWritePaths=/run/flannel\n";
+    let p = unit_sandbox_problems(old, Path::new("/run/flannel/subnet.env"));
+    ensure!(p.len() == 3, "{p:#?}");
+    let ok =
+        "[Service]\nRuntimeDirectory=flannel\nProtectSystem=strict\nReadWritePaths=-/run/other\n";
+    ensure!(unit_sandbox_problems(ok, Path::new("/run/flannel/subnet.env")).is_empty());
+    Ok(())
+}
+
+#[test]
+fn systemd_env_file_detects_or_names_the_al2023_interface() -> Result<()> {
+    let text = std::fs::read_to_string(deploy_dir().join("systemd/flanneld-rs.env"))?;
+    let vars = env_file(&text)?;
+    // Unset means the default route's interface; if set, it must include
+    // Amazon Linux 2023's name, or the daemon fails there.
+    if let Some(v) = vars.get("FLANNELD_IFACE") {
+        ensure!(
+            v.split(',').any(|i| i == "ens5"),
+            "FLANNELD_IFACE={v} misses ens5 (Amazon Linux 2023)"
+        );
+    }
+    ensure!(
+        text.contains("ens5"),
+        "the env file should say what AL2023 calls its interface"
+    );
+    Ok(())
+}
+
+// ---- deploy/base + deploy/overlays: kustomize ----
+
+/// The overlays an operator applies (`kubectl apply -k deploy/overlays/X`).
+const OVERLAYS: &[&str] = &["eks", "generic"];
+
+/// The kubectl the lab uses (scripts/k8s-build.sh). Its built-in kustomize
+/// is v2.0.3: the overlays use only its syntax, which later kustomize
+/// releases still accept (some of it with deprecation warnings).
+const KUBECTL: &str = "/var/cache/flannel-rs/k8s-1.20.2/bin/kubectl";
+
+/// The image as set in deploy/base/kustomization.yaml.
+const IMAGE: &str = "ghcr.io/flannel-rs/flannel-rs:0.1.0";
+
+/// `kubectl kustomize deploy/overlays/<overlay>`, as YAML documents.
+fn kustomize(overlay: &str) -> Result<Vec<Doc>> {
+    let dir = deploy_dir().join("overlays").join(overlay);
+    let out = Command::new(KUBECTL)
+        .arg("kustomize")
+        .arg(&dir)
+        .output()
+        .with_context(|| format!("running {KUBECTL} (build it with scripts/k8s-build.sh)"))?;
+    ensure!(
+        out.status.success(),
+        "kubectl kustomize {}: {}\n{}",
+        dir.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).context("kustomize printed non-UTF-8")?;
+    yaml_docs_from_str(&format!("deploy/overlays/{overlay} (rendered)"), &text)
+}
+
+/// The node selector term's expressions as (key, operator, values).
+fn node_affinity(spec: &PodSpec) -> Result<Vec<(String, String, Vec<String>)>> {
+    let terms = &spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|n| {
+            n.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
+        .ok_or_else(|| anyhow!("the DaemonSet has no required node affinity"))?
+        .node_selector_terms;
+    // Terms are ORed: one term keeps the rules from being bypassed by another.
+    ensure!(
+        terms.len() == 1,
+        "expected one node selector term: {terms:?}"
+    );
+    Ok(terms[0]
+        .match_expressions
+        .iter()
+        .flatten()
+        .map(|e| {
+            (
+                e.key.clone(),
+                e.operator.clone(),
+                e.values.clone().unwrap_or_default(),
+            )
+        })
+        .collect())
+}
+
+#[test]
+fn overlays_are_the_ones_documented_and_render_to_typed_objects() -> Result<()> {
+    let dir = deploy_dir().join("overlays");
+    let mut found: Vec<String> = std::fs::read_dir(&dir)
+        .with_context(|| format!("listing {}", dir.display()))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    found.sort();
+    ensure!(
+        found == OVERLAYS,
+        "deploy/overlays holds {found:?}: add new ones to OVERLAYS (and deploy/README.md)"
+    );
+    for overlay in OVERLAYS {
+        let docs = kustomize(overlay)?;
+        let m = manifest_of(overlay, &docs)?;
+        // Everything in the manifest shares one namespace.
+        let ns = m.namespace.metadata.name.as_deref();
+        ensure!(ns == Some("kube-flannel-rs"), "{overlay}: namespace {ns:?}");
+        for (kind, obj_ns) in [
+            ("ServiceAccount", &m.account.metadata.namespace),
+            ("ConfigMap", &m.config.metadata.namespace),
+            ("DaemonSet", &m.daemonset.metadata.namespace),
+        ] {
+            ensure!(obj_ns.as_deref() == ns, "{overlay}: {kind} in {obj_ns:?}");
+        }
+        // The image reference: one image for all three containers, the one
+        // the base sets (a container left on the `flannel-rs` placeholder
+        // would fail to pull).
+        let spec = pod_spec(&m.daemonset)?;
+        for c in spec
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(&spec.containers)
+        {
+            ensure!(
+                c.image.as_deref() == Some(IMAGE),
+                "{overlay}: container {} has image {:?}, not {IMAGE}",
+                c.name,
+                c.image
+            );
+        }
+        let net = lease_store::NetworkConfig::parse(config_data(&m.config, "net-conf.json")?)
+            .with_context(|| format!("{overlay}: net-conf.json"))?;
+        flanneld::backend::spec::BackendSpec::parse(&net.backend_type, &net.backend, None)
+            .map_err(|e| anyhow!("{overlay}: the daemon rejects net-conf.json's Backend: {e}"))?;
+    }
+    Ok(())
+}
+
+#[test]
+fn kube_flannel_rs_yml_is_the_generic_overlay_rendered() -> Result<()> {
+    // The lab compiles kube-flannel-rs.yml in and applies it: this is what
+    // makes the lab test the generic overlay.
+    let file: Vec<Value> = yaml_docs(&deploy_dir().join(MANIFEST))?
+        .into_iter()
+        .map(|d| d.value)
+        .collect();
+    let rendered: Vec<Value> = kustomize("generic")?.into_iter().map(|d| d.value).collect();
+    ensure!(
+        file == rendered,
+        "deploy/{MANIFEST} differs from deploy/overlays/generic rendered: run deploy/render.sh"
+    );
+    Ok(())
+}
+
+#[test]
+fn the_image_is_named_in_one_place() -> Result<()> {
+    // Every file of the kustomize tree: the image's registry path must
+    // appear once (deploy/base/kustomization.yaml's `images:`).
+    fn files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+        for e in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+            let p = e?.path();
+            if p.is_dir() {
+                files(&p, out)?;
+            } else {
+                out.push(p);
+            }
+        }
+        Ok(())
+    }
+    let mut all = Vec::new();
+    files(&deploy_dir().join("base"), &mut all)?;
+    files(&deploy_dir().join("overlays"), &mut all)?;
+    let (name, tag) = IMAGE.rsplit_once(':').context("IMAGE has a tag")?;
+    let mut places = Vec::new();
+    for f in &all {
+        let text = std::fs::read_to_string(f)?;
+        for (i, line) in text.lines().enumerate() {
+            if line.contains(name) && !line.trim_start().starts_with('#') {
+                places.push(format!("{}:{}", f.display(), i + 1));
+            }
+        }
+    }
+    ensure!(
+        places.len() == 1,
+        "the image is named in {places:?}: keep it in deploy/base/kustomization.yaml only"
+    );
+    let base = std::fs::read_to_string(deploy_dir().join("base/kustomization.yaml"))?;
+    ensure!(base.contains(&format!("newName: {name}")) && base.contains(&format!("newTag: {tag}")));
+    Ok(())
+}
+
+#[test]
+fn eks_overlay_keeps_off_fargate_sets_mtu_8951_and_changes_nothing_else() -> Result<()> {
+    let generic = kustomize("generic")?;
+    let eks = kustomize("eks")?;
+    let g = manifest_of("generic", &generic)?;
+    let e = manifest_of("eks", &eks)?;
+
+    // Scheduling. Every expression of the term must hold.
+    let exprs = node_affinity(pod_spec(&e.daemonset)?)?;
+    let has = |key: &str, op: &str, values: &[&str]| {
+        exprs.iter().any(|(k, o, v)| {
+            k == key && o == op && v.iter().map(String::as_str).eq(values.iter().copied())
+        })
+    };
+    ensure!(has("kubernetes.io/os", "In", &["linux"]), "{exprs:?}");
+    // The image holds x86_64 binaries only (deploy/Dockerfile, image/build.sh).
+    ensure!(has("kubernetes.io/arch", "In", &["amd64"]), "{exprs:?}");
+    let dockerfile = std::fs::read_to_string(deploy_dir().join("Dockerfile"))?;
+    ensure!(
+        dockerfile.contains("--target x86_64-unknown-linux-gnu") && !dockerfile.contains("aarch64"),
+        "deploy/Dockerfile builds another architecture now: update kubernetes.io/arch in deploy/base/daemonset.yaml"
+    );
+    ensure!(
+        has("eks.amazonaws.com/compute-type", "NotIn", &["fargate", "hybrid", "auto"]),
+        "the eks overlay must keep the DaemonSet off Fargate, hybrid and Auto Mode nodes: {exprs:?}"
+    );
+    let g_exprs = node_affinity(pod_spec(&g.daemonset)?)?;
+    ensure!(
+        g_exprs.len() + 1 == exprs.len() && g_exprs.iter().all(|x| exprs.contains(x)),
+        "the eks overlay should only add the compute-type rule: generic {g_exprs:?}, eks {exprs:?}"
+    );
+
+    // net-conf.json: MTU 8951 as the daemon reads it; the rest as generic.
+    let e_net = lease_store::NetworkConfig::parse(config_data(&e.config, "net-conf.json")?)?;
+    let g_net = lease_store::NetworkConfig::parse(config_data(&g.config, "net-conf.json")?)?;
+    match flanneld::backend::spec::BackendSpec::parse(&e_net.backend_type, &e_net.backend, None)
+        .map_err(|e| anyhow!("{e}"))?
+    {
+        flanneld::backend::spec::BackendSpec::Tunnel(t) => {
+            ensure!(t.mtu == Some(8951), "eks MTU {:?}", t.mtu);
+            ensure!(
+                t.port == 8472,
+                "the security-group docs say UDP 8472, net-conf says {}",
+                t.port
+            );
+        }
+        other => bail!("eks backend {other:?}: the docs describe VXLAN"),
+    }
+    let mut e_backend = e_net.backend.clone();
+    if let Some(o) = e_backend.as_object_mut() {
+        o.remove("MTU");
+    }
+    ensure!(
+        e_backend == g_net.backend
+            && e_net.network == g_net.network
+            && e_net.subnet_len == g_net.subnet_len
+            && e_net.enable_nftables == g_net.enable_nftables,
+        "the eks net-conf.json differs from the generic one in more than MTU"
+    );
+    ensure!(
+        config_data(&e.config, "cni-conf.json")? == config_data(&g.config, "cni-conf.json")?,
+        "the eks overlay changed cni-conf.json"
+    );
+
+    // Nothing else differs: compare the objects with those two changes undone.
+    let undo = |docs: &[Doc]| -> Vec<Value> {
+        docs.iter()
+            .map(|d| {
+                let mut v = d.value.clone();
+                if v["kind"] == "ConfigMap" {
+                    v["data"]["net-conf.json"] = Value::Null;
+                    // A merged generator leaves an empty annotations map.
+                    if v["metadata"]["annotations"] == serde_json::json!({}) {
+                        v["metadata"]
+                            .as_object_mut()
+                            .map(|m| m.remove("annotations"));
+                    }
+                }
+                if v["kind"] == "DaemonSet" {
+                    v["spec"]["template"]["spec"]["affinity"] = Value::Null;
+                }
+                v
+            })
+            .collect()
+    };
+    ensure!(
+        undo(&eks) == undo(&generic),
+        "the eks overlay changes more than node affinity and net-conf.json's MTU"
     );
     Ok(())
 }

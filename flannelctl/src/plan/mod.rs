@@ -64,6 +64,10 @@ pub struct PlanArgs {
     /// ENIConfig subnet for pod IPs with custom networking (repeatable).
     #[arg(long = "pod-subnet", value_name = "CIDR", value_parser = subnet)]
     pod_subnets: Vec<Ipv4Net>,
+    /// A CIDR block of the VPC (repeat for secondary blocks): the cluster
+    /// CIDR must not overlap it, and every subnet must lie in one.
+    #[arg(long = "vpc-cidr", value_name = "CIDR", value_parser = cidr)]
+    vpc_cidrs: Vec<Ipv4Net>,
     /// WARM_ENI_TARGET (default 1).
     #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = count)]
     warm_eni_target: Option<u32>,
@@ -182,6 +186,7 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode, PlanError> {
         host_network_pods: args.host_network_pods,
         node_subnets: args.subnets.clone(),
         pod_subnets: args.pod_subnets.clone(),
+        vpc_cidrs: args.vpc_cidrs.clone(),
         cni: model::CniSettings {
             warm_eni_target: args.warm_eni_target,
             warm_ip_target: args.warm_ip_target,

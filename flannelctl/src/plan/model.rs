@@ -11,8 +11,12 @@ use serde::Serialize;
 pub const AWS_RESERVED_PER_SUBNET: u64 = 5;
 /// IPs in one delegated /28 prefix.
 const PREFIX_IPS: u64 = 16;
-/// Kubelet's default --max-pods, which an overlay node still has to raise.
-const KUBELET_DEFAULT_MAX_PODS: u64 = 110;
+/// EKS's max-pods-calculator ceiling for types with at most
+/// `CALCULATOR_LOW_CPU_LIMIT` vCPUs (also kubelet's default --max-pods).
+const CALCULATOR_CAP_LOW_CPU: u64 = 110;
+/// ... and for types with more vCPUs.
+const CALCULATOR_CAP_HIGH_CPU: u64 = 250;
+const CALCULATOR_LOW_CPU_LIMIT: u32 = 30;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ModelError {
@@ -41,8 +45,27 @@ pub enum ModelError {
     },
     #[error("prefix delegation with WARM_PREFIX_TARGET=0 and no WARM_IP_TARGET/MINIMUM_IP_TARGET is not supported by the VPC CNI: set one of them to at least 1")]
     PdZeroWarm,
-    #[error("the prefix-delegation max-pods cap (110 up to 30 vCPUs, else 250) needs the vCPU count of {instance_type}, which its name does not tell: pass --vcpus N")]
-    VcpusUnknown { instance_type: String },
+    #[error("the max-pods ceiling of EKS's max-pods-calculator (110 up to 30 vCPUs, else 250) applies to {instance_type} ({raw} by the {what} formula) and needs its vCPU count, which its name does not tell: pass --vcpus N (or --max-pods N)")]
+    VcpusUnknown {
+        instance_type: String,
+        what: &'static str,
+        raw: u64,
+    },
+    #[error("cluster CIDR {cidr} overlaps VPC {what} {subnet}: pod addresses would shadow VPC addresses (replies to those hosts would stay on the node); pick a range outside the VPC, e.g. 10.244.0.0/16 or 100.64.0.0/16 when the VPC uses 10.0.0.0/8")]
+    ClusterCidrOverlapsVpc {
+        cidr: Ipv4Net,
+        what: &'static str,
+        subnet: Ipv4Net,
+    },
+    #[error("subnet {subnet} is not inside any --vpc-cidr ({vpc}): check the subnet or add the VPC's other CIDR block")]
+    SubnetOutsideVpc { subnet: Ipv4Net, vpc: String },
+    #[error("--pods-per-node {pods} is more than a /{len} node subnet holds ({pod_ips} pod addresses): no node could run them; pass --node-subnet-len {fit} (or shorter) or plan fewer pods per node")]
+    PodsOverNodeSubnet {
+        pods: u32,
+        len: u8,
+        pod_ips: u64,
+        fit: u8,
+    },
     #[error("{instance_type} has {enis} usable ENI(s) after MAX_ENI, and {reserved}: no ENI is left for pod IPs; raise --max-eni or pick a larger type")]
     NoPodEnis {
         instance_type: String,
@@ -97,6 +120,9 @@ pub struct PlanInput {
     pub host_network_pods: u32,
     pub node_subnets: Vec<Ipv4Net>,
     pub pod_subnets: Vec<Ipv4Net>,
+    /// The VPC's CIDR blocks (`--vpc-cidr`), when given: the subnets must
+    /// lie inside and the cluster CIDR outside.
+    pub vpc_cidrs: Vec<Ipv4Net>,
     pub cni: CniSettings,
     /// kubelet --max-pods set by the operator, instead of the formula.
     pub max_pods: Option<u32>,
@@ -179,6 +205,9 @@ pub struct PlanReport {
     pub host_network_pods: u32,
     pub vpc_cni: SideReport,
     pub overlay: SideReport,
+    /// VPC addresses the cluster holds with the VPC CNI minus with the
+    /// overlay (ENI primaries, secondaries and prefixes, in every pool).
+    pub vpc_ips_saved: Figure,
     pub warnings: Vec<String>,
 }
 
@@ -186,7 +215,19 @@ pub fn plan(input: &PlanInput) -> Result<PlanReport, ModelError> {
     validate(input)?;
     let mut warnings = Vec::new();
     let vpc_cni = vpc_cni_side(input, &mut warnings)?;
-    let overlay = overlay_side(input, &mut warnings);
+    let overlay = overlay_side(input, &mut warnings)?;
+    let saved = vpc_cni
+        .cluster_vpc_ips
+        .saturating_sub(overlay.cluster_vpc_ips);
+    let vpc_ips_saved = fig(
+        saved,
+        format!(
+            "{} with the VPC CNI - {} with the overlay, {}% of the VPC CNI's",
+            vpc_cni.cluster_vpc_ips,
+            overlay.cluster_vpc_ips,
+            percent(saved, vpc_cni.cluster_vpc_ips)
+        ),
+    );
     Ok(PlanReport {
         instance: input.limits.clone(),
         vcpus: input.vcpus,
@@ -195,8 +236,59 @@ pub fn plan(input: &PlanInput) -> Result<PlanReport, ModelError> {
         host_network_pods: input.host_network_pods,
         vpc_cni,
         overlay,
+        vpc_ips_saved,
         warnings,
     })
+}
+
+/// EKS's max-pods-calculator (amazon-eks-ami): whatever the mode, the
+/// formula's value is capped at 110 on types with at most 30 vCPUs and at
+/// 250 above. The vCPU count is only needed when the formula gives more
+/// than 110. `what` names the formula for the rule and the error.
+fn calculator_max_pods(
+    input: &PlanInput,
+    raw: u64,
+    formula: String,
+    what: &'static str,
+) -> Result<Figure, ModelError> {
+    if raw <= CALCULATOR_CAP_LOW_CPU {
+        return Ok(fig(
+            raw,
+            format!("{formula} (under EKS max-pods-calculator's ceiling of 110/250)"),
+        ));
+    }
+    let vcpus = input.vcpus.ok_or_else(|| ModelError::VcpusUnknown {
+        instance_type: input.limits.instance_type.clone(),
+        what,
+        raw,
+    })?;
+    let low = vcpus.count <= CALCULATOR_LOW_CPU_LIMIT;
+    let cap = if low {
+        CALCULATOR_CAP_LOW_CPU
+    } else {
+        CALCULATOR_CAP_HIGH_CPU
+    };
+    let source = match vcpus.source {
+        VcpuSource::Flag => "--vcpus",
+        VcpuSource::EstimatedFromSize => "estimated from the size name",
+    };
+    let verdict = if raw > cap { "capped at" } else { "under" };
+    Ok(fig(
+        raw.min(cap),
+        format!(
+            "{formula}, {verdict} {cap} because {} vCPUs ({source}) {} {CALCULATOR_LOW_CPU_LIMIT} (EKS max-pods-calculator)",
+            vcpus.count,
+            if low { "<=" } else { ">" }
+        ),
+    ))
+}
+
+/// The longest node subnet prefix whose pod addresses hold `pods`.
+fn node_subnet_len_for(pods: u64) -> u8 {
+    (2..=30u8)
+        .rev()
+        .find(|len| (1u64 << (32 - u32::from(*len))) - 3 >= pods)
+        .unwrap_or(2)
 }
 
 fn validate(input: &PlanInput) -> Result<(), ModelError> {
@@ -255,11 +347,6 @@ fn validate(input: &PlanInput) -> Result<(), ModelError> {
         if cni.warm_prefix_target == Some(0) && !ip_targets {
             return Err(ModelError::PdZeroWarm);
         }
-        if input.vcpus.is_none() && input.max_pods.is_none() {
-            return Err(ModelError::VcpusUnknown {
-                instance_type: input.limits.instance_type.clone(),
-            });
-        }
     }
     if cni.sg_pods_per_node > 0 && !cni.pod_eni {
         return Err(ModelError::SgPodsWithoutPodEni);
@@ -278,6 +365,40 @@ fn validate(input: &PlanInput) -> Result<(), ModelError> {
     let min = cidr.prefix_len() + 2;
     if len < min || len > 30 {
         return Err(ModelError::NodeSubnetLen { len, cidr, min });
+    }
+    let overlaps = |a: &Ipv4Net, b: &Ipv4Net| a.contains(b) || b.contains(a);
+    for (what, nets) in [
+        ("CIDR", &input.vpc_cidrs),
+        ("subnet", &input.node_subnets),
+        ("subnet", &input.pod_subnets),
+    ] {
+        if let Some(sn) = nets.iter().find(|sn| overlaps(sn, &cidr)) {
+            return Err(ModelError::ClusterCidrOverlapsVpc {
+                cidr,
+                what,
+                subnet: *sn,
+            });
+        }
+    }
+    if !input.vpc_cidrs.is_empty() {
+        for sn in input.node_subnets.iter().chain(&input.pod_subnets) {
+            if !input.vpc_cidrs.iter().any(|v| v.contains(sn)) {
+                let vpc: Vec<String> = input.vpc_cidrs.iter().map(|v| v.to_string()).collect();
+                return Err(ModelError::SubnetOutsideVpc {
+                    subnet: *sn,
+                    vpc: vpc.join(", "),
+                });
+            }
+        }
+    }
+    let pod_ips = (1u64 << (32 - u32::from(len))) - 3;
+    if u64::from(input.pods_per_node) > pod_ips {
+        return Err(ModelError::PodsOverNodeSubnet {
+            pods: input.pods_per_node,
+            len,
+            pod_ips,
+            fit: node_subnet_len_for(u64::from(input.pods_per_node)),
+        });
     }
     Ok(())
 }
@@ -386,30 +507,25 @@ fn vpc_cni_side(input: &PlanInput, warnings: &mut Vec<String>) -> Result<SideRep
         )
     } else if cni.prefix_delegation {
         let raw = formula_enis * s * PREFIX_IPS + 2;
-        let vcpus = input.vcpus.ok_or_else(|| ModelError::VcpusUnknown {
-            instance_type: lim.instance_type.clone(),
-        })?;
-        let cap = if vcpus.count <= 30 { 110 } else { 250 };
-        let source = match vcpus.source {
-            VcpuSource::Flag => "--vcpus",
-            VcpuSource::EstimatedFromSize => "estimated from the size name",
-        };
-        let rule = format!(
-            "prefix delegation: {eni_word} x (IPv4 per ENI - 1) x 16 + 2 = {formula_enis} x {s} x 16 + 2 = {raw}, \
-             capped at {cap} because {} vCPUs ({source}) {} 30 (EKS max-pods-calculator)",
-            vcpus.count,
-            if vcpus.count <= 30 { "<=" } else { ">" }
-        );
-        fig(raw.min(cap), rule)
-    } else {
-        let value = formula_enis * s + 2;
-        fig(
-            value,
+        calculator_max_pods(
+            input,
+            raw,
             format!(
-                "secondary IPs: {eni_word} x (IPv4 per ENI - 1) + 2 = {formula_enis} x {s} + 2 \
+                "prefix delegation: {eni_word} x (IPv4 per ENI - 1) x 16 + 2 = {formula_enis} x {s} x 16 + 2 = {raw}"
+            ),
+            "prefix-delegation",
+        )?
+    } else {
+        let raw = formula_enis * s + 2;
+        calculator_max_pods(
+            input,
+            raw,
+            format!(
+                "secondary IPs: {eni_word} x (IPv4 per ENI - 1) + 2 = {formula_enis} x {s} + 2 = {raw} \
                  (the +2 are hostNetwork aws-node and kube-proxy)"
             ),
-        )
+            "secondary-IP",
+        )?
     };
     let formula_pods = if cni.prefix_delegation {
         formula_enis * s * PREFIX_IPS + 2
@@ -937,7 +1053,7 @@ fn vpc_cni_warnings(input: &PlanInput, pod_enis: u64, s: u64, warnings: &mut Vec
     }
 }
 
-fn overlay_side(input: &PlanInput, warnings: &mut Vec<String>) -> SideReport {
+fn overlay_side(input: &PlanInput, warnings: &mut Vec<String>) -> Result<SideReport, ModelError> {
     let cidr = input.overlay.cluster_cidr;
     let len = input.overlay.node_subnet_len;
     let node_subnet_size = 1u64 << (32 - u32::from(len));
@@ -950,12 +1066,43 @@ fn overlay_side(input: &PlanInput, warnings: &mut Vec<String>) -> SideReport {
             "pod IPs in a /{len} node subnet: {node_subnet_size} - network, gateway (bridge) and broadcast"
         ),
     );
-    let max_pods = fig(
-        pod_ips,
-        format!(
-            "bounded only by the node subnet's {pod_ips} pod IPs (raise kubelet --max-pods from its default {KUBELET_DEFAULT_MAX_PODS} to use them)"
+    // What kubelet allows: --max-pods when given, else what EKS's
+    // calculator would set (the same ceiling as on the VPC CNI side), and
+    // never more than the node subnet's pod addresses.
+    let max_pods = match input.max_pods {
+        Some(mp) if u64::from(mp) > pod_ips => {
+            warnings.push(format!(
+                "overlay: --max-pods {mp} is above the {pod_ips} pod addresses of a /{len} node subnet: pods beyond that stay in ContainerCreating"
+            ));
+            fig(
+                pod_ips,
+                format!("--max-pods {mp}, bounded by the /{len} node subnet's {pod_ips} pod IPs"),
+            )
+        }
+        Some(mp) => fig(
+            u64::from(mp),
+            "set with --max-pods (the node's kubelet --max-pods)",
         ),
-    );
+        None => {
+            let f = calculator_max_pods(
+                input,
+                pod_ips,
+                format!("the /{len} node subnet's {pod_ips} pod IPs"),
+                "overlay node subnet",
+            )?;
+            if f.value < pod_ips {
+                fig(
+                    f.value,
+                    format!(
+                        "{}; kubelet --max-pods up to {pod_ips} raises it (plan it with --max-pods)",
+                        f.rule
+                    ),
+                )
+            } else {
+                f
+            }
+        }
+    };
     let details = vec![detail(
         "node subnets in cluster CIDR",
         fig(
@@ -966,24 +1113,20 @@ fn overlay_side(input: &PlanInput, warnings: &mut Vec<String>) -> SideReport {
             ),
         ),
     )];
+    // validate() refused more pods than the node subnet holds.
     let mut problems = Vec::new();
-    if n > pod_ips {
-        problems.push(format!(
-            "does not fit: a /{len} node subnet holds {pod_ips} pod IPs, but {n} pods need one: use a shorter --node-subnet-len"
-        ));
-    }
     let kubelet_pods = n + u64::from(input.host_network_pods);
-    if kubelet_pods > KUBELET_DEFAULT_MAX_PODS {
-        warnings.push(format!(
-            "overlay: {kubelet_pods} pods per node is above kubelet's default --max-pods {KUBELET_DEFAULT_MAX_PODS}: raise it on the nodes"
+    if kubelet_pods > max_pods.value {
+        problems.push(format!(
+            "does not fit: max pods {} per node, but {n} pods + {} hostNetwork pods = {kubelet_pods}{}",
+            max_pods.value,
+            input.host_network_pods,
+            if max_pods.value < pod_ips {
+                format!(" (kubelet --max-pods up to {pod_ips} would fit them: plan with --max-pods)")
+            } else {
+                String::new()
+            }
         ));
-    }
-    for sn in input.node_subnets.iter().chain(&input.pod_subnets) {
-        if sn.contains(&cidr) || cidr.contains(sn) {
-            warnings.push(format!(
-                "cluster CIDR {cidr} overlaps VPC subnet {sn}: pod addresses would shadow VPC addresses; pick a range outside the VPC"
-            ));
-        }
     }
     let pools = vec![pool(
         "node subnets",
@@ -992,7 +1135,7 @@ fn overlay_side(input: &PlanInput, warnings: &mut Vec<String>) -> SideReport {
         1,
         None,
     )];
-    finish_side(
+    Ok(finish_side(
         "overlay (flannel-rs)",
         format!("VXLAN overlay, cluster CIDR {cidr}, /{len} per node"),
         max_pods,
@@ -1009,7 +1152,7 @@ fn overlay_side(input: &PlanInput, warnings: &mut Vec<String>) -> SideReport {
             format!("node subnets in {cidr} (/{len} each, first skipped)"),
         )),
         problems,
-    )
+    ))
 }
 
 #[cfg(test)]
@@ -1031,6 +1174,7 @@ mod tests {
             host_network_pods: 2,
             node_subnets: vec![net("10.0.0.0/16")],
             pod_subnets: vec![],
+            vpc_cidrs: vec![],
             cni: CniSettings::default(),
             max_pods: None,
             overlay: OverlaySettings {
@@ -1278,18 +1422,121 @@ mod tests {
     }
 
     #[test]
-    fn overlay_warns_above_kubelet_default_max_pods() {
-        let mut i = input("m5.large", 1, 200);
-        let r = plan(&i).unwrap();
+    fn calculator_ceiling_applies_in_secondary_ip_mode() {
+        // c5.4xlarge: 8 ENIs x 30 IPv4: 8 x 29 + 2 = 234 (the AMI's
+        // eni-max-pods.txt value), 16 vCPUs <= 30: the calculator says 110.
+        let r = plan(&input("c5.4xlarge", 1, 10)).unwrap();
+        assert_eq!(r.vpc_cni.max_pods_per_node.value, 110);
+        assert!(
+            r.vpc_cni.max_pods_per_node.rule.contains("= 234")
+                && r.vpc_cni.max_pods_per_node.rule.contains("capped at 110"),
+            "{}",
+            r.vpc_cni.max_pods_per_node.rule
+        );
+        // m5.24xlarge: 15 x 49 + 2 = 737, 96 vCPUs > 30: 250.
+        let r = plan(&input("m5.24xlarge", 1, 10)).unwrap();
+        assert_eq!(r.vpc_cni.max_pods_per_node.value, 250);
+        // m5.large: 3 x 9 + 2 = 29, under either ceiling; t3.small: 11.
+        assert_eq!(
+            plan(&input("m5.large", 1, 1))
+                .unwrap()
+                .vpc_cni
+                .max_pods_per_node
+                .value,
+            29
+        );
+        assert_eq!(
+            plan(&input("t3.small", 1, 1))
+                .unwrap()
+                .vpc_cni
+                .max_pods_per_node
+                .value,
+            11
+        );
+        // Custom networking on m5.24xlarge: 14 x 49 + 2 = 688 -> 250; on
+        // c5.4xlarge 7 x 29 + 2 = 205 -> 110.
+        for (ty, want) in [("m5.24xlarge", 250), ("c5.4xlarge", 110)] {
+            let mut i = input(ty, 1, 1);
+            i.cni.custom_networking = true;
+            i.pod_subnets = vec![net("100.64.0.0/16")];
+            assert_eq!(
+                plan(&i).unwrap().vpc_cni.max_pods_per_node.value,
+                want,
+                "{ty}"
+            );
+        }
+        // A type whose vCPUs are unknown needs them only when the formula
+        // exceeds 110: m5.metal (737) does, with a clear error.
+        let e = plan(&input("m5.metal", 1, 1)).unwrap_err();
+        assert!(
+            matches!(e, ModelError::VcpusUnknown { raw: 737, .. }),
+            "{e}"
+        );
+        assert!(e.to_string().contains("--vcpus"), "{e}");
+        let mut i = input("m5.metal", 1, 1);
+        i.vcpus = Some(Vcpus {
+            count: 96,
+            source: VcpuSource::Flag,
+        });
+        assert_eq!(plan(&i).unwrap().vpc_cni.max_pods_per_node.value, 250);
+    }
+
+    #[test]
+    fn overlay_max_pods_follows_the_calculator_and_the_node_subnet() {
+        // m5.large (2 vCPUs): min(253 pod IPs of a /24, 110) = 110.
+        let r = plan(&input("m5.large", 1, 20)).unwrap();
+        assert_eq!(r.overlay.max_pods_per_node.value, 110);
         assert!(r.overlay.fits);
+        // m5.24xlarge (96 vCPUs): min(253, 250) = 250; with a /23: min(509, 250).
+        let mut i = input("m5.24xlarge", 1, 20);
+        assert_eq!(plan(&i).unwrap().overlay.max_pods_per_node.value, 250);
+        i.overlay.node_subnet_len = 23;
+        assert_eq!(plan(&i).unwrap().overlay.max_pods_per_node.value, 250);
+        // 200 pods + 2 on m5.large: over 110, the problem says how to fit.
+        let r = plan(&input("m5.large", 1, 200)).unwrap();
+        assert!(!r.overlay.fits);
+        assert!(
+            r.overlay.problems[0].contains("max pods 110")
+                && r.overlay.problems[0].contains("--max-pods"),
+            "{:?}",
+            r.overlay.problems
+        );
+        // --max-pods 240 fits them; 300 is bounded by the /24 (253), warned.
+        let mut i = input("m5.large", 1, 200);
+        i.max_pods = Some(240);
+        let r = plan(&i).unwrap();
+        assert_eq!(r.overlay.max_pods_per_node.value, 240);
+        assert!(r.overlay.fits);
+        i.max_pods = Some(300);
+        let r = plan(&i).unwrap();
+        assert_eq!(r.overlay.max_pods_per_node.value, 253);
         assert!(r
             .warnings
             .iter()
-            .any(|w| w.contains("default --max-pods 110")));
-        i.pods_per_node = 254;
+            .any(|w| w.contains("--max-pods 300 is above the 253")));
+    }
+
+    #[test]
+    fn vpc_ips_saved_line() {
+        // docs/PLAN.md's first example: 50 m5.large, 20 pods: VPC CNI 30
+        // per node (27 secondaries + 3 primaries) = 1500; overlay 50.
+        let mut i = input("m5.large", 50, 20);
+        i.node_subnets = vec![net("10.0.0.0/24"), net("10.0.1.0/24")];
         let r = plan(&i).unwrap();
-        assert!(!r.overlay.fits);
-        assert!(r.overlay.problems[0].contains("253 pod IPs"));
+        assert_eq!(r.vpc_ips_saved.value, 1450);
+        assert!(
+            r.vpc_ips_saved.rule.contains("96.7%"),
+            "{}",
+            r.vpc_ips_saved.rule
+        );
+        // Custom networking: 1 node-subnet IP + ENIConfig IPs, all VPC IPs.
+        let mut i = input("m5.large", 10, 20);
+        i.cni.custom_networking = true;
+        i.pod_subnets = vec![net("100.64.0.0/16")];
+        let r = plan(&i).unwrap();
+        // 2 pod ENIs (ceil(20/9) + 1 = 4, at most 2) x 10 + primary 1 = 21.
+        assert_eq!(r.vpc_cni.vpc_ips_per_node.value, 21);
+        assert_eq!(r.vpc_ips_saved.value, 10 * 21 - 10);
     }
 
     #[test]
@@ -1298,7 +1545,8 @@ mod tests {
         assert!(!r.vpc_cni.fits);
         assert!(r.vpc_cni.problems.iter().any(|p| p.contains("max pods 29")));
         assert!(r.overlay.fits);
-        assert_eq!(r.overlay.max_pods_per_node.value, 253);
+        // min(253 pod IPs, 110 for 2 vCPUs).
+        assert_eq!(r.overlay.max_pods_per_node.value, 110);
     }
 
     #[test]
@@ -1337,7 +1585,8 @@ mod tests {
         i.overlay.node_subnet_len = 25;
         let r = plan(&i).unwrap();
         assert_eq!(r.overlay.max_nodes.value, 511);
-        assert_eq!(r.overlay.max_pods_per_node.value, 125);
+        // min(125 pod IPs of a /25, 110 for 2 vCPUs).
+        assert_eq!(r.overlay.max_pods_per_node.value, 110);
         assert!(r.overlay.fits);
     }
 
@@ -1393,7 +1642,7 @@ mod tests {
                 });
             }
             for cni in modes {
-                for pods in [0u32, 1, 5, 17, 40, 120, 300] {
+                for pods in [0u32, 1, 5, 17, 40, 120, 250] {
                     let i = PlanInput {
                         limits: row.clone(),
                         vcpus: Some(Vcpus {
@@ -1409,6 +1658,7 @@ mod tests {
                         } else {
                             vec![]
                         },
+                        vpc_cidrs: vec![],
                         cni: cni.clone(),
                         max_pods: None,
                         overlay: OverlaySettings {
@@ -1528,22 +1778,74 @@ mod tests {
         i.cni.prefix_delegation = true;
         i.cni.warm_prefix_target = Some(0);
         assert_eq!(plan(&i).unwrap_err(), ModelError::PdZeroWarm);
+
+        // More pods than the overlay's node subnet holds: refused, with the
+        // prefix that fits (254 -> /23 holds 509; 600 -> /22 holds 1021).
+        let i = input("m5.large", 1, 254);
+        assert_eq!(
+            plan(&i).unwrap_err(),
+            ModelError::PodsOverNodeSubnet {
+                pods: 254,
+                len: 24,
+                pod_ips: 253,
+                fit: 23
+            }
+        );
+        let mut i = input("m5.large", 1, 600);
+        i.overlay.node_subnet_len = 20;
+        assert!(plan(&i).is_ok());
+        i.overlay.node_subnet_len = 24;
+        let e = plan(&i).unwrap_err();
+        assert!(e.to_string().contains("--node-subnet-len 22"), "{e}");
     }
 
     #[test]
-    fn warnings_for_small_warm_ip_target_and_overlap() {
+    fn cluster_cidr_overlapping_the_vpc_is_an_error() {
+        // 10.0.0.0/8 contains the node subnet 10.0.0.0/16.
+        let mut i = input("m5.large", 1, 5);
+        i.overlay.cluster_cidr = net("10.0.0.0/8");
+        let e = plan(&i).unwrap_err();
+        assert_eq!(
+            e,
+            ModelError::ClusterCidrOverlapsVpc {
+                cidr: net("10.0.0.0/8"),
+                what: "subnet",
+                subnet: net("10.0.0.0/16")
+            }
+        );
+        assert!(e.to_string().contains("outside the VPC"), "{e}");
+        // Inside a custom-networking pod subnet too.
+        let mut i = input("m5.large", 1, 5);
+        i.cni.custom_networking = true;
+        i.pod_subnets = vec![net("100.64.0.0/16")];
+        i.overlay.cluster_cidr = net("100.64.0.0/16");
+        assert!(matches!(
+            plan(&i),
+            Err(ModelError::ClusterCidrOverlapsVpc { .. })
+        ));
+        // With --vpc-cidr: a range in the VPC but in no listed subnet is
+        // still refused, and subnets must lie in the VPC.
+        let mut i = input("m5.large", 1, 5);
+        i.node_subnets = vec![net("10.0.0.0/24")];
+        i.vpc_cidrs = vec![net("10.0.0.0/16")];
+        i.overlay.cluster_cidr = net("10.0.128.0/17");
+        assert!(matches!(
+            plan(&i),
+            Err(ModelError::ClusterCidrOverlapsVpc { what: "CIDR", .. })
+        ));
+        i.overlay.cluster_cidr = net("10.244.0.0/16");
+        assert!(plan(&i).is_ok());
+        i.node_subnets = vec![net("10.1.0.0/24")];
+        assert!(matches!(plan(&i), Err(ModelError::SubnetOutsideVpc { .. })));
+    }
+
+    #[test]
+    fn warnings_for_small_warm_ip_target() {
         let mut i = input("m5.large", 100, 5);
         i.cni.warm_ip_target = Some(2);
-        i.overlay.cluster_cidr = net("10.0.0.0/8");
-        i.overlay.node_subnet_len = 24;
         let r = plan(&i).unwrap();
         assert!(
             r.warnings.iter().any(|w| w.contains("throttling")),
-            "{:?}",
-            r.warnings
-        );
-        assert!(
-            r.warnings.iter().any(|w| w.contains("overlaps VPC subnet")),
             "{:?}",
             r.warnings
         );

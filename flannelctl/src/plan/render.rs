@@ -68,6 +68,11 @@ pub fn text(r: &PlanReport) -> String {
     for (label, (a, b)) in rows {
         row(&mut out, label, &a, &b);
     }
+    let _ = writeln!(
+        out,
+        "\nVPC IPs saved: {} ({})",
+        r.vpc_ips_saved.value, r.vpc_ips_saved.rule
+    );
     for side in [&r.vpc_cni, &r.overlay] {
         let _ = writeln!(out, "\n{}, how each number was found:", side.name);
         let mut explain = |label: &str, value: u64, rule: &str| {

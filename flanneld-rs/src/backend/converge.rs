@@ -7,8 +7,9 @@ use std::net::Ipv4Addr;
 use futures::stream::{self, StreamExt};
 use ipnet::Ipv4Net;
 
+use super::ownership::Scope;
 use crate::netlink::{Netlink, NetlinkError, RTPROT_FLANNEL_RS};
-use crate::reconcile::{self, Mac, Op, State};
+use crate::reconcile::{self, Mac, Op, Route, State};
 
 /// The desired state plus, for each entry, the peer (by subnet) it serves,
 /// so a failed operation is reported against the right peer.
@@ -55,15 +56,29 @@ pub struct Outcome {
     pub peers_ok: usize,
 }
 
-/// Makes the kernel match `desired`. `dev` is the overlay device whose
-/// neighbour and FDB entries are ours (`None` for host-gw: routes only).
+/// Makes the kernel match `desired`. `scope.dev` is the overlay device
+/// whose neighbour and FDB entries are ours (`None` for host-gw: routes
+/// only); `scope` also says which routes are ours whatever their protocol
+/// (a node taken over from Go flanneld: `ownership`).
 pub async fn converge(
     nl: &Netlink,
     desired: &Desired,
-    dev: Option<u32>,
+    scope: Scope,
 ) -> Result<Outcome, NetlinkError> {
+    let dev = scope.dev;
+    // A route is deleted with the protocol it carries: the kernel matches
+    // the protocol of a delete request, so a Go-made `proto boot` route
+    // would survive a delete sent with ours.
+    let mut protos: BTreeMap<Route, u8> = BTreeMap::new();
+    let mut routes = Vec::new();
+    for (route, proto) in nl.main_unicast_routes().await? {
+        if scope.owns(&route, proto) {
+            protos.insert(route, proto);
+            routes.push(route);
+        }
+    }
     let mut actual = State {
-        routes: nl.routes_with_proto(RTPROT_FLANNEL_RS).await?,
+        routes,
         ..State::default()
     };
     if let Some(dev) = dev {
@@ -86,7 +101,11 @@ pub async fn converge(
             .iter()
             .map(|op| {
                 let op = *op;
-                async move { (op, nl.apply(&op, target, RTPROT_FLANNEL_RS).await) }
+                let proto = match op {
+                    Op::RouteDel(r) => protos.get(&r).copied().unwrap_or(RTPROT_FLANNEL_RS),
+                    _ => RTPROT_FLANNEL_RS,
+                };
+                async move { (op, nl.apply(&op, target, proto).await) }
             })
             .collect();
         let results: Vec<(Op, Result<(), NetlinkError>)> = stream::iter(pending)

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use lease_store::{Lease, NetworkConfig};
 
 use super::converge::{converge, on_same_l2, Desired};
+use super::ownership::Scope;
 use super::{Backend, BackendError, LocalNode, Peer, Prepared, ReconcileReport};
 use crate::netlink::Netlink;
 use crate::reconcile::{Route, State};
@@ -14,11 +15,18 @@ use crate::reconcile::{Route, State};
 pub struct HostGwBackend {
     nl: Netlink,
     node: Option<LocalNode>,
+    /// The cluster network and our subnet: gatewayed routes to peer
+    /// subnets inside it are ours whoever made them (Go flanneld).
+    scope: Scope,
 }
 
 impl HostGwBackend {
     pub fn new(nl: Netlink) -> Self {
-        HostGwBackend { nl, node: None }
+        HostGwBackend {
+            nl,
+            node: None,
+            scope: Scope::default(),
+        }
     }
 }
 
@@ -27,9 +35,10 @@ impl Backend for HostGwBackend {
     async fn prepare(
         &mut self,
         node: &LocalNode,
-        _config: &NetworkConfig,
+        config: &NetworkConfig,
     ) -> Result<Prepared, BackendError> {
         self.node = Some(node.clone());
+        self.scope.network = config.network;
         Ok(Prepared {
             backend_type: "host-gw".into(),
             backend_data: None,
@@ -37,8 +46,9 @@ impl Backend for HostGwBackend {
         })
     }
 
-    async fn attach(&mut self, _lease: &Lease) -> Result<(), BackendError> {
+    async fn attach(&mut self, lease: &Lease) -> Result<(), BackendError> {
         // host-gw puts nothing on a device: pods route through the bridge.
+        self.scope.own = lease.subnet;
         Ok(())
     }
 
@@ -81,7 +91,7 @@ impl Backend for HostGwBackend {
                 },
             );
         }
-        let out = converge(&self.nl, &desired, None).await?;
+        let out = converge(&self.nl, &desired, self.scope).await?;
         errors.extend(out.errors);
         Ok(ReconcileReport {
             changes: out.changes,

@@ -186,8 +186,10 @@ pub trait Backend: Send {
 // Implementations (owner: "dp").
 mod converge;
 pub mod hostgw;
+pub mod mac_memory;
 pub mod metadata;
 pub mod options;
+pub mod ownership;
 pub mod spec;
 pub mod tunnel;
 pub mod userspace;
@@ -219,15 +221,27 @@ pub fn new(
     netlink: crate::netlink::Netlink,
     node: &NodeOverrides,
 ) -> Result<Box<dyn Backend>, BackendError> {
+    new_with_mac_memory(config, netlink, node, None)
+}
+
+/// The same, remembering an adopted VTEP MAC in `mac_file`
+/// (`--vtep-mac-file`; see `mac_memory`).
+pub fn new_with_mac_memory(
+    config: &NetworkConfig,
+    netlink: crate::netlink::Netlink,
+    node: &NodeOverrides,
+    mac_file: Option<mac_memory::MacMemory>,
+) -> Result<Box<dyn Backend>, BackendError> {
     match BackendSpec::parse(&config.backend_type, &config.backend, node.mode)? {
         BackendSpec::HostGw => Ok(Box::new(hostgw::HostGwBackend::new(netlink))),
         BackendSpec::Tunnel(mut spec) => {
             spec.busy_poll = node.busy_poll;
             spec.queues = node.queues;
             match spec.datapath {
-                Datapath::KernelFdb => Ok(Box::new(vxlan::VxlanBackend::with_options(
-                    netlink, spec.vxlan,
-                ))),
+                Datapath::KernelFdb => Ok(Box::new(
+                    vxlan::VxlanBackend::with_options(netlink, spec.vxlan)
+                        .with_mac_memory(mac_file),
+                )),
                 Datapath::KernelMetadata => metadata::new(netlink, spec),
                 Datapath::Userspace => userspace::new(netlink, spec),
             }

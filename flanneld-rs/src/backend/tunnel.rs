@@ -8,6 +8,7 @@ use rtnetlink::LinkUnspec;
 
 use super::converge::{converge, on_same_l2, Desired};
 use super::options::data_field;
+use super::ownership::Scope;
 use super::{BackendError, LocalNode, Peer, ReconcileReport, Underlay};
 use crate::netlink::dump::LinkState;
 use crate::netlink::{Netlink, NetlinkError};
@@ -21,6 +22,18 @@ pub async fn adopt_or_remove(
     mtu: u32,
     check: impl Fn(&LinkState) -> Result<(), String>,
 ) -> Result<Option<u32>, BackendError> {
+    Ok(adopt_link_or_remove(nl, name, mtu, check)
+        .await?
+        .map(|l| l.index))
+}
+
+/// The same, returning the adopted link as found (e.g. to keep its MAC).
+pub async fn adopt_link_or_remove(
+    nl: &Netlink,
+    name: &str,
+    mtu: u32,
+    check: impl Fn(&LinkState) -> Result<(), String>,
+) -> Result<Option<LinkState>, BackendError> {
     let Some(link) = nl.link_by_name(name).await? else {
         return Ok(None);
     };
@@ -35,7 +48,7 @@ pub async fn adopt_or_remove(
                     .await
                     .map_err(|e| NetlinkError::request(format!("setting MTU/up on {name}"), e))?;
             }
-            Ok(Some(link.index))
+            Ok(Some(link))
         }
         Err(reason) => {
             tracing::warn!("{reason}: deleting and recreating it");
@@ -189,7 +202,8 @@ pub fn direct_route(peer: &Peer, underlay: u32) -> State {
 }
 
 /// One tunnel reconcile pass over `peers` once the device (`dev`) is in
-/// place: our own lease (by subnet, or a lease with our tunnel address,
+/// place (`network`, when given, makes gatewayed routes to peer subnets in
+/// it ours too, e.g. Go's DirectRouting routes): our own lease (by subnet, or a lease with our tunnel address,
 /// e.g. an old one of ours) is skipped, DirectRouting peers on our L2 get
 /// `direct`, `entries` gives each peer's entries (or why not), and the
 /// kernel is made to match. `ours` is our backend type and the underlay
@@ -198,7 +212,7 @@ pub fn direct_route(peer: &Peer, underlay: u32) -> State {
 pub async fn converge_peers(
     nl: &Netlink,
     node: &LocalNode,
-    lease: Option<Ipv4Net>,
+    (lease, network): (Option<Ipv4Net>, Option<Ipv4Net>),
     peers: &[Peer],
     dev: u32,
     direct_routing: bool,
@@ -226,7 +240,12 @@ pub async fn converge_peers(
             Err(e) => errors.push(e),
         }
     }
-    let out = converge(nl, &desired, Some(dev)).await?;
+    let scope = Scope {
+        dev: Some(dev),
+        network,
+        own: lease,
+    };
+    let out = converge(nl, &desired, scope).await?;
     errors.extend(out.errors);
     Ok(ReconcileReport {
         changes: out.changes,

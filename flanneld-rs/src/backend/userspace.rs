@@ -304,7 +304,7 @@ impl Backend for UserspaceBackend {
         tunnel::converge_peers(
             &self.nl,
             &node,
-            self.lease,
+            (self.lease, None),
             peers,
             dev,
             self.spec.vxlan.direct_routing,

@@ -13,6 +13,7 @@ use lease_store::{Lease, NetworkConfig};
 use netlink_packet_route::link::InfoKind;
 use rtnetlink::LinkVxlan;
 
+use super::mac_memory::{DeviceKey, MacMemory};
 use super::options::VxlanOptions;
 use super::{
     tunnel, vtep_mac, Backend, BackendError, LocalNode, Peer, Prepared, ReconcileReport, Underlay,
@@ -62,8 +63,29 @@ impl DeviceSpec {
 
     /// `Ok` when an existing link can be adopted as is (MTU and up/down are
     /// fixed in place); otherwise why it must be recreated. The kernel
-    /// cannot change VNI, port or GBP of a live device.
+    /// cannot change VNI, port or GBP of a live device. The MAC must be
+    /// the one published (`self.mac`).
     pub fn check_adoptable(&self, link: &LinkState) -> Result<(), String> {
+        tunnel::adoption_verdict(&self.name, link, self.mac, self.identity_diffs(link)?)
+    }
+
+    /// The same without the MAC: at start-up a device with the right
+    /// identity is adopted with whatever MAC it has (Go flanneld gives
+    /// `flannel.1` a random one, and its peers know that one).
+    pub fn check_identity(&self, link: &LinkState) -> Result<(), String> {
+        let diffs = self.identity_diffs(link)?;
+        if diffs.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} is incompatible: {}",
+                self.name,
+                diffs.join(", ")
+            ))
+        }
+    }
+
+    fn identity_diffs(&self, link: &LinkState) -> Result<Vec<String>, String> {
         if link.kind != Some(InfoKind::Vxlan) {
             return Err(format!(
                 "{} exists but is not a vxlan device ({:?})",
@@ -96,7 +118,15 @@ impl DeviceSpec {
         if v.learning != Some(self.learning) {
             diffs.push(format!("learning {:?} != {}", v.learning, self.learning));
         }
-        tunnel::adoption_verdict(&self.name, link, self.mac, diffs)
+        Ok(diffs)
+    }
+
+    fn key(&self) -> DeviceKey<'_> {
+        DeviceKey {
+            device: &self.name,
+            vni: self.vni,
+            local: self.local,
+        }
     }
 }
 
@@ -135,6 +165,13 @@ pub struct VxlanBackend {
     spec: Option<DeviceSpec>,
     index: Option<u32>,
     lease: Option<Ipv4Net>,
+    /// The cluster network (routes to peer subnets in it are ours).
+    network: Option<Ipv4Net>,
+    /// Where an adopted, non-derived VTEP MAC is remembered.
+    mac_memory: Option<MacMemory>,
+    /// True once `prepare` published the MAC: from then on a device with
+    /// another MAC is recreated with the published one.
+    mac_published: bool,
 }
 
 impl VxlanBackend {
@@ -154,7 +191,16 @@ impl VxlanBackend {
             spec: None,
             index: None,
             lease: None,
+            network: None,
+            mac_memory: None,
+            mac_published: false,
         }
+    }
+
+    /// Remembers an adopted VTEP MAC in this file (see `mac_memory`).
+    pub fn with_mac_memory(mut self, memory: Option<MacMemory>) -> Self {
+        self.mac_memory = memory;
+        self
     }
 
     pub fn options(&self) -> &VxlanOptions {
@@ -173,14 +219,35 @@ impl VxlanBackend {
     }
 
     /// Adopts a compatible device or (re)creates it; true when created.
+    /// Before the MAC is published, a device with the right identity is
+    /// adopted with its MAC, and a new one gets the remembered MAC (if
+    /// any) or the derived one.
     async fn ensure_device(&mut self) -> Result<bool, BackendError> {
-        let spec = self.spec()?.clone();
-        if let Some(index) =
-            tunnel::adopt_or_remove(&self.nl, &spec.name, spec.mtu, |l| spec.check_adoptable(l))
-                .await?
-        {
-            self.index = Some(index);
+        let mut spec = self.spec()?.clone();
+        let published = self.mac_published;
+        let adopted = tunnel::adopt_link_or_remove(&self.nl, &spec.name, spec.mtu, |l| {
+            if published {
+                spec.check_adoptable(l)
+            } else {
+                spec.check_identity(l)
+            }
+        })
+        .await?;
+        if let Some(link) = adopted {
+            self.index = Some(link.index);
+            if !published {
+                if let Some(found) = link.mac {
+                    self.keep_mac(&mut spec, found);
+                }
+            }
+            self.spec = Some(spec);
             return Ok(false);
+        }
+        if !published {
+            if let Some(mac) = self.recalled_mac(&spec) {
+                spec.mac = mac;
+                self.spec = Some(spec.clone());
+            }
         }
         let mut b = LinkVxlan::new(&spec.name, spec.vni)
             .dev(spec.underlay)
@@ -200,6 +267,48 @@ impl VxlanBackend {
         Ok(true)
     }
 
+    /// Keeps the MAC of the device found at start-up: peers (Go ones too)
+    /// already hold FDB and neighbour entries for it. A MAC other than the
+    /// derived one is remembered for a device deleted while we are down.
+    fn keep_mac(&self, spec: &mut DeviceSpec, found: Mac) {
+        if found == spec.mac {
+            if let Some(mem) = &self.mac_memory {
+                if let Err(e) = mem.forget() {
+                    tracing::warn!(error = %e, "cannot drop the remembered VTEP MAC");
+                }
+            }
+            return;
+        }
+        tracing::info!(
+            device = %spec.name,
+            mac = %found,
+            derived = %spec.mac,
+            "adopting the existing device with its MAC (e.g. made by Go flanneld): peers keep their FDB entries"
+        );
+        spec.mac = found;
+        if let Some(mem) = &self.mac_memory {
+            if let Err(e) = mem.remember(spec.key(), found) {
+                tracing::warn!(error = %e, "cannot remember the adopted VTEP MAC");
+            }
+        }
+    }
+
+    /// The MAC remembered for this device identity, if any.
+    fn recalled_mac(&self, spec: &DeviceSpec) -> Option<Mac> {
+        let mem = self.mac_memory.as_ref()?;
+        match mem.recall(spec.key()) {
+            Ok(Some(mac)) => {
+                tracing::info!(device = %spec.name, %mac, path = %mem.path().display(), "creating the device with the VTEP MAC adopted earlier");
+                Some(mac)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "ignoring the remembered VTEP MAC");
+                None
+            }
+        }
+    }
+
     /// Puts exactly `<lease .0>/32` on the device.
     async fn ensure_address(&self) -> Result<(), BackendError> {
         let (Some(lease), Some(index)) = (self.lease, self.index) else {
@@ -214,13 +323,14 @@ impl Backend for VxlanBackend {
     async fn prepare(
         &mut self,
         node: &LocalNode,
-        _config: &NetworkConfig,
+        config: &NetworkConfig,
     ) -> Result<Prepared, BackendError> {
         let spec = DeviceSpec::new(&self.opts, node)?;
-        let data = serde_json::json!({ "VNI": spec.vni, "VtepMAC": spec.mac.to_string() });
         let mtu = spec.mtu;
         self.spec = Some(spec);
         self.node = Some(node.clone());
+        self.network = config.network;
+        self.mac_published = false;
         tunnel::remove_other_mode_device(
             &self.nl,
             super::metadata::VXLAN_DEVICE,
@@ -228,6 +338,11 @@ impl Backend for VxlanBackend {
         )
         .await?;
         self.ensure_device().await?;
+        // The MAC the device has now (adopted, remembered or derived) is
+        // the one published; later passes keep the device on it.
+        let spec = self.spec()?;
+        let data = serde_json::json!({ "VNI": spec.vni, "VtepMAC": spec.mac.to_string() });
+        self.mac_published = true;
         Ok(Prepared {
             backend_type: "vxlan".into(),
             backend_data: Some(data),
@@ -257,7 +372,7 @@ impl Backend for VxlanBackend {
         tunnel::converge_peers(
             &self.nl,
             &node,
-            self.lease,
+            (self.lease, self.network),
             peers,
             dev,
             self.opts.direct_routing,
@@ -342,6 +457,12 @@ mod tests {
         let mut other_mac = link_like(&s);
         other_mac.mac = Some(Mac([2, 0, 0, 0, 0, 1]));
         assert!(s.check_adoptable(&other_mac).unwrap_err().contains("MAC"));
+        // Go flanneld's device: right identity, random MAC; adoptable at
+        // start-up, and the MAC is kept.
+        assert_eq!(s.check_identity(&other_mac), Ok(()));
+        let mut other_vni = other_mac.clone();
+        other_vni.vxlan.as_mut().unwrap().vni = Some(5);
+        assert!(s.check_identity(&other_vni).unwrap_err().contains("VNI"));
         let mut gbp = link_like(&s);
         gbp.vxlan.as_mut().unwrap().gbp = true;
         assert!(s.check_adoptable(&gbp).unwrap_err().contains("GBP"));

@@ -18,17 +18,37 @@ use prometheus_client::registry::Registry;
 
 use crate::backend::{BackendError, ReconcileReport};
 use crate::daemon::peers::Applied;
+use crate::daemon::validate::{Reason, Rejection};
 use crate::userspace::counters::Counters;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TriggerLabel {
-    /// What caused the pass: startup, event, resync, lease.
+    /// What caused the pass: startup, event, resync, lease, netlink.
     pub trigger: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
     pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// Why a peer lease is not programmed (`validate::Reason::label`).
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CauseLabel {
+    /// How the own lease was lost: deleted, overwritten (seen by the
+    /// watch) or renewal (found at a renewal).
+    pub cause: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SubnetLabel {
+    /// same: the lost subnet was taken back; new: another node holds it.
+    pub subnet: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -51,6 +71,20 @@ pub struct Metrics {
     pub lease_acquisitions: Counter,
     pub lease_renewals: Counter,
     pub lease_renewal_failures: Counter,
+    /// Peer leases rejected right now, by reason.
+    pub peer_leases_rejected: Family<ReasonLabel, Gauge>,
+    /// Rejections reported (once per lease and reason), by reason.
+    pub peer_lease_rejections: Family<ReasonLabel, Counter>,
+    /// Times this node's own lease vanished or was taken, by cause.
+    pub own_lease_lost: Family<CauseLabel, Counter>,
+    /// Re-acquisitions after a loss: the same subnet or a new one.
+    pub own_lease_reacquired: Family<SubnetLabel, Counter>,
+    /// Subnets lost to another node since start: pods on this node with
+    /// addresses in them are cut off until recreated.
+    pub lost_subnets: Gauge,
+    /// Go flanneld's iptables chains still on the node (kept until our
+    /// rules cover them; 0 once retired or when none were found).
+    pub go_iptables_chains: Gauge,
     datapath: Arc<DatapathCollector>,
 }
 
@@ -129,6 +163,12 @@ impl Metrics {
             lease_acquisitions: Counter::default(),
             lease_renewals: Counter::default(),
             lease_renewal_failures: Counter::default(),
+            peer_leases_rejected: Family::default(),
+            peer_lease_rejections: Family::default(),
+            own_lease_lost: Family::default(),
+            own_lease_reacquired: Family::default(),
+            lost_subnets: Gauge::default(),
+            go_iptables_chains: Gauge::default(),
             datapath: Arc::default(),
         };
         registry.register_collector(Box::new(m.datapath.clone()));
@@ -183,6 +223,55 @@ impl Metrics {
             "Failed lease renewal attempts",
             m.lease_renewal_failures.clone(),
         );
+        registry.register(
+            "peer_leases_rejected",
+            "Peer leases not programmed right now because they failed validation, by reason",
+            m.peer_leases_rejected.clone(),
+        );
+        registry.register(
+            "peer_lease_rejections",
+            "Peer leases found invalid (each lease counted once per reason until it changes), by reason",
+            m.peer_lease_rejections.clone(),
+        );
+        registry.register(
+            "own_lease_lost",
+            "Times this node's lease was found deleted, overwritten by another node (both seen by the watch) or lost at a renewal, by cause",
+            m.own_lease_lost.clone(),
+        );
+        registry.register(
+            "own_lease_reacquired",
+            "Re-acquisitions after a lost lease: subnet=same (pods unaffected) or subnet=new (the old one went to another node)",
+            m.own_lease_reacquired.clone(),
+        );
+        registry.register(
+            "lost_subnets",
+            "Subnets this node held and lost to another node since it started: pods still holding addresses in them are unreachable until recreated",
+            m.lost_subnets.clone(),
+        );
+        registry.register(
+            "go_iptables_chains",
+            "Go flanneld's iptables chains (FLANNEL-POSTRTG, FLANNEL-FWD, per iptables flavour) still on this node, kept until this daemon's rules cover them",
+            m.go_iptables_chains.clone(),
+        );
+        for cause in ["deleted", "overwritten", "renewal"] {
+            m.own_lease_lost
+                .get_or_create(&CauseLabel { cause })
+                .inc_by(0);
+        }
+        for subnet in ["same", "new"] {
+            m.own_lease_reacquired
+                .get_or_create(&SubnetLabel { subnet })
+                .inc_by(0);
+        }
+        // Every reason shows (as 0) from the start, so an alert on it does
+        // not wait for the first bad lease.
+        for reason in Reason::ALL {
+            let label = ReasonLabel {
+                reason: reason.label(),
+            };
+            m.peer_leases_rejected.get_or_create(&label).set(0);
+            m.peer_lease_rejections.get_or_create(&label).inc_by(0);
+        }
         Metrics { registry, ..m }
     }
 
@@ -254,6 +343,45 @@ impl Metrics {
         }
     }
 
+    /// Counts one loss of the own lease.
+    pub fn record_own_lease_lost(&self, cause: &'static str) {
+        self.own_lease_lost
+            .get_or_create(&CauseLabel { cause })
+            .inc();
+    }
+
+    /// Counts one re-acquisition; a new subnet strands the old one's pods.
+    pub fn record_own_lease_reacquired(&self, same_subnet: bool) {
+        let subnet = if same_subnet { "same" } else { "new" };
+        self.own_lease_reacquired
+            .get_or_create(&SubnetLabel { subnet })
+            .inc();
+        if !same_subnet {
+            self.lost_subnets.inc();
+        }
+    }
+
+    /// Counts one newly reported rejection.
+    pub fn record_rejection(&self, reason: Reason) {
+        self.peer_lease_rejections
+            .get_or_create(&ReasonLabel {
+                reason: reason.label(),
+            })
+            .inc();
+    }
+
+    /// Sets the per-reason gauge from one pass's rejections.
+    pub fn set_rejected(&self, rejected: &[Rejection]) {
+        for reason in Reason::ALL {
+            let n = rejected.iter().filter(|r| r.reason == reason).count();
+            self.peer_leases_rejected
+                .get_or_create(&ReasonLabel {
+                    reason: reason.label(),
+                })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
     pub fn set_lease_expiry(&self, expiration: Option<SystemTime>) {
         let secs = expiration
             .and_then(|e| e.duration_since(SystemTime::UNIX_EPOCH).ok())
@@ -293,7 +421,10 @@ mod tests {
             added: 3,
             removed: 1,
             snapshot: true,
+            ..Applied::default()
         });
+        m.record_own_lease_lost("deleted");
+        m.record_own_lease_reacquired(true);
         m.set_lease_expiry(Some(
             SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
         ));
@@ -311,10 +442,51 @@ mod tests {
             "flanneld_lease_events_total{event=\"removed\"} 1",
             "flanneld_lease_events_total{event=\"snapshot\"} 1",
             "flanneld_lease_renewals_total 0",
+            "flanneld_own_lease_lost_total{cause=\"deleted\"} 1",
+            "flanneld_own_lease_lost_total{cause=\"overwritten\"} 0",
+            "flanneld_own_lease_reacquired_total{subnet=\"same\"} 1",
+            "flanneld_own_lease_reacquired_total{subnet=\"new\"} 0",
+            "flanneld_lost_subnets 0",
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }
         assert!(!text.contains("userspace"), "no datapath attached: {text}");
+        // Every rejection reason is exported before any lease is rejected.
+        assert!(text.contains("flanneld_peer_leases_rejected{reason=\"overlaps_own_subnet\"} 0"));
+        assert!(text.contains("flanneld_peer_lease_rejections_total{reason=\"backend_data\"} 0"));
+    }
+
+    #[test]
+    fn rejections_are_exported_by_reason() {
+        let m = Metrics::new();
+        let r = |reason| Rejection {
+            subnet: "10.244.1.0/25".parse().unwrap(),
+            public_ip: "198.51.100.9".parse().unwrap(),
+            revision: 1,
+            reason,
+            detail: String::new(),
+        };
+        let now = [
+            r(Reason::OverlapsOwn),
+            r(Reason::OverlapsOwn),
+            r(Reason::BackendData),
+        ];
+        m.set_rejected(&now);
+        m.record_rejection(Reason::OverlapsOwn);
+        let text = m.encode().unwrap();
+        for want in [
+            "flanneld_peer_leases_rejected{reason=\"overlaps_own_subnet\"} 2",
+            "flanneld_peer_leases_rejected{reason=\"backend_data\"} 1",
+            "flanneld_peer_leases_rejected{reason=\"outside_network\"} 0",
+            "flanneld_peer_lease_rejections_total{reason=\"overlaps_own_subnet\"} 1",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+        m.set_rejected(&[]);
+        assert!(m
+            .encode()
+            .unwrap()
+            .contains("flanneld_peer_leases_rejected{reason=\"overlaps_own_subnet\"} 0"));
     }
 
     #[test]

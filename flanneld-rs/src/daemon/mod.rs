@@ -2,10 +2,12 @@
 //! the peer set, the renewal schedule, readiness and metrics.
 
 pub mod health;
+pub mod logs;
 pub mod metrics;
 pub mod peers;
 pub mod renew;
 pub mod run;
+pub mod validate;
 pub mod wiring;
 
 pub use health::Readiness;

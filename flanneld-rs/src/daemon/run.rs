@@ -16,14 +16,18 @@ use lease_store::subnet_env::{SubnetEnv, SubnetEnvIoError};
 use lease_store::{
     AcquireRequest, Lease, LeaseAttrs, LeaseStore, LeaseWatch, NetworkConfig, Revision, StoreError,
 };
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::health::Readiness;
+use super::logs::{self, RateLimit, RejectLog};
 use super::metrics::Metrics;
-use super::peers::{Applied, PeerSet};
+use super::peers::{Applied, OwnLease, PeerSet};
 use super::renew::{renew_delay, retry_delay};
+use super::validate::{self, Rules};
 use crate::backend::{Backend, BackendError, LocalNode, Prepared};
+use crate::masq::go_chains::GoChains;
 use crate::masq::Masquerade;
+use crate::netlink::events::{self, KernelEvents};
 
 /// What the loop needs from the command line.
 #[derive(Debug, Clone)]
@@ -32,6 +36,10 @@ pub struct LoopSettings {
     pub ip_masq: bool,
     pub renew_margin: Duration,
     pub resync_period: Duration,
+    /// Reconcile on kernel notifications of deletions (`netlink::events`)
+    /// in the daemon's namespace; off only for tests whose backend does
+    /// not touch the kernel.
+    pub kernel_events: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -98,7 +106,7 @@ where
         match op().await {
             Ok(v) => return Ok(v),
             Err(e) if transient(&e) => {
-                warn!(error = %e, retry_in = ?delay, "{what} failed; retrying");
+                warn!(error = %logs::err(&e), retry_in_ms = ms(delay), "{what} failed; retrying");
                 tokio::time::sleep(delay).await;
                 delay = next_backoff(delay);
             }
@@ -125,7 +133,23 @@ pub struct LeaseLoop {
     /// True once the peer set came from a listing: until then a reconcile
     /// would remove the entries of peers adopted from a previous run.
     have_view: bool,
+    /// Kernel notifications of deletions of what we own (`None`: could not
+    /// subscribe; the resync alone repairs then).
+    kernel_events: Option<KernelEvents>,
+    /// Go flanneld's iptables chains still to retire (`None`: done, or
+    /// `--keep-go-iptables`).
+    go_chains: Option<GoChains>,
+    /// Our masquerade rules are installed (Go's may go).
+    masq_ok: bool,
+    go_chains_kept_logged: bool,
+    /// Rejected peer leases already reported.
+    rejects: RejectLog,
+    /// Repeated warnings held back.
+    warn_limit: RateLimit,
 }
+
+/// How long an identical warning is held back after it was logged.
+const WARN_REPEAT_WINDOW: Duration = Duration::from_secs(60);
 
 enum Wake {
     Stop,
@@ -133,7 +157,13 @@ enum Wake {
     Watch(Option<lease_store::store::Result<lease_store::WatchUpdate>>),
     Resync,
     Rewatch,
+    Kernel(Option<()>),
 }
+
+/// Time given to a burst of kernel notifications (a device deleted takes
+/// its routes and neighbours with it) to arrive before the reconcile, so
+/// it is one pass rather than several.
+const KERNEL_SETTLE: Duration = Duration::from_millis(10);
 
 /// The parts the loop drives, built by `wiring` from the flags.
 pub struct Parts {
@@ -173,7 +203,20 @@ impl LeaseLoop {
             lease: None,
             subnet_env_written: false,
             have_view: false,
+            kernel_events: None,
+            go_chains: None,
+            masq_ok: false,
+            go_chains_kept_logged: false,
+            rejects: RejectLog::default(),
+            warn_limit: RateLimit::new(WARN_REPEAT_WINDOW),
         }
+    }
+
+    /// Retires Go flanneld's iptables chains once this daemon's own rules
+    /// are in place (`masq::go_chains`); `None` keeps them.
+    pub fn with_go_chains(mut self, go_chains: Option<GoChains>) -> Self {
+        self.go_chains = go_chains;
+        self
     }
 
     /// Runs start-up and then the loop until `stop` resolves. Returns an
@@ -194,6 +237,7 @@ impl LeaseLoop {
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         resync.reset();
         let mut rewatch_delay = BACKOFF_MIN;
+        let mut kernel = self.kernel_events.take();
         // Start-up could not list and watch: try again shortly.
         let mut rewatch_at = watch
             .is_none()
@@ -206,6 +250,7 @@ impl LeaseLoop {
                 item = next_opt(&mut watch) => Wake::Watch(item),
                 _ = resync.tick() => Wake::Resync,
                 _ = sleep_until_opt(rewatch_at) => Wake::Rewatch,
+                ev = next_kernel(&mut kernel) => Wake::Kernel(ev),
             };
             match wake {
                 Wake::Stop => return Ok(()),
@@ -217,12 +262,9 @@ impl LeaseLoop {
                             let expiration = self.lease.as_ref().and_then(|l| l.expiration);
                             Some(tokio::time::Instant::now() + retry_delay(now, expiration))
                         }
-                        Err(LeaseGone) => {
-                            // A new subnet: the old watch filters the wrong
-                            // "own" lease, so list and watch again.
-                            watch = None;
-                            self.reacquire().await?;
-                            rewatch_at = Some(tokio::time::Instant::now());
+                        Err(LeaseGone { holder }) => {
+                            self.reacquire("renewal", Some(holder)).await?;
+                            self.reconcile("lease").await;
                             self.renew_deadline()
                         }
                     };
@@ -244,7 +286,7 @@ impl LeaseLoop {
                                     applied.merge(self.peers.apply(u));
                                 }
                                 Some(Err(e)) => {
-                                    warn!(error = %e, "lease watch failed; listing and watching again");
+                                    warn!(error = %logs::err(&e), "lease watch failed; listing and watching again");
                                     ended = true;
                                     break;
                                 }
@@ -256,6 +298,10 @@ impl LeaseLoop {
                         }
                     }
                     self.metrics.record_events(applied);
+                    if let Some(what) = applied.own {
+                        self.own_lease_changed(what).await?;
+                        renew_at = self.renew_deadline();
+                    }
                     debug!(
                         added = applied.added,
                         removed = applied.removed,
@@ -271,13 +317,16 @@ impl LeaseLoop {
                     }
                 }
                 Wake::Watch(Some(Err(e))) => {
-                    warn!(error = %e, retry_in = ?rewatch_delay, "lease watch failed; listing and watching again");
+                    warn!(error = %logs::err(&e), retry_in_ms = ms(rewatch_delay), "lease watch failed; listing and watching again");
                     watch = None;
                     rewatch_at = Some(tokio::time::Instant::now() + rewatch_delay);
                     rewatch_delay = next_backoff(rewatch_delay);
                 }
                 Wake::Watch(None) => {
-                    warn!(retry_in = ?rewatch_delay, "lease watch ended; listing and watching again");
+                    warn!(
+                        retry_in_ms = ms(rewatch_delay),
+                        "lease watch ended; listing and watching again"
+                    );
                     watch = None;
                     rewatch_at = Some(tokio::time::Instant::now() + rewatch_delay);
                     rewatch_delay = next_backoff(rewatch_delay);
@@ -288,22 +337,38 @@ impl LeaseLoop {
                         Ok((w, rev)) => {
                             watch = Some(w);
                             revision = rev;
+                            if let Some(what) = self.peers.own_state() {
+                                self.own_lease_changed(what).await?;
+                                renew_at = self.renew_deadline();
+                            }
                             self.reconcile("event").await;
                         }
                         Err(e) => {
-                            warn!(error = %e, retry_in = ?rewatch_delay, "cannot list and watch leases; retrying");
+                            warn!(error = %logs::err(&e), retry_in_ms = ms(rewatch_delay), "cannot list and watch leases; retrying");
                             rewatch_at = Some(tokio::time::Instant::now() + rewatch_delay);
                             rewatch_delay = next_backoff(rewatch_delay);
                         }
                     }
                 }
+                Wake::Kernel(Some(())) => {
+                    tokio::time::sleep(KERNEL_SETTLE).await;
+                    if let Some(k) = kernel.as_mut() {
+                        k.drain();
+                    }
+                    self.reconcile("netlink").await;
+                }
+                Wake::Kernel(None) => {
+                    warn!("kernel notifications ended; repairs wait for the resync");
+                    kernel = None;
+                }
                 Wake::Resync => {
                     self.reconcile("resync").await;
                     self.ensure_masquerade().await;
+                    self.retire_go_chains().await;
                     if self.subnet_env_written {
                         // Someone removed or edited it: put it back.
                         if let Err(e) = self.ensure_subnet_env() {
-                            warn!(error = %e, "cannot restore subnet.env");
+                            self.warn_limited("cannot restore subnet.env", &e);
                         }
                     }
                 }
@@ -325,7 +390,7 @@ impl LeaseLoop {
             iface = %self.node.iface_name,
             iface_addr = %self.node.iface_addr,
             public_ip = %self.node.public_ip,
-            public_ipv6 = ?self.node.public_ipv6,
+            public_ipv6 = self.node.public_ipv6.map(tracing::field::display),
             mtu = self.node.iface_mtu,
             backend = %config.backend_type,
             %network,
@@ -342,6 +407,15 @@ impl LeaseLoop {
         self.prepared = Some(prepared);
         // The userspace datapath counts its packets; /metrics reads them.
         self.metrics.set_datapath(self.backend.datapath_counters());
+        // Deletions by hand are repaired on notice, not at the next resync.
+        if self.settings.kernel_events {
+            match events::subscribe(network) {
+                Ok(k) => self.kernel_events = Some(k),
+                Err(e) => {
+                    warn!(error = %logs::err(&e), "cannot watch the kernel for deletions; repairs wait for the resync")
+                }
+            }
+        }
 
         let previous = self.previous_subnet(network);
         self.acquire(previous).await?;
@@ -350,7 +424,7 @@ impl LeaseLoop {
             Ok((w, r)) => (Some(w), r),
             Err(e) => {
                 // Not fatal: the loop lists and watches again shortly.
-                warn!(error = %e, "cannot list and watch leases yet; retrying");
+                warn!(error = %logs::err(&e), "cannot list and watch leases yet; retrying");
                 (None, 0)
             }
         };
@@ -412,7 +486,7 @@ impl LeaseLoop {
                 None
             }
             Err(e) => {
-                warn!(error = %e, "ignoring unreadable subnet.env");
+                warn!(error = %logs::err(&e), "ignoring unreadable subnet.env");
                 None
             }
         }
@@ -447,9 +521,9 @@ impl LeaseLoop {
         let subnet = lease.subnet.ok_or(DaemonError::LeaseWithoutSubnet)?;
         self.metrics.lease_acquisitions.inc();
         self.metrics.set_lease_expiry(lease.expiration);
-        info!(%subnet, expires = ?lease.expiration, "lease acquired");
+        info!(%subnet, expires = %logs::expiry(lease.expiration), "lease acquired");
         self.readiness.set_lease(true);
-        self.peers.set_own(Some(subnet));
+        self.peers.set_own_lease(&lease);
 
         self.backend
             .attach(&lease)
@@ -460,18 +534,111 @@ impl LeaseLoop {
             })?;
         self.lease = Some(lease);
         self.ensure_masquerade().await;
+        self.retire_go_chains().await;
         Ok(())
     }
 
-    /// After `LeaseLost`: not ready until a new lease is in place and
-    /// subnet.env names it.
-    async fn reacquire(&mut self) -> Result<(), DaemonError> {
+    /// Removes Go flanneld's chains that nothing needs any more; those
+    /// kept (e.g. FLANNEL-FWD under a FORWARD DROP policy) are retried at
+    /// every resync, so the warning is logged once.
+    async fn retire_go_chains(&mut self) {
+        let Some(go) = self.go_chains.clone() else {
+            return;
+        };
+        let masq_ready = self.masq.is_none() || self.masq_ok;
+        // FLANNEL-FWD goes once our own accepts are in iptables' FORWARD
+        // (`masq::forward`), or where the FORWARD policy accepts anyway.
+        let forward_ready =
+            self.masq_ok && self.masq.as_ref().is_some_and(|m| m.forward_installed());
+        let result =
+            tokio::task::spawn_blocking(move || go.retire(masq_ready, forward_ready)).await;
+        match result {
+            Ok(Ok(outcome)) => {
+                for (flavour, chain) in &outcome.removed {
+                    info!(%flavour, chain, "removed Go flanneld's iptables chain and its jumps (our rules are in place)");
+                }
+                self.metrics
+                    .go_iptables_chains
+                    .set(i64::try_from(outcome.kept.len()).unwrap_or(i64::MAX));
+                if outcome.done() {
+                    self.go_chains = None;
+                } else if !self.go_chains_kept_logged {
+                    self.go_chains_kept_logged = true;
+                    for (flavour, chain, why) in &outcome.kept {
+                        warn!(%flavour, chain, reason = %why, "keeping Go flanneld's iptables chain for now");
+                    }
+                }
+            }
+            Ok(Err(e)) => {
+                // Once: it is retried at every resync.
+                if !self.go_chains_kept_logged {
+                    self.go_chains_kept_logged = true;
+                    warn!(error = %e, "cannot remove Go flanneld's iptables chains; retrying at every resync")
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "Go iptables cleanup task failed; retrying at the next resync")
+            }
+        }
+    }
+
+    /// The watch saw our own key deleted, expired or written by another
+    /// node: take the lease back at once rather than at the next renewal
+    /// (a day away with the default TTL), while peers already dropped our
+    /// routes and the subnet is free for anyone.
+    async fn own_lease_changed(&mut self, what: OwnLease) -> Result<(), DaemonError> {
+        let holder = match what {
+            OwnLease::Deleted => None,
+            OwnLease::Overwritten { holder } => Some(holder.to_string()),
+        };
+        self.reacquire(what.label(), holder).await
+    }
+
+    /// Re-acquires after our lease was lost (`cause`: deleted, overwritten,
+    /// renewal), the same subnet while it is free. Not ready until the
+    /// lease is back; when the subnet went to another node (`holder`), a
+    /// new one is taken so new pods work, and the pods still holding
+    /// addresses of the old one are named in the log and /metrics: they
+    /// are cut off until they are recreated.
+    async fn reacquire(
+        &mut self,
+        cause: &'static str,
+        holder: Option<String>,
+    ) -> Result<(), DaemonError> {
+        let old = self.lease.as_ref().and_then(|l| l.subnet);
+        self.metrics.record_own_lease_lost(cause);
+        warn!(
+            cause,
+            subnet = old.map(tracing::field::display),
+            holder = holder
+                .as_deref()
+                .map(|h| tracing::field::display(logs::err(h))),
+            "this node's lease is no longer in the store as ours; re-acquiring it"
+        );
         self.readiness.set_lease(false);
-        self.readiness.set_subnet_env(false);
         self.metrics.ready.set(0);
+        self.acquire(old).await?;
+        let new = self.lease.as_ref().and_then(|l| l.subnet);
+        if new == old {
+            self.metrics.record_own_lease_reacquired(true);
+            info!(
+                subnet = old.map(tracing::field::display),
+                "lease re-acquired with the same subnet; pods keep their addresses"
+            );
+            self.metrics.ready.set(i64::from(self.readiness.is_ready()));
+            return Ok(());
+        }
+        self.metrics.record_own_lease_reacquired(false);
+        // subnet.env must name the new subnet before the node is ready.
+        self.readiness.set_subnet_env(false);
         self.subnet_env_written = false;
-        self.lease = None;
-        self.acquire(None).await
+        error!(
+            lost = old.map(tracing::field::display),
+            holder = holder.as_deref().map(|h| tracing::field::display(logs::err(h))),
+            subnet = new.map(tracing::field::display),
+            "this node's subnet was taken by another node and a new one acquired: pods on this node with addresses in the lost subnet are unreachable from other nodes until they are recreated (delete them; new pods get the new subnet)"
+        );
+        Ok(())
     }
 
     async fn ensure_masquerade(&mut self) {
@@ -484,12 +651,14 @@ impl LeaseLoop {
         };
         // The driver runs `nft`: keep it off the async thread.
         let result = tokio::task::spawn_blocking(move || masq.apply(&[network], subnet)).await;
+        self.masq_ok = matches!(result, Ok(Ok(())));
         match result {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                warn!(error = %e, "cannot install the masquerade rules; retrying at the next resync")
-            }
-            Err(e) => warn!(error = %e, "masquerade task failed; retrying at the next resync"),
+            Ok(Err(e)) => self.warn_limited(
+                "cannot install the masquerade rules; retrying at the next resync",
+                &e,
+            ),
+            Err(e) => self.warn_limited("masquerade task failed; retrying at the next resync", &e),
         }
     }
 
@@ -498,7 +667,9 @@ impl LeaseLoop {
         let applied = self.peers.replace(leases);
         self.have_view = true;
         self.metrics.record_events(applied);
-        let watch = self.store.watch(revision, self.lease.clone()).await?;
+        // Our own key too (no `own` filter): its deletion or takeover must
+        // be seen now, not at the next renewal.
+        let watch = self.store.watch(revision, None).await?;
         debug!(
             revision,
             peers = self.peers.len(),
@@ -513,7 +684,7 @@ impl LeaseLoop {
             debug!(trigger, "no lease listing yet; not reconciling");
             return;
         }
-        let peers = self.peers.peers();
+        let peers = self.select_peers();
         let start = Instant::now();
         let result = self.backend.reconcile(&peers).await;
         let took = start.elapsed();
@@ -525,25 +696,25 @@ impl LeaseLoop {
                     info!(
                         trigger,
                         peers = report.peers,
-                        changes = ?report.changes,
+                        changes = %logs::changes(&report.changes),
                         device_recreated = report.device_recreated,
-                        took_ms = took.as_secs_f64() * 1000.0,
+                        took_ms = logs::millis(took),
                         "reconciled"
                     );
                 } else {
                     debug!(
                         trigger,
                         peers = report.peers,
-                        took_ms = took.as_secs_f64() * 1000.0,
+                        took_ms = logs::millis(took),
                         "reconciled, nothing to change"
                     );
                 }
                 for e in &report.errors {
-                    warn!(error = %e, "peer not programmed");
+                    self.warn_limited("peer not programmed", e);
                 }
             }
             Err(e) => {
-                warn!(trigger, error = %e, "reconcile failed; retrying at the next event or resync")
+                self.warn_limited("reconcile failed; retrying at the next event or resync", e)
             }
         }
         self.readiness.set_datapath(result.is_ok());
@@ -553,10 +724,61 @@ impl LeaseLoop {
                     self.subnet_env_written = true;
                     info!(path = %self.settings.subnet_file.display(), "subnet.env written; node ready");
                 }
-                Err(e) => warn!(error = %e, "cannot write subnet.env; retrying at the next resync"),
+                Err(e) => {
+                    self.warn_limited("cannot write subnet.env; retrying at the next resync", &e)
+                }
             }
         }
         self.metrics.ready.set(i64::from(self.readiness.is_ready()));
+    }
+
+    /// The peers to program: the lease table checked against net-conf and
+    /// this node (`validate`). A rejected lease is logged and counted once
+    /// per lease and reason; the gauge shows what is rejected right now.
+    fn select_peers(&mut self) -> Vec<crate::backend::Peer> {
+        let Some(rules) = self.rules() else {
+            return Vec::new();
+        };
+        let selection = validate::select(self.peers.leases(), &rules);
+        for r in self.rejects.fresh(&selection.rejected) {
+            warn!(
+                subnet = %r.subnet,
+                public_ip = %r.public_ip,
+                revision = r.revision,
+                reason = r.reason.label(),
+                detail = %r.detail,
+                "peer lease rejected; not programmed (logged once until it changes)"
+            );
+            self.metrics.record_rejection(r.reason);
+        }
+        self.metrics.set_rejected(&selection.rejected);
+        selection.accepted
+    }
+
+    fn rules(&self) -> Option<Rules> {
+        let own_subnet = self.lease.as_ref().and_then(|l| l.subnet);
+        Some(Rules {
+            network: self.network?,
+            subnet_len: validate::expected_len(self.config.subnet_len, own_subnet),
+            own_subnet,
+            own_public_ip: self.node.public_ip,
+            own_public_ipv6: self.node.public_ipv6,
+            backend_type: self.prepared.as_ref()?.backend_type.clone(),
+        })
+    }
+
+    /// A warning whose text repeats (the same peer failing on every pass,
+    /// the store down for minutes): once a minute per distinct text, with
+    /// the number held back.
+    fn warn_limited(&mut self, what: &'static str, error: &dyn std::fmt::Display) {
+        let text = format!("{what}: {}", logs::err(error));
+        if let Some(held_back) = self.warn_limit.allow(&text, std::time::Instant::now()) {
+            if held_back > 0 {
+                warn!(error = %logs::err(error), repeated = held_back, "{what}");
+            } else {
+                warn!(error = %logs::err(error), "{what}");
+            }
+        }
     }
 
     /// Writes subnet.env unless it already says what it should.
@@ -594,25 +816,34 @@ impl LeaseLoop {
             Ok(renewed) => {
                 self.metrics.lease_renewals.inc();
                 self.metrics.set_lease_expiry(renewed.expiration);
-                debug!(expires = ?renewed.expiration, "lease renewed");
+                debug!(expires = %logs::expiry(renewed.expiration), "lease renewed");
                 self.lease = Some(renewed);
                 Ok(true)
             }
             Err(StoreError::LeaseLost { key, holder }) => {
                 self.metrics.lease_renewal_failures.inc();
-                warn!(%key, %holder, "lease lost to another node; acquiring a new one");
-                Err(LeaseGone)
+                warn!(key = %logs::err(&key), holder = %logs::err(&holder), "lease lost to another node");
+                Err(LeaseGone {
+                    holder: holder.to_string(),
+                })
             }
             Err(e) => {
                 self.metrics.lease_renewal_failures.inc();
-                warn!(error = %e, "lease renewal failed; retrying");
+                self.warn_limited("lease renewal failed; retrying", &e);
                 Ok(false)
             }
         }
     }
 }
 
-struct LeaseGone;
+struct LeaseGone {
+    holder: String,
+}
+
+/// A duration as whole milliseconds, for log fields.
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
 
 fn update_revision(u: &lease_store::WatchUpdate) -> Revision {
     match u {
@@ -624,6 +855,13 @@ fn update_revision(u: &lease_store::WatchUpdate) -> Revision {
 async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_kernel(kernel: &mut Option<KernelEvents>) -> Option<()> {
+    match kernel.as_mut() {
+        Some(k) => k.next().await,
         None => std::future::pending().await,
     }
 }

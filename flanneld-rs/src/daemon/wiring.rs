@@ -142,3 +142,18 @@ pub fn make_backend(
 ) -> Result<Box<dyn Backend>, WiringError> {
     Ok(backend::new(config, Netlink::connect()?, node)?)
 }
+
+/// The same, remembering an adopted VTEP MAC in `vtep_mac_file`.
+pub fn make_backend_with_mac_file(
+    config: &NetworkConfig,
+    node: &backend::NodeOverrides,
+    vtep_mac_file: &Path,
+) -> Result<Box<dyn Backend>, WiringError> {
+    let memory = backend::mac_memory::MacMemory::new(vtep_mac_file);
+    Ok(backend::new_with_mac_memory(
+        config,
+        Netlink::connect()?,
+        node,
+        Some(memory),
+    )?)
+}

@@ -3,6 +3,8 @@
 //! table of its own; `none` does nothing (for hosts where something else,
 //! e.g. a cloud NAT or kube-proxy, already handles egress).
 
+pub mod forward;
+pub mod go_chains;
 pub mod nft;
 pub mod none;
 pub mod rules;
@@ -15,6 +17,8 @@ pub enum MasqError {
     NoClusterNetwork,
     #[error("running nft for table {table}: {reason} (is the nftables package installed and are we root?)")]
     Nft { table: String, reason: String },
+    #[error("forwarding accepts in iptables FORWARD: {0}")]
+    Forward(#[from] forward::ForwardError),
 }
 
 /// A masquerade driver. Calls are synchronous (they run `nft`): call them
@@ -27,4 +31,11 @@ pub trait Masquerade: Send + Sync {
     /// Removes everything this driver installed (for `--ip-masq=false`, so
     /// rules left by an earlier run with masquerading on go away).
     fn remove(&self) -> Result<(), MasqError>;
+
+    /// True once our forwarding accepts are in place in every iptables
+    /// flavour whose filter table exists (`forward`), so that Go flannel's
+    /// FLANNEL-FWD chain is no longer needed.
+    fn forward_installed(&self) -> bool {
+        false
+    }
 }

@@ -1,10 +1,15 @@
 //! The nftables driver: runs `nft -j -f -` (through the `nftables` crate)
 //! with the batch from `rules`, so the swap is one kernel transaction, and
-//! never touches a table other than its own.
+//! never touches a table other than its own. It also keeps the forwarding
+//! accepts in iptables' FORWARD chain (`forward`), without which an
+//! iptables FORWARD drop policy would cut pod traffic.
+
+use std::sync::Arc;
 
 use ipnet::Ipv4Net;
 use serde_json::Value;
 
+use super::forward::ForwardAccepts;
 use super::rules::{self, TABLE};
 use super::{MasqError, Masquerade};
 
@@ -13,6 +18,7 @@ pub struct NftMasq {
     table: String,
     program: String,
     args: Vec<String>,
+    forward: Arc<ForwardAccepts>,
 }
 
 impl NftMasq {
@@ -22,6 +28,7 @@ impl NftMasq {
             table: TABLE.into(),
             program: "nft".into(),
             args: Vec::new(),
+            forward: Arc::new(ForwardAccepts::new()),
         }
     }
 
@@ -32,6 +39,7 @@ impl NftMasq {
             table: TABLE.into(),
             program: "ip".into(),
             args: vec!["netns".into(), "exec".into(), netns.into(), "nft".into()],
+            forward: Arc::new(ForwardAccepts::in_netns(netns)),
         }
     }
 
@@ -97,14 +105,24 @@ impl Masquerade for NftMasq {
         // The daemon re-applies on every resync: when the kernel already has
         // exactly these rules, leave the table alone (no needless ruleset
         // generation bump); anything missing or extra triggers the swap.
-        if self.list()? == planned_rules(&set) {
-            return Ok(());
+        if self.list()? != planned_rules(&set) {
+            self.run(&set)?;
         }
-        self.run(&set)
+        // Also idempotent, and re-checked at every resync: a FORWARD drop
+        // policy set later (Docker starting) is covered within one period.
+        self.forward.ensure(cluster_networks)?;
+        Ok(())
     }
 
     fn remove(&self) -> Result<(), MasqError> {
-        self.run(&rules::removal(&self.table))
+        // Both, even when one fails (no nft binary, say).
+        let nft = self.run(&rules::removal(&self.table));
+        self.forward.remove()?;
+        nft
+    }
+
+    fn forward_installed(&self) -> bool {
+        self.forward.installed()
     }
 }
 

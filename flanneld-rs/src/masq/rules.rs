@@ -13,9 +13,10 @@
 //! 6. masquerade fully-random non-cluster -> cluster (e.g. the node itself
 //!    reaching pods elsewhere, so replies come back through the overlay).
 //!
-//! forward (filter): accept anything from or to the cluster network, so a
-//! drop policy elsewhere in `forward` cannot cut pod traffic (flannel's
-//! FLANNEL-FWD).
+//! forward (filter): accept anything from or to the cluster network. This
+//! ends only our chain: a drop in another base chain on the forward hook
+//! (iptables' filter FORWARD with policy DROP) still applies, which is why
+//! `forward.rs` puts accepts into that chain too.
 //!
 //! The batch first creates and deletes our table, then builds it again: nft
 //! applies a batch as one transaction, so the old rules are replaced

@@ -11,7 +11,7 @@ use netlink_packet_route::link::{
 use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourState};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteIp6Tunnel, RouteIp6TunnelFlags,
-    RouteIpTunnel, RouteLwTunnelEncap, RouteProtocol,
+    RouteIpTunnel, RouteLwTunnelEncap, RouteType,
 };
 use netlink_packet_route::AddressFamily;
 use nix::errno::Errno;
@@ -87,6 +87,18 @@ impl Netlink {
 
     /// IPv4 routes in the main table carrying protocol `proto`.
     pub async fn routes_with_proto(&self, proto: u8) -> Result<Vec<Route>, NetlinkError> {
+        Ok(self
+            .main_unicast_routes()
+            .await?
+            .into_iter()
+            .filter(|(_, p)| *p == proto)
+            .map(|(r, _)| r)
+            .collect())
+    }
+
+    /// Every IPv4 unicast route in the main table with its protocol number
+    /// (the caller decides which are its own: `backend::ownership`).
+    pub async fn main_unicast_routes(&self) -> Result<Vec<(Route, u8)>, NetlinkError> {
         let filter = RouteMessageBuilder::<Ipv4Addr>::new().build();
         let mut dump = self.handle().route().get(filter).execute();
         let mut out = Vec::new();
@@ -98,7 +110,7 @@ impl Netlink {
             let h = &msg.header;
             if h.address_family != AddressFamily::Inet
                 || h.table != RouteHeader::RT_TABLE_MAIN
-                || h.protocol != RouteProtocol::from(proto)
+                || h.kind != RouteType::Unicast
             {
                 continue;
             }
@@ -118,13 +130,14 @@ impl Netlink {
             let Ok(dst) = Ipv4Net::new(dst, h.destination_prefix_length) else {
                 continue;
             };
-            out.push(Route {
+            let route = Route {
                 dst,
                 gateway,
                 oif,
                 onlink: h.flags.contains(RouteFlags::Onlink),
                 encap,
-            });
+            };
+            out.push((route, u8::from(h.protocol)));
         }
         Ok(out)
     }

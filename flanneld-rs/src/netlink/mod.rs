@@ -9,6 +9,7 @@
 pub mod apply;
 pub mod conn;
 pub mod dump;
+pub mod events;
 
 pub use conn::Netlink;
 

@@ -36,6 +36,45 @@ pub async fn preflight(spec: &IfaceSpec) -> Result<(), NodeError> {
     super::select::preflight(spec, &result?)
 }
 
+/// `preflight` over Go flanneld's chain of interface kinds (`--iface`,
+/// then `--iface-regex`, then `--iface-can-reach`): fine when any kind can
+/// match; otherwise the first kind's error.
+pub async fn preflight_any(first: &IfaceSpec, rest: &[IfaceSpec]) -> Result<(), NodeError> {
+    let mut first_err = None;
+    for spec in std::iter::once(first).chain(rest) {
+        match preflight(spec).await {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_err.unwrap_or(NodeError::NoDefaultRoute))
+}
+
+/// `detect` with Go flanneld's fallbacks: the first kind that finds an
+/// interface wins; when none does, the first kind's error.
+pub async fn detect_any(
+    first: &IfaceSpec,
+    rest: &[IfaceSpec],
+    public: PublicAddrs,
+    underlay: Underlay,
+) -> Result<LocalNode, NodeError> {
+    let mut first_err = None;
+    for spec in std::iter::once(first).chain(rest) {
+        match detect(spec, public, underlay).await {
+            Ok(node) => return Ok(node),
+            Err(e) => {
+                if !rest.is_empty() {
+                    tracing::info!(error = %e, "no interface from this choice; trying the next one (Go flanneld's order: --iface, --iface-regex, --iface-can-reach)");
+                }
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_err.unwrap_or(NodeError::NoDefaultRoute))
+}
+
 /// Detects this node's underlay in the current network namespace.
 pub async fn detect(
     spec: &IfaceSpec,

@@ -306,7 +306,7 @@ impl LeaseStore for EmbeddedStore {
         let notify = match notify::DirNotify::new(&self.path) {
             Ok(n) => Some(n),
             Err(e) => {
-                tracing::warn!(path = %self.path.display(), error = %e, poll = ?self.poll_interval, "lease watch: no inotify, polling");
+                tracing::warn!(path = %self.path.display(), error = %e, poll_ms = u64::try_from(self.poll_interval.as_millis()).unwrap_or(u64::MAX), "lease watch: no inotify, polling");
                 None
             }
         };
@@ -416,7 +416,7 @@ impl Watcher {
         match tokio::time::timeout(nap, n.changed()).await {
             Ok(Ok(())) => true,
             Ok(Err(e)) => {
-                tracing::warn!(path = %self.store.path.display(), error = %e, poll = ?self.store.poll_interval, "lease watch: inotify ended, polling");
+                tracing::warn!(path = %self.store.path.display(), error = %e, poll_ms = u64::try_from(self.store.poll_interval.as_millis()).unwrap_or(u64::MAX), "lease watch: inotify ended, polling");
                 self.notify = None;
                 false
             }

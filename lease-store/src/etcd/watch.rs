@@ -56,7 +56,7 @@ impl State {
                     self.raw = None;
                     self.store.rotate(self.store.endpoint_index());
                     let delay = self.backoff.next_delay();
-                    tracing::warn!(reason = %why, next_revision = self.next, retry_in = ?delay, "etcd watch interrupted; re-opening");
+                    tracing::warn!(reason = %why, next_revision = self.next, retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), "etcd watch interrupted; re-opening");
                     tokio::time::sleep(delay).await;
                 }
                 Step::Resync => {
@@ -65,7 +65,7 @@ impl State {
                         Ok(u) => return u,
                         Err(e) => {
                             let delay = self.backoff.next_delay();
-                            tracing::warn!(error = %e, retry_in = ?delay, "listing leases for a resync failed");
+                            tracing::warn!(error = %e, retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), "listing leases for a resync failed");
                             tokio::time::sleep(delay).await;
                         }
                     }

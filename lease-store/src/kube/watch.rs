@@ -76,7 +76,7 @@ impl State {
                     continue;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in = ?self.delay, "node watch failed; retrying");
+                    tracing::warn!(error = %e, retry_in_ms = u64::try_from(self.delay.as_millis()).unwrap_or(u64::MAX), "node watch failed; retrying");
                     tokio::time::sleep(self.delay).await;
                     self.delay = (self.delay * 2).min(self.backoff_max);
                     continue;

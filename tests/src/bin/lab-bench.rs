@@ -5,10 +5,14 @@
 //!   1,000 peers in one etcd transaction;
 //! - the daemon's RSS and CPU with 1,000 peers;
 //! - pod-to-pod RTT (ping) and TCP throughput (iperf3) across nodes, VXLAN
-//!   vs host-gw, alternating A B A B, at underlay MTU 1500 and 9001.
+//!   vs host-gw, alternating A B A B, at underlay MTU 1500 and 9001;
+//! - repair: from `ip link del flannel.1` (and from deleting one route, one
+//!   FDB entry) on node 1 to node 2's route, neighbour and FDB entry all
+//!   back, with the resync at 10 min so only kernel notifications can
+//!   trigger the repair; `--reps` runs of each.
 //!
 //! Root. `cargo build --release -p e2e -p flanneld-rs -p cni-plugin -p flannelctl --bins && sudo
-//! target/release/lab-bench [convergence|pods|all] [--reps 30] [--rounds 5]`.
+//! target/release/lab-bench [convergence|pods|ping|repair|all] [--reps 30] [--rounds 5]`.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -41,15 +45,127 @@ fn main() {
         "convergence" => convergence(reps),
         "pods" => pods(rounds),
         "ping" => ping(rounds),
+        "repair" => repair(reps),
         "all" => convergence(reps).and_then(|()| pods(rounds)),
         other => Err(format!(
-            "unknown benchmark {other:?}: use convergence, pods, ping or all"
+            "unknown benchmark {other:?}: use convergence, pods, ping, repair or all"
         )),
     };
     if let Err(e) = result {
         eprintln!("lab-bench: {e}");
         std::process::exit(1);
     }
+}
+
+/// Deletes something of node 2's entries on node 1 (`what`), then polls
+/// until node 1 has the device and all three entries again; `reps` times.
+fn repair(reps: usize) -> Result<(), String> {
+    let mut cfg = LabConfig::new("vxlan", "embedded");
+    cfg.nodes = 2;
+    cfg.pods_per_node = 1;
+    // Far beyond a run: a repair can only come from kernel notifications.
+    cfg.resync_period = Some("10m");
+    let lab = Lab::up('r', &cfg).map_err(|e| e.to_string())?;
+    let nodes = lab.nodes().map_err(|e| e.to_string())?;
+    let ns1 = lab.node_ns(1);
+    let n2 = nodes
+        .iter()
+        .find(|n| n.index == 2)
+        .ok_or("no node 2 in the lab")?;
+    let net2 = n2.subnet_net().ok_or("node 2 has no subnet")?;
+    let mac2 = lab::link_mac(&lab.node_ns(2), lab::VXLAN_DEV).ok_or("node 2 has no flannel.1")?;
+    let complete = || {
+        lab::netns_has_link(&ns1, lab::VXLAN_DEV)
+            && lab::peer_entries(&ns1, &net2, Some(&mac2)).is_ok_and(|e| e.len() == 3)
+    };
+    let cases: [(&str, Vec<String>); 3] = [
+        (
+            "ip link del flannel.1",
+            vec![
+                "ip".into(),
+                "-n".into(),
+                ns1.clone(),
+                "link".into(),
+                "del".into(),
+                lab::VXLAN_DEV.into(),
+            ],
+        ),
+        (
+            "ip route del <node 2 subnet>",
+            vec![
+                "ip".into(),
+                "-n".into(),
+                ns1.clone(),
+                "route".into(),
+                "del".into(),
+                net2.clone(),
+            ],
+        ),
+        (
+            "bridge fdb del <node 2 VTEP MAC>",
+            vec![
+                "ip".into(),
+                "netns".into(),
+                "exec".into(),
+                ns1.clone(),
+                "bridge".into(),
+                "fdb".into(),
+                "del".into(),
+                mac2.clone(),
+                "dev".into(),
+                lab::VXLAN_DEV.into(),
+            ],
+        ),
+    ];
+    println!("repair after a deletion on node 1 (resync 10 min: kernel notifications only), {reps} runs each");
+    println!(
+        "{:<34} {:>9} {:>9} {:>9} {:>9}",
+        "deleted", "p50 ms", "p99 ms", "max ms", "runs"
+    );
+    for (what, cmd) in cases {
+        let mut samples = Vec::new();
+        for _ in 0..reps {
+            lab::wait_for("all entries in place", Duration::from_secs(30), || {
+                complete()
+                    .then_some(())
+                    .ok_or_else(|| "incomplete".to_string())
+            })
+            .map_err(|e| e.to_string())?;
+            let start = Instant::now();
+            let st = Command::new(&cmd[0])
+                .args(&cmd[1..])
+                .status()
+                .map_err(|e| format!("{what}: {e}"))?;
+            if !st.success() {
+                return Err(format!("{what} failed: {st}"));
+            }
+            let (_, _) = lab::wait_for(
+                &format!("repair after {what}"),
+                Duration::from_secs(30),
+                || {
+                    complete()
+                        .then_some(())
+                        .ok_or_else(|| "incomplete".to_string())
+                },
+            )
+            .map_err(|e| e.to_string())?;
+            samples.push(start.elapsed());
+            // Let the daemon's own follow-up pass (its changes make no
+            // notifications it acts on, but a deletion of a stale entry
+            // would) settle before the next run.
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        samples.sort();
+        println!(
+            "{:<34} {:>9.1} {:>9.1} {:>9.1} {:>9}",
+            what,
+            ms(median(&samples).unwrap_or_default()),
+            ms(percentile(&samples, 99.0).unwrap_or_default()),
+            ms(*samples.last().unwrap_or(&Duration::ZERO)),
+            samples.len()
+        );
+    }
+    Ok(())
 }
 
 fn etcd_addr() -> SocketAddr {

@@ -205,7 +205,7 @@ impl Backend for MetadataBackend {
         tunnel::converge_peers(
             &self.nl,
             &node,
-            self.lease,
+            (self.lease, None),
             peers,
             dev,
             self.spec.vxlan.direct_routing,
