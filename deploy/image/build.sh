@@ -110,8 +110,10 @@ LAB_DNS_NAME=localhost/flannel-rs/lab-dns:1
 LAB_DNS=$K8S_CACHE/bin/flannel-rs-lab-dns
 # alpine's `bind-tools curl netcat-openbsd iproute2 iperf bash` in Debian:
 # bind9-dnsutils is what bookworm's transitional dnsutils installs (dig,
-# nslookup, host). iproute2 has ss, util-linux (essential) nsenter.
-E2E_BASE_PACKAGES=bind9-dnsutils,curl,netcat-openbsd,iproute2,iperf,bash
+# nslookup, host). iproute2 has ss, util-linux (essential) nsenter. wget:
+# alpine has busybox's, and Services specs run `wget -T 1 -qO- URL` in
+# agnhost exec pods ("wget: not found" failed service-proxy-name without it).
+E2E_BASE_PACKAGES=bind9-dnsutils,curl,wget,netcat-openbsd,iproute2,iperf,bash
 # scripts/k8s-build.sh --e2e installs agnhost into $K8S_CACHE/bin at the end;
 # Kubernetes' build puts it into the tree's _output first (with rsync, which
 # renames a complete file into place, so a file found there is whole).
