@@ -38,6 +38,22 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# promtool (tests/tests/deploy_manifests.rs checks and unit-tests the example
+# alert rules with it): taken from Debian's prometheus package without
+# installing it, so no Prometheus service is set up on this machine.
+promtool_dir=/var/cache/flannel-rs/promtool
+if [ ! -x "$promtool_dir/promtool" ]; then
+  echo "setup.sh: extracting promtool from Debian's prometheus package into $promtool_dir"
+  tmp=$(mktemp -d)
+  # apt lists may be absent when every package above was already installed.
+  (cd "$tmp" && { apt-get download -qq prometheus 2>/dev/null \
+      || { apt-get update -qq && apt-get download -qq prometheus 2>/dev/null; }; } \
+      && dpkg-deb -x prometheus_*.deb x)
+  mkdir -p "$promtool_dir"
+  install -m 0755 "$tmp/x/usr/bin/promtool" "$promtool_dir/promtool"
+  rm -rf "$tmp"
+fi
+
 # tshark asks whether non-root users may capture; we run as root, so the
 # answer does not matter, but the package must not block on the question.
 command -v cargo >/dev/null || { echo "setup.sh: cargo not found; install Rust (rustup) first" >&2; exit 1; }

@@ -3,6 +3,7 @@
 
 mod compare;
 mod lab;
+mod leases;
 mod plan;
 mod probe;
 
@@ -27,6 +28,8 @@ enum Command {
     Compare(compare::CompareArgs),
     /// Latency and throughput between two endpoints (server and client).
     Probe(probe::ProbeArgs),
+    /// The lease table of any store: list, reserve, release.
+    Leases(leases::LeasesArgs),
 }
 
 /// Prints a subcommand's error and turns it into exit status 1.
@@ -43,5 +46,6 @@ fn main() -> ExitCode {
         Command::Lab(args) => finish(lab::run(&args)),
         Command::Compare(args) => finish(compare::run(&args)),
         Command::Probe(args) => finish(probe::run(&args)),
+        Command::Leases(args) => finish(leases::run(&args)),
     }
 }

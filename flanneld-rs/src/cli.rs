@@ -26,6 +26,20 @@ pub enum StoreKind {
     Kube,
 }
 
+/// Where Kubernetes mode's subnets come from (`--kube-subnet-source`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum KubeSubnetSource {
+    /// The controller manager's podCIDRs (`--allocate-node-cidrs`).
+    #[default]
+    Node,
+    /// Lease objects in the daemon's namespace, allocated by the daemons
+    /// themselves: for control planes that assign no podCIDRs (EKS).
+    Lease,
+}
+
+/// Where a pod finds its namespace when POD_NAMESPACE is not set.
+const SERVICE_ACCOUNT_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+
 /// Net-conf.json in Kubernetes mode when `--net-config-path` is not given
 /// (where kube-flannel's ConfigMap is mounted).
 pub const DEFAULT_KUBE_NET_CONF: &str = "/etc/kube-flannel/net-conf.json";
@@ -99,6 +113,16 @@ pub struct Cli {
     /// Prefix of the node annotations in Kubernetes mode.
     #[arg(long, env = "FLANNELD_KUBE_ANNOTATION_PREFIX", default_value = lease_store::kube::DEFAULT_PREFIX)]
     pub kube_annotation_prefix: String,
+
+    /// Kubernetes mode's subnets: `node` (podCIDRs, default) or `lease`
+    /// (Lease objects in POD_NAMESPACE; for EKS).
+    #[arg(long, env = "FLANNELD_KUBE_SUBNET_SOURCE", value_enum)]
+    pub kube_subnet_source: Option<KubeSubnetSource>,
+
+    /// The daemon's namespace, from `POD_NAMESPACE` (the DaemonSet sets it
+    /// from `metadata.namespace`): where `lease` mode keeps its Leases.
+    #[arg(skip = std::env::var("POD_NAMESPACE").ok())]
+    pub pod_namespace: Option<String>,
 
     /// This node's Node name, from `NODE_NAME` (the DaemonSet sets it from
     /// `spec.nodeName`), as Go flannel reads it: an environment variable,
@@ -174,6 +198,12 @@ pub struct Cli {
     #[arg(long, env = "FLANNELD_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
 
+    /// The CNI plugin's IPAM directory (the conflist's dataDir joined with
+    /// its network name): /metrics reports the pod addresses in use and
+    /// free from it. An empty value turns those two metrics off.
+    #[arg(long, env = "FLANNELD_IPAM_DIR", default_value = crate::daemon::ops_metrics::DEFAULT_IPAM_DIR)]
+    pub ipam_dir: PathBuf,
+
     /// Full reconcile of the datapath at this interval (e.g. 10s, 500ms).
     #[arg(long, env = "FLANNELD_RESYNC_PERIOD", default_value = "10s", value_parser = parse_duration)]
     pub resync_period: Duration,
@@ -245,6 +275,12 @@ pub enum CliError {
     KubeAndOtherStore(String),
     #[error("Kubernetes mode needs NODE_NAME: set it to this node's name (in a DaemonSet, from the downward API field spec.nodeName)")]
     NoNodeName,
+    #[error(
+        "--kube-subnet-source only applies in Kubernetes mode: add --kube-subnet-mgr or drop it"
+    )]
+    SubnetSourceWithoutKube,
+    #[error("--kube-subnet-source lease needs the daemon's namespace: set POD_NAMESPACE (in a DaemonSet, from the downward API field metadata.namespace)")]
+    NoNamespace,
     #[error("--kube-api-url {0:?} is not a URL: use https://HOST:PORT or http://HOST:PORT")]
     BadKubeApiUrl(String),
     #[error("{0}")]
@@ -271,6 +307,9 @@ pub struct KubeSettings {
     pub api_url: Option<String>,
     pub node_name: String,
     pub annotation_prefix: String,
+    pub subnet_source: KubeSubnetSource,
+    /// Where `lease` mode keeps its Leases (`None` in `node` mode).
+    pub namespace: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -312,6 +351,8 @@ pub struct Settings {
     pub renew_margin: Duration,
     pub healthz_addr: Option<SocketAddr>,
     pub metrics_addr: Option<SocketAddr>,
+    /// `--ipam-dir`; `None` when set empty.
+    pub ipam_dir: Option<PathBuf>,
     pub resync_period: Duration,
     pub lease_ttl: Duration,
     pub log_format: LogFormat,
@@ -337,6 +378,9 @@ impl Cli {
             (false, None) if self.store_path.is_some() => StoreKind::Embedded,
             (false, None) => StoreKind::Etcd,
         };
+        if kind != StoreKind::Kube && self.kube_subnet_source.is_some() {
+            return Err(CliError::SubnetSourceWithoutKube);
+        }
         let store = match kind {
             StoreKind::Embedded => StoreSettings::Embedded {
                 path: self
@@ -430,6 +474,7 @@ impl Cli {
             renew_margin: Duration::from_secs(u64::from(self.subnet_lease_renew_margin) * 60),
             healthz_addr,
             metrics_addr: self.metrics_addr,
+            ipam_dir: Some(self.ipam_dir.clone()).filter(|d| !d.as_os_str().is_empty()),
             resync_period: self.resync_period,
             lease_ttl: self.lease_ttl,
             log_format: self.log_format,
@@ -465,11 +510,25 @@ impl Cli {
         // Go's reading: `flannel.alpha.coreos.com` gets its trailing slash.
         let annotation_prefix = crate::go_flags::annotation_prefix(&self.kube_annotation_prefix)
             .map_err(CliError::BadAnnotationPrefix)?;
+        let subnet_source = self.kube_subnet_source.unwrap_or_default();
+        let namespace = match subnet_source {
+            KubeSubnetSource::Node => None,
+            KubeSubnetSource::Lease => Some(
+                self.pod_namespace
+                    .clone()
+                    .or_else(|| std::fs::read_to_string(SERVICE_ACCOUNT_NAMESPACE).ok())
+                    .map(|n| n.trim().to_string())
+                    .filter(|n| !n.is_empty())
+                    .ok_or(CliError::NoNamespace)?,
+            ),
+        };
         Ok(KubeSettings {
             kubeconfig: self.kubeconfig_file.clone(),
             api_url: self.kube_api_url.clone(),
             node_name,
             annotation_prefix,
+            subnet_source,
+            namespace,
         })
     }
 
@@ -780,6 +839,8 @@ mod tests {
                 api_url: None,
                 node_name: "node-1".into(),
                 annotation_prefix: "flannel.alpha.coreos.com/".into(),
+                subnet_source: KubeSubnetSource::Node,
+                namespace: None,
             })
         );
         assert_eq!(
@@ -872,5 +933,31 @@ mod tests {
             kube(&[], Some("n")).unwrap().store,
             StoreSettings::Etcd(_)
         ));
+    }
+
+    #[test]
+    fn kube_subnet_source_lease_needs_the_namespace_and_kubernetes_mode() {
+        let mut cli = parse(&["--kube-subnet-mgr", "--kube-subnet-source", "lease"]).unwrap();
+        cli.node_name = Some("n1".into());
+        cli.pod_namespace = Some("kube-flannel".into());
+        match cli.settings().unwrap().store {
+            StoreSettings::Kube(k) => {
+                assert_eq!(k.subnet_source, KubeSubnetSource::Lease);
+                assert_eq!(k.namespace.as_deref(), Some("kube-flannel"));
+            }
+            other => panic!("expected kube, got {other:?}"),
+        }
+        cli.pod_namespace = Some(" ".into());
+        // No POD_NAMESPACE and (outside a pod) no service account file.
+        if !std::path::Path::new(SERVICE_ACCOUNT_NAMESPACE).exists() {
+            assert_eq!(cli.settings().unwrap_err(), CliError::NoNamespace);
+        }
+        let e = parse(&["--kube-subnet-source", "lease"])
+            .unwrap()
+            .settings()
+            .unwrap_err();
+        assert_eq!(e, CliError::SubnetSourceWithoutKube);
+        assert!(e.to_string().contains("--kube-subnet-mgr"), "{e}");
+        assert!(parse(&["--kube-subnet-source", "podcidr"]).is_err());
     }
 }

@@ -51,6 +51,7 @@ fn stop_signal() -> Result<impl std::future::Future<Output = ()>, String> {
 
 async fn run(settings: Settings) -> Result<(), String> {
     let metrics = Arc::new(Metrics::new());
+    metrics.ops.set_ipam_dir(settings.ipam_dir.clone());
     let readiness = Arc::new(Readiness::default());
 
     let stop = stop_signal()?;
@@ -77,9 +78,14 @@ async fn run(settings: Settings) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
         let net_conf = wiring::read_net_conf(settings.net_config_path.as_deref())
             .map_err(|e| e.to_string())?;
-        let store = wiring::open_store(&settings.store, settings.lease_ttl, net_conf.as_deref())
-            .await
-            .map_err(|e| e.to_string())?;
+        let store = wiring::open_store(
+            &settings.store,
+            settings.lease_ttl,
+            net_conf.as_deref(),
+            Some(&metrics),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         let config = daemon::load_config(settings.net_config_path.as_deref(), &store)
             .await
             .map_err(|e| e.to_string())?;

@@ -49,6 +49,8 @@ impl Daemon {
             .arg(dir.join(node).join("subnet.env"))
             .args(["--healthz-addr", &format!("127.0.0.1:{HEALTH_PORT}")])
             .args(["--resync-period", "1s", "--lease-ttl", "60s"])
+            .arg("--ipam-dir")
+            .arg(dir.join(node).join("ipam"))
             .args(extra)
             .env("RUST_LOG", "debug")
             .stdin(Stdio::null())
@@ -329,9 +331,36 @@ fn two_daemons_peer_over_vxlan_survive_sigterm_and_keep_their_subnet() {
         d2.rss_kib()
     );
 
-    // Metrics after real reconciles.
+    // Metrics after real reconciles. Two pods' reservations as the CNI
+    // plugin writes them (host-local layout), plus its lock file: counted
+    // at scrape time.
+    let ipam = dir.join("node1").join("ipam");
+    std::fs::create_dir_all(&ipam).expect("ipam dir");
+    for host in [2u32, 3] {
+        let ip = std::net::Ipv4Addr::from(s1.network().to_bits() + host);
+        std::fs::write(ipam.join(ip.to_string()), "c1\r\neth0").expect("reservation");
+    }
+    std::fs::write(ipam.join("lock"), "").expect("lock");
     let (code, metrics) = http_get(&n1, HEALTH_PORT, "/metrics").expect("/metrics");
     assert_eq!(code, 200);
+    let free = (1u64 << (32 - u32::from(s1.prefix_len()))) - 3 - 2;
+    for name in [
+        "flanneld_pod_addresses_in_use 2\n".to_string(),
+        format!("flanneld_pod_addresses_free {free}\n"),
+        "flanneld_peers_known 1\n".into(),
+        "flanneld_peers_failed 0\n".into(),
+        "flanneld_lease_remaining_seconds ".into(),
+        format!(
+            "flanneld_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        ),
+        "process_cpu_seconds_total ".into(),
+        "process_resident_memory_bytes ".into(),
+        "process_open_fds ".into(),
+        "process_start_time_seconds ".into(),
+    ] {
+        assert!(metrics.contains(&name), "/metrics lacks {name}:\n{metrics}");
+    }
     for name in [
         "flanneld_peers 1",
         "flanneld_lease_expiry_timestamp_seconds",

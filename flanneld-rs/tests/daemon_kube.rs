@@ -391,6 +391,24 @@ fn daemon_in_kube_mode_publishes_its_node_and_follows_peers() {
     );
     assert!(!fake.watch_requests().is_empty());
 
+    // Issue 17: our Node loses its flannel annotations (replaced without
+    // them, as a re-registered Node would be): the watch reports our lease
+    // gone and the daemon publishes it again at once. Kubernetes leases
+    // have no TTL, so nothing else would ever put them back.
+    fake.put_node(node_json(NODE, &["10.244.1.0/24"], &[]));
+    let back = wait_for(
+        "our annotations published again",
+        Duration::from_secs(10),
+        || fake.node(NODE).filter(|n| ann(n, "backend-type").is_some()),
+        &logs,
+    );
+    assert_eq!(ann(&back, "public-ip").as_deref(), Some("198.51.100.1"));
+    assert!(
+        daemon.log().contains("cause=\"deleted\""),
+        "{}",
+        daemon.log()
+    );
+
     let code = daemon.terminate();
     assert_eq!(code, Some(0), "exit status; log:\n{}", daemon.log());
 }

@@ -38,8 +38,10 @@ pub enum StoreError {
     /// The lease or key does not exist.
     #[error("lease {0} not found")]
     NotFound(String),
-    /// A value in the store could not be decoded.
-    #[error("cannot decode {key}: {reason}")]
+    /// A value in the store could not be decoded. Shown bounded (both parts
+    /// can quote what anyone with write access put in the store, e.g. a
+    /// megabyte-long string in serde's "invalid type" message).
+    #[error("cannot decode {}: {}", shown(key, 200), shown(reason, 300))]
     Decode { key: String, reason: String },
     /// The store could not be reached or answered with an error; retrying
     /// later may succeed.
@@ -62,6 +64,25 @@ pub enum StoreError {
         op: &'static str,
         source: std::io::Error,
     },
+}
+
+/// `text` cut to `max` bytes on a character boundary (marked), control
+/// characters escaped, for error messages that quote store contents.
+fn shown(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    for c in text.chars() {
+        let piece: String = if c.is_control() {
+            c.escape_default().collect()
+        } else {
+            c.to_string()
+        };
+        if out.len() + piece.len() > max {
+            out.push_str(&format!("… ({} bytes in all)", text.len()));
+            return out;
+        }
+        out.push_str(&piece);
+    }
+    out
 }
 
 impl From<crate::alloc::AllocError> for StoreError {
@@ -165,4 +186,29 @@ pub trait LeaseStore: Send + Sync {
     /// by key) are not delivered, and a snapshot leaves it out: a node does
     /// not peer with itself. A removal carries the lease's last attributes.
     async fn watch(&self, from: Revision, own: Option<Lease>) -> Result<LeaseWatch>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decode_errors_quoting_store_contents_stay_short_and_on_one_line() {
+        let e = StoreError::Decode {
+            key: "/coreos.com/network/subnets/10.244.1.0-24".into(),
+            reason: format!(
+                "invalid type: string \"{}\", expected u32",
+                "a".repeat(1 << 20)
+            ),
+        };
+        let text = e.to_string();
+        assert!(text.len() < 600, "{} bytes", text.len());
+        assert!(text.contains("10.244.1.0-24"), "{text}");
+        assert!(text.contains("bytes in all"), "{text}");
+        let e = StoreError::Decode {
+            key: "k\nforged line".into(),
+            reason: "r".into(),
+        };
+        assert_eq!(e.to_string(), "cannot decode k\\nforged line: r");
+    }
 }

@@ -20,7 +20,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, Namespace, Pod, PodSpec, Probe, Service, ServiceAccount, Volume,
 };
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -38,6 +38,18 @@ const KUBE_API_CALLS: &[(&str, &str, &str)] = &[
     ("", "nodes", "watch"),
     // Its own annotations (merge patch) and NetworkUnavailable=False.
     ("", "nodes/status", "patch"),
+];
+
+/// The calls of `--kube-subnet-source lease` on Lease objects of its own
+/// namespace (lease-store/src/kube/lease_store.rs): the namespaced Role
+/// must grant exactly these.
+const LEASE_API_CALLS: &[(&str, &str, &str)] = &[
+    ("coordination.k8s.io", "leases", "get"),
+    ("coordination.k8s.io", "leases", "list"),
+    ("coordination.k8s.io", "leases", "watch"),
+    ("coordination.k8s.io", "leases", "create"),
+    ("coordination.k8s.io", "leases", "update"),
+    ("coordination.k8s.io", "leases", "delete"),
 ];
 
 const MANIFEST: &str = "kube-flannel-rs.yml";
@@ -150,6 +162,8 @@ fn check_doc(doc: &Doc) -> Result<String> {
         ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
             typed::<ClusterRoleBinding>(doc).map(drop)
         }
+        ("rbac.authorization.k8s.io/v1", "Role") => typed::<Role>(doc).map(drop),
+        ("rbac.authorization.k8s.io/v1", "RoleBinding") => typed::<RoleBinding>(doc).map(drop),
         ("apps/v1", "DaemonSet") => typed::<DaemonSet>(doc).map(drop),
         _ => Err(anyhow!(
             "{}: apiVersion {api:?} kind {kind:?} is not checked: add it to check_doc",
@@ -165,6 +179,8 @@ struct Manifest {
     account: ServiceAccount,
     role: ClusterRole,
     binding: ClusterRoleBinding,
+    lease_role: Role,
+    lease_binding: RoleBinding,
     config: ConfigMap,
     daemonset: DaemonSet,
 }
@@ -187,12 +203,15 @@ fn load_manifest() -> Result<Manifest> {
 /// named `what`) into their typed objects.
 fn manifest_of(what: &str, docs: &[Doc]) -> Result<Manifest> {
     let (mut ns, mut sa, mut cr, mut crb, mut cm, mut ds) = (None, None, None, None, None, None);
+    let (mut lr, mut lrb) = (None, None);
     for doc in docs {
         match check_doc(doc)?.as_str() {
             "Namespace" => put(&mut ns, typed(doc)?, doc)?,
             "ServiceAccount" => put(&mut sa, typed(doc)?, doc)?,
             "ClusterRole" => put(&mut cr, typed(doc)?, doc)?,
             "ClusterRoleBinding" => put(&mut crb, typed(doc)?, doc)?,
+            "Role" => put(&mut lr, typed(doc)?, doc)?,
+            "RoleBinding" => put(&mut lrb, typed(doc)?, doc)?,
             "ConfigMap" => put(&mut cm, typed(doc)?, doc)?,
             "DaemonSet" => put(&mut ds, typed(doc)?, doc)?,
             other => bail!("{}: unexpected kind {other}", doc.origin),
@@ -204,6 +223,8 @@ fn manifest_of(what: &str, docs: &[Doc]) -> Result<Manifest> {
         account: sa.ok_or_else(|| missing("ServiceAccount"))?,
         role: cr.ok_or_else(|| missing("ClusterRole"))?,
         binding: crb.ok_or_else(|| missing("ClusterRoleBinding"))?,
+        lease_role: lr.ok_or_else(|| missing("Role (Lease objects)"))?,
+        lease_binding: lrb.ok_or_else(|| missing("RoleBinding (Lease objects)"))?,
         config: cm.ok_or_else(|| missing("ConfigMap"))?,
         daemonset: ds.ok_or_else(|| missing("DaemonSet"))?,
     })
@@ -315,6 +336,8 @@ fn every_manifest_is_a_typed_object_without_unknown_fields() -> Result<()> {
         "ServiceAccount",
         "ClusterRole",
         "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
         "ConfigMap",
         "DaemonSet",
     ]
@@ -465,6 +488,7 @@ fn kube_api_calls_match_the_code() -> Result<()> {
         rust_sources(&repo_root().join(dir), &mut files)?;
     }
     let mut called = BTreeSet::new();
+    let mut lease_called = BTreeSet::new();
     for file in &files {
         let text: String = std::fs::read_to_string(file)?
             .chars()
@@ -473,7 +497,7 @@ fn kube_api_calls_match_the_code() -> Result<()> {
         for (i, _) in text.match_indices("Api<") {
             let rest = &text[i + 4..];
             ensure!(
-                rest.starts_with("Node>"),
+                rest.starts_with("Node>") || rest.starts_with("KLease>"),
                 "{}: an Api<{}..> besides Api<Node>: add its calls to KUBE_API_CALLS and the ClusterRole",
                 file.display(),
                 rest.chars().take(20).collect::<String>()
@@ -482,6 +506,23 @@ fn kube_api_calls_match_the_code() -> Result<()> {
         for (method, res, verb) in API_METHODS {
             if text.contains(&format!("nodes.{method}(")) {
                 called.insert(("".to_string(), res.to_string(), verb.to_string()));
+            }
+        }
+        for (method, verb) in [
+            ("get", "get"),
+            ("list", "list"),
+            ("watch", "watch"),
+            ("create", "create"),
+            ("replace", "update"),
+            ("delete", "delete"),
+            ("patch", "patch"),
+        ] {
+            if text.contains(&format!("leases.{method}(")) {
+                lease_called.insert((
+                    "coordination.k8s.io".to_string(),
+                    "leases".to_string(),
+                    verb.to_string(),
+                ));
             }
         }
         if text.contains("watcher(") {
@@ -496,6 +537,73 @@ fn kube_api_calls_match_the_code() -> Result<()> {
     ensure!(
         called == listed,
         "the code calls {called:?} but KUBE_API_CALLS lists {listed:?}"
+    );
+    let lease_listed: BTreeSet<_> = LEASE_API_CALLS
+        .iter()
+        .map(|(g, r, v)| (g.to_string(), r.to_string(), v.to_string()))
+        .collect();
+    ensure!(
+        lease_called == lease_listed,
+        "the code calls {lease_called:?} on Leases but LEASE_API_CALLS lists {lease_listed:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn lease_role_grants_exactly_the_lease_calls_in_the_daemons_namespace_only() -> Result<()> {
+    let m = load_manifest()?;
+    let ns = m.namespace.metadata.name.as_deref().unwrap_or_default();
+    let sa = m.account.metadata.name.as_deref().unwrap_or_default();
+    ensure!(
+        m.lease_role.metadata.namespace.as_deref() == Some(ns),
+        "the Lease Role must be namespaced to {ns}"
+    );
+    let mut granted = BTreeSet::new();
+    for rule in m.lease_role.rules.iter().flatten() {
+        ensure!(
+            rule.resource_names.is_none() && rule.non_resource_urls.is_none(),
+            "unexpected resourceNames/nonResourceURLs in {rule:?}"
+        );
+        for group in rule.api_groups.iter().flatten() {
+            for res in rule.resources.iter().flatten() {
+                for verb in &rule.verbs {
+                    granted.insert((group.clone(), res.clone(), verb.clone()));
+                }
+            }
+        }
+    }
+    let needed: BTreeSet<_> = LEASE_API_CALLS
+        .iter()
+        .map(|(g, r, v)| (g.to_string(), r.to_string(), v.to_string()))
+        .collect();
+    ensure!(
+        granted == needed,
+        "Lease Role grants {granted:?}, the code needs {needed:?}"
+    );
+    let b = &m.lease_binding;
+    ensure!(b.metadata.namespace.as_deref() == Some(ns));
+    ensure!(
+        b.role_ref.kind == "Role"
+            && Some(b.role_ref.name.as_str()) == m.lease_role.metadata.name.as_deref()
+    );
+    let subjects = b.subjects.as_deref().unwrap_or_default();
+    ensure!(
+        subjects.len() == 1
+            && subjects[0].kind == "ServiceAccount"
+            && subjects[0].name == sa
+            && subjects[0].namespace.as_deref() == Some(ns),
+        "the Lease RoleBinding's subject must be exactly ServiceAccount {ns}/{sa}: {subjects:?}"
+    );
+    // The daemon finds that namespace through POD_NAMESPACE.
+    let c = daemon_container(pod_spec(&m.daemonset)?)?;
+    let env = c.env.iter().flatten().find(|e| e.name == "POD_NAMESPACE");
+    let field = env
+        .and_then(|e| e.value_from.as_ref())
+        .and_then(|v| v.field_ref.as_ref())
+        .map(|f| f.field_path.as_str());
+    ensure!(
+        field == Some("metadata.namespace"),
+        "POD_NAMESPACE must come from metadata.namespace: {env:?}"
     );
     Ok(())
 }
@@ -872,6 +980,236 @@ fn systemd_env_file_detects_or_names_the_al2023_interface() -> Result<()> {
     Ok(())
 }
 
+// ---- metrics: the IPAM mount, deploy/monitoring ----
+
+#[test]
+fn daemon_reads_the_ipam_directory_the_plugin_writes() -> Result<()> {
+    let m = load_manifest()?;
+    let spec = pod_spec(&m.daemonset)?;
+    let daemon = daemon_container(spec)?;
+    let settings = daemon_settings(daemon.args.as_deref().unwrap_or_default(), "node-a")?;
+    let conflist: Value = serde_json::from_str(config_data(&m.config, "cni-conf.json")?)?;
+    let data_dir = conflist["plugins"][0]["dataDir"]
+        .as_str()
+        .ok_or_else(|| anyhow!("conflist has no dataDir"))?;
+    let network = conflist["name"]
+        .as_str()
+        .ok_or_else(|| anyhow!("conflist has no name"))?;
+    // host-local's layout, which the plugin keeps: <dataDir>/<network name>.
+    let want = Path::new(data_dir).join(network);
+    ensure!(
+        settings.ipam_dir.as_deref() == Some(want.as_path()),
+        "--ipam-dir {:?} is not where the plugin writes ({})",
+        settings.ipam_dir,
+        want.display()
+    );
+    ensure!(
+        host_path_at(spec, daemon, Path::new(data_dir)) == Some(data_dir),
+        "the daemon container does not mount the host's {data_dir}"
+    );
+    let mount = daemon
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|v| v.mount_path == data_dir)
+        .ok_or_else(|| anyhow!("no mount at {data_dir}"))?;
+    ensure!(
+        mount.read_only == Some(true),
+        "mount {data_dir} read-only: the daemon only counts"
+    );
+    Ok(())
+}
+
+const PROMTOOL: &str = "/var/cache/flannel-rs/promtool/promtool";
+
+fn kustomize_dir(dir: &Path) -> Result<Vec<Doc>> {
+    let out = Command::new(KUBECTL)
+        .arg("kustomize")
+        .arg(dir)
+        .output()
+        .with_context(|| format!("running {KUBECTL} (build it with scripts/k8s-build.sh)"))?;
+    ensure!(
+        out.status.success(),
+        "kubectl kustomize {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    yaml_docs_from_str(&dir.display().to_string(), &String::from_utf8(out.stdout)?)
+}
+
+fn monitoring() -> Result<(Value, Value)> {
+    let docs = kustomize_dir(&deploy_dir().join("monitoring"))?;
+    let find = |kind: &str| {
+        docs.iter()
+            .find(|d| d.value["kind"] == kind)
+            .map(|d| d.value.clone())
+            .ok_or_else(|| anyhow!("deploy/monitoring has no {kind}"))
+    };
+    Ok((find("PodMonitor")?, find("PrometheusRule")?))
+}
+
+#[test]
+fn podmonitor_scrapes_the_daemonsets_metrics_port() -> Result<()> {
+    let m = load_manifest()?;
+    let (pm, rule) = monitoring()?;
+    let ns = m.namespace.metadata.name.clone().unwrap_or_default();
+    for obj in [&pm, &rule] {
+        ensure!(
+            obj["apiVersion"] == "monitoring.coreos.com/v1" && obj["metadata"]["namespace"] == ns,
+            "{obj}"
+        );
+    }
+    // The selector picks the DaemonSet's pods.
+    let pod_labels = m
+        .daemonset
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|md| md.labels.clone())
+        .unwrap_or_default();
+    let selector = pm["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .ok_or_else(|| anyhow!("PodMonitor without matchLabels"))?;
+    ensure!(!selector.is_empty());
+    for (k, v) in selector {
+        ensure!(
+            pod_labels.get(k).map(String::as_str) == v.as_str(),
+            "PodMonitor selects {k}={v}, the pods have {pod_labels:?}"
+        );
+    }
+    // The port it names is the daemon's metrics port, where --metrics-addr listens.
+    let spec = pod_spec(&m.daemonset)?;
+    let daemon = daemon_container(spec)?;
+    let settings = daemon_settings(daemon.args.as_deref().unwrap_or_default(), "node-a")?;
+    let endpoints = pm["spec"]["podMetricsEndpoints"]
+        .as_array()
+        .ok_or_else(|| anyhow!("no podMetricsEndpoints"))?;
+    ensure!(endpoints.len() == 1, "{endpoints:?}");
+    let port = endpoints[0]["port"].as_str().unwrap_or_default();
+    ensure!(endpoints[0]["path"] == "/metrics");
+    ensure!(
+        Some(named_port(daemon, port)?) == settings.metrics_addr.map(|a| a.port()),
+        "PodMonitor port {port} is not --metrics-addr's"
+    );
+    // The alerts' job label is what the operator gives a PodMonitor's targets.
+    let job = format!(
+        "{}/{}",
+        ns,
+        pm["metadata"]["name"].as_str().unwrap_or_default()
+    );
+    let text = serde_json::to_string(&rule["spec"])?;
+    ensure!(
+        text.contains(&format!("job=\\\"{job}\\\"")),
+        "alerts should select job=\"{job}\""
+    );
+    Ok(())
+}
+
+#[test]
+fn alert_rules_pass_promtool_check_and_unit_tests() -> Result<()> {
+    let (_, rule) = monitoring()?;
+    let dir = tempfile::tempdir()?;
+    let rules = serde_json::json!({"groups": rule["spec"]["groups"]});
+    std::fs::write(
+        dir.path().join("alerts.rules.yaml"),
+        serde_norway::to_string(&rules)?,
+    )?;
+    std::fs::copy(
+        deploy_dir().join("monitoring/tests/alerts.test.yaml"),
+        dir.path().join("alerts.test.yaml"),
+    )?;
+    for args in [
+        ["check", "rules", "alerts.rules.yaml"],
+        ["test", "rules", "alerts.test.yaml"],
+    ] {
+        let out = Command::new(PROMTOOL)
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .with_context(|| format!("running {PROMTOOL} (scripts/setup.sh extracts it)"))?;
+        ensure!(
+            out.status.success(),
+            "promtool {}: {}\n{}{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Every alert has a unit test.
+    let tests = std::fs::read_to_string(deploy_dir().join("monitoring/tests/alerts.test.yaml"))?;
+    for r in rule["spec"]["groups"][0]["rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let name = r["alert"].as_str().unwrap_or_default();
+        ensure!(
+            tests.contains(&format!("alertname: {name}\n")),
+            "alert {name} has no case in deploy/monitoring/tests/alerts.test.yaml"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn alert_rules_use_only_metrics_the_daemon_exports() -> Result<()> {
+    // The daemon's exposition with every operator metric present.
+    let metrics = flanneld::daemon::Metrics::new();
+    let ipam = tempfile::tempdir()?;
+    metrics.ops.set_ipam_dir(Some(ipam.path().to_path_buf()));
+    metrics.ops.set_lease(
+        Some("10.244.1.0/24".parse()?),
+        Some(std::time::SystemTime::now() + std::time::Duration::from_secs(60)),
+    );
+    metrics.ops.set_peers(1, 0);
+    let text = metrics.encode().map_err(|e| anyhow!("{e}"))?;
+    let exported: BTreeSet<String> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .map(str::to_string)
+        .collect();
+    // Prometheus naming: one prefix, no unit or _total on the wrong type.
+    for name in &exported {
+        ensure!(
+            (name.starts_with("flanneld_") || name.starts_with("process_"))
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                && !name.contains("flanneld_flanneld"),
+            "metric name {name:?}"
+        );
+    }
+    let (_, rule) = monitoring()?;
+    let mut used = BTreeSet::new();
+    for r in rule["spec"]["groups"][0]["rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let expr = r["expr"].as_str().unwrap_or_default();
+        let mut word = String::new();
+        for c in expr.chars().chain([' ']) {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                word.push(c);
+            } else {
+                if word.starts_with("flanneld_") || word.starts_with("process_") {
+                    used.insert(std::mem::take(&mut word));
+                }
+                word.clear();
+            }
+        }
+    }
+    ensure!(used.len() >= 5, "{used:?}");
+    let missing: Vec<&String> = used.iter().filter(|u| !exported.contains(*u)).collect();
+    ensure!(
+        missing.is_empty(),
+        "the alerts use {missing:?}, which the daemon does not export (it exports {exported:?})"
+    );
+    Ok(())
+}
+
 // ---- deploy/base + deploy/overlays: kustomize ----
 
 /// The overlays an operator applies (`kubectl apply -k deploy/overlays/X`).
@@ -1041,7 +1379,8 @@ fn the_image_is_named_in_one_place() -> Result<()> {
 }
 
 #[test]
-fn eks_overlay_keeps_off_fargate_sets_mtu_8951_and_changes_nothing_else() -> Result<()> {
+fn eks_overlay_keeps_off_fargate_sets_mtu_8951_selects_lease_subnets_and_changes_nothing_else(
+) -> Result<()> {
     let generic = kustomize("generic")?;
     let eks = kustomize("eks")?;
     let g = manifest_of("generic", &generic)?;
@@ -1104,6 +1443,24 @@ fn eks_overlay_keeps_off_fargate_sets_mtu_8951_and_changes_nothing_else() -> Res
         "the eks overlay changed cni-conf.json"
     );
 
+    // Subnets in Lease objects: EKS assigns no podCIDRs (docs/KUBE-LEASES.md).
+    let source = |m: &Manifest| -> Result<Option<String>> {
+        Ok(daemon_container(pod_spec(&m.daemonset)?)?
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == "FLANNELD_KUBE_SUBNET_SOURCE")
+            .and_then(|e| e.value.clone()))
+    };
+    ensure!(
+        source(&e)?.as_deref() == Some("lease"),
+        "the eks overlay must select --kube-subnet-source lease"
+    );
+    ensure!(
+        source(&g)?.is_none(),
+        "the generic overlay keeps the podCIDR source"
+    );
+
     // Nothing else differs: compare the objects with those two changes undone.
     let undo = |docs: &[Doc]| -> Vec<Value> {
         docs.iter()
@@ -1120,6 +1477,12 @@ fn eks_overlay_keeps_off_fargate_sets_mtu_8951_and_changes_nothing_else() -> Res
                 }
                 if v["kind"] == "DaemonSet" {
                     v["spec"]["template"]["spec"]["affinity"] = Value::Null;
+                    let containers = v["spec"]["template"]["spec"]["containers"].as_array_mut();
+                    for c in containers.into_iter().flatten() {
+                        if let Some(env) = c["env"].as_array_mut() {
+                            env.retain(|e| e["name"] != "FLANNELD_KUBE_SUBNET_SOURCE");
+                        }
+                    }
                 }
                 v
             })
@@ -1127,7 +1490,7 @@ fn eks_overlay_keeps_off_fargate_sets_mtu_8951_and_changes_nothing_else() -> Res
     };
     ensure!(
         undo(&eks) == undo(&generic),
-        "the eks overlay changes more than node affinity and net-conf.json's MTU"
+        "the eks overlay changes more than node affinity, net-conf.json's MTU and the subnet source"
     );
     Ok(())
 }

@@ -232,6 +232,11 @@ struct UpArgs {
     /// error); debug logs when each CNI ADD begins and ends.
     #[arg(long, requires = "kubernetes", default_value = "info")]
     containerd_log_level: String,
+    /// With --kubernetes: the controller manager assigns no podCIDRs (as
+    /// on EKS) and flanneld-rs keeps its subnets in Lease objects
+    /// (`--kube-subnet-source lease`).
+    #[arg(long, requires = "kubernetes")]
+    no_node_cidrs: bool,
     /// On failure, leave what was built for inspection (default: remove it).
     #[arg(long)]
     keep_on_error: bool,
@@ -360,6 +365,7 @@ fn run_up(a: &UpArgs) -> Result<ExitCode, LabError> {
             k8s_bin_dir: Some(a.k8s_bin_dir.clone()),
             image_dir: Some(a.image_dir.clone()),
             containerd_log_level: Some(a.containerd_log_level.clone()),
+            no_node_cidrs: a.no_node_cidrs,
         }),
     };
     match up::up(&opts) {

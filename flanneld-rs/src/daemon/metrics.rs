@@ -17,6 +17,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::backend::{BackendError, ReconcileReport};
+use crate::daemon::ops_metrics::{OpsMetrics, ProcessCollector};
 use crate::daemon::peers::Applied;
 use crate::daemon::validate::{Reason, Rejection};
 use crate::userspace::counters::Counters;
@@ -86,6 +87,12 @@ pub struct Metrics {
     /// rules cover them; 0 once retired or when none were found).
     pub go_iptables_chains: Gauge,
     datapath: Arc<DatapathCollector>,
+    store_rejects: Arc<StoreRejectsCollector>,
+    /// Pod addresses, peers known/failed, lease seconds left, build info
+    /// (ops_metrics.rs).
+    pub ops: Arc<OpsMetrics>,
+    /// `process_*`, which by convention carry no prefix.
+    process_registry: Registry,
 }
 
 /// The userspace datapath's packet counters, read from its atomics at
@@ -170,8 +177,15 @@ impl Metrics {
             lost_subnets: Gauge::default(),
             go_iptables_chains: Gauge::default(),
             datapath: Arc::default(),
+            store_rejects: Arc::default(),
+            ops: Arc::default(),
+            process_registry: Registry::default(),
         };
         registry.register_collector(Box::new(m.datapath.clone()));
+        registry.register_collector(Box::new(m.store_rejects.clone()));
+        registry.register_collector(Box::new(m.ops.clone()));
+        let mut process_registry = Registry::default();
+        process_registry.register_collector(Box::new(ProcessCollector));
         registry.register("peers", "Peers programmed in the datapath", m.peers.clone());
         registry.register(
             "lease_expiry_timestamp_seconds",
@@ -272,7 +286,11 @@ impl Metrics {
             m.peer_leases_rejected.get_or_create(&label).set(0);
             m.peer_lease_rejections.get_or_create(&label).inc_by(0);
         }
-        Metrics { registry, ..m }
+        Metrics {
+            registry,
+            process_registry,
+            ..m
+        }
     }
 
     /// Exports a datapath's counters (`Backend::datapath_counters`) from
@@ -383,6 +401,7 @@ impl Metrics {
     }
 
     pub fn set_lease_expiry(&self, expiration: Option<SystemTime>) {
+        self.ops.set_lease_expiry(expiration);
         let secs = expiration
             .and_then(|e| e.duration_since(SystemTime::UNIX_EPOCH).ok())
             .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
@@ -390,11 +409,57 @@ impl Metrics {
         self.lease_expiry.set(secs);
     }
 
+    /// Exports the lease store's count of skipped (unusable) lease records
+    /// from now on: `flanneld_store_rejected_leases_total`.
+    pub fn set_store_rejects(&self, read: Arc<dyn Fn() -> u64 + Send + Sync>) {
+        match self.store_rejects.read.lock() {
+            Ok(mut r) => *r = Some(read),
+            Err(poisoned) => *poisoned.into_inner() = Some(read),
+        }
+    }
+
     /// The exposition text.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        encode_registry(&mut out, &self.registry)?;
+        encode_registry(&mut out, &self.process_registry)?;
+        encode_eof(&mut out)?;
         Ok(out)
+    }
+}
+
+/// The lease store's count of records it skipped as unusable (the
+/// Kubernetes Lease-object store: garbage, duplicates), read at scrape
+/// time. Nothing is exported for stores that do not count.
+#[derive(Default)]
+struct StoreRejectsCollector {
+    read: Mutex<Option<Arc<dyn Fn() -> u64 + Send + Sync>>>,
+}
+
+impl std::fmt::Debug for StoreRejectsCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreRejectsCollector")
+    }
+}
+
+impl Collector for StoreRejectsCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let read = match self.read.lock() {
+            Ok(r) => r.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        let Some(read) = read else {
+            return Ok(());
+        };
+        let counter = ConstCounter::new(read());
+        let metric = encoder.encode_descriptor(
+            "store_rejected_leases",
+            "Lease records the store skipped as unusable (unreadable, or a second lease of one node), each distinct problem once",
+            None,
+            counter.metric_type(),
+        )?;
+        counter.encode(metric)
     }
 }
 
@@ -428,7 +493,13 @@ mod tests {
         m.set_lease_expiry(Some(
             SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
         ));
+        assert!(!m.encode().unwrap().contains("store_rejected_leases"));
+        m.set_store_rejects(Arc::new(|| 3));
         let text = m.encode().unwrap();
+        assert!(
+            text.contains("flanneld_store_rejected_leases_total 3"),
+            "{text}"
+        );
         for want in [
             "flanneld_peers 3",
             "flanneld_lease_expiry_timestamp_seconds 1700000000",

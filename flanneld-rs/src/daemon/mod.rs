@@ -4,6 +4,7 @@
 pub mod health;
 pub mod logs;
 pub mod metrics;
+pub mod ops_metrics;
 pub mod peers;
 pub mod renew;
 pub mod run;

@@ -521,6 +521,7 @@ impl LeaseLoop {
         let subnet = lease.subnet.ok_or(DaemonError::LeaseWithoutSubnet)?;
         self.metrics.lease_acquisitions.inc();
         self.metrics.set_lease_expiry(lease.expiration);
+        self.metrics.ops.set_lease(Some(subnet), lease.expiration);
         info!(%subnet, expires = %logs::expiry(lease.expiration), "lease acquired");
         self.readiness.set_lease(true);
         self.peers.set_own_lease(&lease);
@@ -573,12 +574,13 @@ impl LeaseLoop {
                 // Once: it is retried at every resync.
                 if !self.go_chains_kept_logged {
                     self.go_chains_kept_logged = true;
-                    warn!(error = %e, "cannot remove Go flanneld's iptables chains; retrying at every resync")
+                    warn!(error = %logs::err(&e), "cannot remove Go flanneld's iptables chains; retrying at every resync")
                 }
             }
-            Err(e) => {
-                warn!(error = %e, "Go iptables cleanup task failed; retrying at the next resync")
-            }
+            Err(e) => self.warn_limited(
+                "Go iptables cleanup task failed; retrying at the next resync",
+                &e,
+            ),
         }
     }
 
@@ -689,6 +691,9 @@ impl LeaseLoop {
         let result = self.backend.reconcile(&peers).await;
         let took = start.elapsed();
         self.metrics.record_reconcile(trigger, took, &result);
+        if let Ok(report) = &result {
+            self.metrics.ops.set_peers(peers.len(), report.errors.len());
+        }
         match &result {
             Ok(report) => {
                 let changed: u64 = report.changes.iter().map(|(_, n)| n).sum();

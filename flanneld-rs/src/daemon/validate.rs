@@ -154,7 +154,7 @@ pub fn check(lease: &Lease, subnet: Ipv4Net, rules: &Rules) -> Result<(), (Reaso
         return Err((
             Reason::SubnetLength,
             format!(
-                "subnet {subnet} is a /{}, the network config's SubnetLen is {}",
+                "subnet {subnet} is a /{}; this cluster's subnets are /{}",
                 subnet.prefix_len(),
                 rules.subnet_len
             ),

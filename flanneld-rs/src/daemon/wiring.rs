@@ -8,11 +8,11 @@ use std::path::Path;
 
 use lease_store::embedded::EmbeddedStore;
 use lease_store::etcd::{EtcdOptions, EtcdStore};
-use lease_store::kube::{ClientSource, KubeOptions, KubeStore};
+use lease_store::kube::{ClientSource, KubeLeaseOptions, KubeLeaseStore, KubeOptions, KubeStore};
 use lease_store::{LeaseStore, NetworkConfig, StoreError};
 
 use crate::backend::{self, Backend};
-use crate::cli::StoreSettings;
+use crate::cli::{KubeSubnetSource, StoreSettings};
 use crate::masq::nft::NftMasq;
 use crate::masq::Masquerade;
 use crate::netlink::Netlink;
@@ -40,6 +40,7 @@ pub async fn open_store(
     settings: &StoreSettings,
     ttl: Duration,
     net_conf: Option<&str>,
+    metrics: Option<&crate::daemon::metrics::Metrics>,
 ) -> Result<Arc<dyn LeaseStore>, WiringError> {
     match settings {
         StoreSettings::Etcd(e) => {
@@ -71,6 +72,19 @@ pub async fn open_store(
             let client = lease_store::kube::client(&source)
                 .await
                 .map_err(|e| WiringError::Kube(e.to_string()))?;
+            if let (KubeSubnetSource::Lease, Some(ns)) = (k.subnet_source, &k.namespace) {
+                let mut opts = KubeLeaseOptions::new(ns.clone(), config);
+                opts.node_name = Some(k.node_name.clone());
+                opts.prefix = k.annotation_prefix.clone();
+                opts.ttl = ttl;
+                opts.publish_node = true;
+                let store = KubeLeaseStore::new(client, opts);
+                if let Some(m) = metrics {
+                    let rejects = store.rejects();
+                    m.set_store_rejects(Arc::new(move || rejects.total()));
+                }
+                return Ok(Arc::new(store));
+            }
             let mut opts = KubeOptions::new(k.node_name.clone(), config);
             opts.prefix = k.annotation_prefix.clone();
             Ok(Arc::new(KubeStore::new(client, opts)))

@@ -10,8 +10,16 @@
 //!   nothing, a subnet is freed when the Node object is deleted;
 //! - `reserve` is unsupported (assign podCIDRs through Kubernetes);
 //! - revisions are the API server's resourceVersions.
+//!
+//! The `lease` subnet source ([`KubeLeaseStore`], for clusters whose control
+//! plane assigns no podCIDRs, as EKS) keeps one `coordination.k8s.io/v1`
+//! Lease object per subnet instead, and allocates, renews, expires and
+//! reserves like the etcd store.
 
 mod client;
+pub mod lease_map;
+mod lease_store;
+mod lease_view;
 pub mod mapping;
 mod store;
 #[cfg(feature = "kube-testing")]
@@ -20,5 +28,6 @@ mod view;
 mod watch;
 
 pub use client::{client, ClientSource};
+pub use lease_store::{KubeLeaseOptions, KubeLeaseStore};
 pub use mapping::{MapError, DEFAULT_PREFIX};
 pub use store::{KubeOptions, KubeStore};

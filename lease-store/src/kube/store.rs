@@ -215,7 +215,7 @@ impl KubeStore {
     }
 }
 
-fn rfc3339_now() -> String {
+pub(super) fn rfc3339_now() -> String {
     k8s_openapi::jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%SZ")
         .to_string()

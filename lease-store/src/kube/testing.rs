@@ -64,6 +64,11 @@ struct Inner {
     list_requests: Vec<ListRequest>,
     pagings: BTreeMap<u64, Paging>,
     next_paging: u64,
+    /// `coordination.k8s.io/v1` Leases by "namespace/name".
+    leases: BTreeMap<String, Arc<Value>>,
+    /// Their (resourceVersion, type, object) after `oldest`.
+    lease_history: VecDeque<(u64, &'static str, Arc<Value>)>,
+    next_uid: u64,
 }
 
 struct Shared {
@@ -233,6 +238,9 @@ impl FakeApi {
                 list_requests: Vec::new(),
                 pagings: BTreeMap::new(),
                 next_paging: 0,
+                leases: BTreeMap::new(),
+                lease_history: VecDeque::new(),
+                next_uid: 0,
             }),
             changed,
             bookmark_every,
@@ -243,6 +251,14 @@ impl FakeApi {
             .route(
                 "/api/v1/nodes/{name}/status",
                 get(get_node).patch(patch_status),
+            )
+            .route(
+                "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases",
+                get(lease_list_or_watch).post(lease_create),
+            )
+            .route(
+                "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{name}",
+                get(lease_get).put(lease_replace).delete(lease_delete),
             )
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -390,7 +406,26 @@ impl FakeApi {
                 .nodes
                 .remove(name)
                 .unwrap_or_else(|| panic!("fake API: no node {name} to delete"));
-            Self::record(&mut g, "DELETED", Value::clone(&node)).0
+            let rv = Self::record(&mut g, "DELETED", Value::clone(&node)).0;
+            // The garbage collector's part: Leases owned by the node go.
+            let uid = node["metadata"]["uid"].clone();
+            let owned: Vec<String> = g
+                .leases
+                .iter()
+                .filter(|(_, l)| {
+                    l["metadata"]["ownerReferences"]
+                        .as_array()
+                        .is_some_and(|o| o.iter().any(|r| r["uid"] == uid))
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            let mut rv = rv;
+            for k in owned {
+                if let Some(l) = g.leases.remove(&k) {
+                    rv = record_lease(&mut g, "DELETED", Value::clone(&l)).0;
+                }
+            }
+            rv
         };
         self.notify(rv);
         rv
@@ -423,6 +458,7 @@ impl FakeApi {
         g.oldest = g.rv;
         let oldest = g.oldest;
         g.history.retain(|(rv, _, _)| *rv > oldest);
+        g.lease_history.retain(|(rv, _, _)| *rv > oldest);
     }
 
     /// Ends every open watch, as an API server restart or a watch timeout
@@ -447,6 +483,7 @@ impl FakeApi {
             g.oldest = g.rv;
             let oldest = g.oldest;
             g.history.retain(|(rv, _, _)| *rv > oldest);
+            g.lease_history.retain(|(rv, _, _)| *rv > oldest);
             g.rv
         };
         self.notify(rv);
@@ -577,6 +614,7 @@ async fn list_or_watch(
         epoch,
         bookmarks,
         deadline: tokio::time::Instant::now() + timeout,
+        leases: None,
     };
     let body = futures::stream::unfold(st, |mut st| async move {
         st.next()
@@ -712,6 +750,8 @@ struct WatchState {
     epoch: u64,
     bookmarks: bool,
     deadline: tokio::time::Instant,
+    /// `None`: a node watch; else a Lease watch of one namespace.
+    leases: Option<LeaseFilter>,
 }
 
 impl WatchState {
@@ -739,8 +779,14 @@ impl WatchState {
                     continue;
                 }
                 let from = self.cursor;
-                for (rv, kind, obj) in g.history.iter().filter(|(rv, _, _)| *rv > from) {
-                    self.pending.push_back(line(kind, obj));
+                let history = match &self.leases {
+                    None => &g.history,
+                    Some(_) => &g.lease_history,
+                };
+                for (rv, kind, obj) in history.iter().filter(|(rv, _, _)| *rv > from) {
+                    if self.leases.as_ref().is_none_or(|f| f.matches(obj)) {
+                        self.pending.push_back(line(kind, obj));
+                    }
                     self.cursor = *rv;
                 }
                 self.cursor = self.cursor.max(g.rv);
@@ -764,5 +810,357 @@ impl WatchState {
                 _ = tokio::time::sleep_until(self.deadline) => return None,
             }
         }
+    }
+}
+
+// ------------------------------------------------------------------ Leases
+
+fn record_lease(inner: &mut Inner, kind: &'static str, mut obj: Value) -> (u64, Arc<Value>) {
+    inner.rv += 1;
+    let rv = inner.rv;
+    obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+    let obj = Arc::new(obj);
+    inner.lease_history.push_back((rv, kind, obj.clone()));
+    (rv, obj)
+}
+
+/// Which Leases a list or watch wants: one namespace, and the labels of an
+/// equality-only selector (`a=b,c=d`; a bare `a` asks for the label to
+/// exist).
+struct LeaseFilter {
+    ns: String,
+    labels: Vec<(String, Option<String>)>,
+}
+
+impl LeaseFilter {
+    /// Err: the message of a 400 answer.
+    fn new(ns: String, q: &HashMap<String, String>) -> Result<Self, String> {
+        let mut labels = Vec::new();
+        for term in q
+            .get("labelSelector")
+            .map(String::as_str)
+            .unwrap_or("")
+            .split(',')
+            .filter(|t| !t.is_empty())
+        {
+            if term.contains("!=") || term.contains(" in ") || term.contains(' ') {
+                return Err(format!(
+                    "the fake API server only knows equality selectors, not {term:?}"
+                ));
+            }
+            match term.split_once('=') {
+                Some((k, v)) => {
+                    labels.push((k.to_string(), Some(v.trim_start_matches('=').to_string())))
+                }
+                None => labels.push((term.to_string(), None)),
+            }
+        }
+        Ok(LeaseFilter { ns, labels })
+    }
+
+    fn matches(&self, obj: &Value) -> bool {
+        obj["metadata"]["namespace"].as_str() == Some(self.ns.as_str())
+            && self.labels.iter().all(|(k, v)| {
+                let have = obj["metadata"]["labels"][k].as_str();
+                match v {
+                    Some(v) => have == Some(v.as_str()),
+                    None => have.is_some(),
+                }
+            })
+    }
+}
+
+fn lease_key(ns: &str, name: &str) -> String {
+    format!("{ns}/{name}")
+}
+
+fn not_found(name: &str) -> Response {
+    status_response(
+        404,
+        "NotFound",
+        format!("leases.coordination.k8s.io \"{name}\" not found"),
+    )
+}
+
+fn conflict(name: &str) -> Response {
+    status_response(
+        409,
+        "Conflict",
+        format!("Operation cannot be fulfilled on leases.coordination.k8s.io \"{name}\": the object has been modified; please apply your changes to the latest version and try again"),
+    )
+}
+
+async fn lease_list_or_watch(
+    State(s): State<Arc<Shared>>,
+    Path(ns): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let filter = match LeaseFilter::new(ns, &q) {
+        Ok(f) => f,
+        Err(msg) => return status_response(400, "BadRequest", msg),
+    };
+    let watch = matches!(q.get("watch").map(String::as_str), Some("true" | "1"));
+    if !watch {
+        // Unpaginated: a server may answer a `limit` with everything and no
+        // continue token, and clients must take that.
+        let g = s.lock();
+        let items: Vec<&Value> = g
+            .leases
+            .values()
+            .filter(|l| filter.matches(l))
+            .map(|l| l.as_ref())
+            .collect();
+        return axum::Json(json!({
+            "kind": "LeaseList", "apiVersion": "coordination.k8s.io/v1",
+            "metadata": { "resourceVersion": g.rv.to_string() },
+            "items": items,
+        }))
+        .into_response();
+    }
+    let from = q.get("resourceVersion").cloned().unwrap_or_default();
+    let bookmarks = q.get("allowWatchBookmarks").map(String::as_str) == Some("true");
+    let timeout = q
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(1800));
+    let mut first = VecDeque::new();
+    let (cursor, epoch) = {
+        let mut g = s.lock();
+        g.watch_requests.push(from.clone());
+        match from.parse::<u64>() {
+            Err(_) | Ok(0) => {
+                for l in g.leases.values().filter(|l| filter.matches(l)) {
+                    first.push_back(line("ADDED", l));
+                }
+                (g.rv, g.epoch)
+            }
+            Ok(rv) if rv < g.oldest => {
+                let st = status(
+                    410,
+                    "Expired",
+                    format!("too old resource version: {rv} ({})", g.oldest),
+                );
+                first.push_back(line("ERROR", &st));
+                (u64::MAX, g.epoch)
+            }
+            Ok(rv) => (rv, g.epoch),
+        }
+    };
+    let st = WatchState {
+        shared: s.clone(),
+        rx: s.changed.subscribe(),
+        pending: first,
+        cursor,
+        epoch,
+        bookmarks,
+        deadline: tokio::time::Instant::now() + timeout,
+        leases: Some(filter),
+    };
+    let body = futures::stream::unfold(st, |mut st| async move {
+        st.next()
+            .await
+            .map(|b| (Ok::<_, std::convert::Infallible>(b), st))
+    });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from_stream(body))
+        .unwrap_or_else(|e| status_response(500, "InternalError", e.to_string()))
+}
+
+/// Err: the code, reason and message of the answer.
+type Refusal = (u16, &'static str, String);
+
+fn parse_lease(body: &Bytes) -> Result<Value, Refusal> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| (400, "BadRequest", format!("invalid Lease: {e}")))?;
+    if v["spec"]["leaseDurationSeconds"]
+        .as_i64()
+        .is_some_and(|d| d <= 0)
+    {
+        return Err((
+            422,
+            "Invalid",
+            "spec.leaseDurationSeconds: Invalid value: must be greater than 0".into(),
+        ));
+    }
+    Ok(v)
+}
+
+async fn lease_create(
+    State(s): State<Arc<Shared>>,
+    Path(ns): Path<String>,
+    body: Bytes,
+) -> Response {
+    let mut obj = match parse_lease(&body) {
+        Ok(v) => v,
+        Err((code, reason, msg)) => return status_response(code, reason, msg),
+    };
+    let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+    if name.is_empty() {
+        return status_response(422, "Invalid", "metadata.name: Required value".into());
+    }
+    if obj["metadata"]["resourceVersion"].is_string() {
+        return status_response(
+            422,
+            "Invalid",
+            "metadata.resourceVersion: Invalid value: must be not be specified for a create".into(),
+        );
+    }
+    let (rv, stored) = {
+        let mut g = s.lock();
+        let key = lease_key(&ns, &name);
+        if g.leases.contains_key(&key) {
+            return status_response(
+                409,
+                "AlreadyExists",
+                format!("leases.coordination.k8s.io \"{name}\" already exists"),
+            );
+        }
+        g.next_uid += 1;
+        obj["metadata"]["uid"] = json!(format!("lease-uid-{}", g.next_uid));
+        obj["metadata"]["namespace"] = json!(ns);
+        obj["metadata"]["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
+        let (rv, stored) = record_lease(&mut g, "ADDED", obj);
+        g.leases.insert(key, stored.clone());
+        (rv, stored)
+    };
+    s.changed.send_replace(rv);
+    (StatusCode::CREATED, axum::Json(Value::clone(&stored))).into_response()
+}
+
+async fn lease_get(
+    State(s): State<Arc<Shared>>,
+    Path((ns, name)): Path<(String, String)>,
+) -> Response {
+    match s.lock().leases.get(&lease_key(&ns, &name)) {
+        Some(l) => axum::Json(Value::clone(l)).into_response(),
+        None => not_found(&name),
+    }
+}
+
+/// PUT: a whole new object; with a resourceVersion only if it is the
+/// current one (409 otherwise), as the API server does.
+async fn lease_replace(
+    State(s): State<Arc<Shared>>,
+    Path((ns, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let mut obj = match parse_lease(&body) {
+        Ok(v) => v,
+        Err((code, reason, msg)) => return status_response(code, reason, msg),
+    };
+    let (rv, stored) = {
+        let mut g = s.lock();
+        let key = lease_key(&ns, &name);
+        let Some(cur) = g.leases.get(&key).cloned() else {
+            return not_found(&name);
+        };
+        if let Some(want) = obj["metadata"]["resourceVersion"].as_str() {
+            if cur["metadata"]["resourceVersion"].as_str() != Some(want) {
+                return conflict(&name);
+            }
+        }
+        for k in ["uid", "creationTimestamp", "namespace"] {
+            obj["metadata"][k] = cur["metadata"][k].clone();
+        }
+        let (rv, stored) = record_lease(&mut g, "MODIFIED", obj);
+        g.leases.insert(key, stored.clone());
+        (rv, stored)
+    };
+    s.changed.send_replace(rv);
+    axum::Json(Value::clone(&stored)).into_response()
+}
+
+async fn lease_delete(
+    State(s): State<Arc<Shared>>,
+    Path((ns, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let opts: Value = if body.is_empty() {
+        json!({})
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(e) => {
+                return status_response(400, "BadRequest", format!("invalid DeleteOptions: {e}"))
+            }
+        }
+    };
+    let (rv, old) = {
+        let mut g = s.lock();
+        let key = lease_key(&ns, &name);
+        let Some(cur) = g.leases.get(&key).cloned() else {
+            return not_found(&name);
+        };
+        if let Some(want) = opts["preconditions"]["resourceVersion"].as_str() {
+            if cur["metadata"]["resourceVersion"].as_str() != Some(want) {
+                return conflict(&name);
+            }
+        }
+        g.leases.remove(&key);
+        record_lease(&mut g, "DELETED", Value::clone(&cur))
+    };
+    s.changed.send_replace(rv);
+    axum::Json(Value::clone(&old)).into_response()
+}
+
+impl FakeApi {
+    /// A Lease object as stored (for tests that check what was written).
+    pub fn lease(&self, ns: &str, name: &str) -> Option<Value> {
+        self.shared
+            .lock()
+            .leases
+            .get(&lease_key(ns, name))
+            .map(|l| Value::clone(l))
+    }
+
+    /// Every Lease of a namespace, by name.
+    pub fn leases(&self, ns: &str) -> BTreeMap<String, Value> {
+        let prefix = format!("{ns}/");
+        self.shared
+            .lock()
+            .leases
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix(&prefix)?.to_string(), Value::clone(v))))
+            .collect()
+    }
+
+    /// Writes a Lease as an operator's `kubectl apply` would (created or
+    /// replaced unconditionally); returns its resourceVersion.
+    pub fn put_lease(&self, ns: &str, mut obj: Value) -> u64 {
+        let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+        let rv = {
+            let mut g = self.shared.lock();
+            let key = lease_key(ns, &name);
+            let kind = if g.leases.contains_key(&key) {
+                "MODIFIED"
+            } else {
+                "ADDED"
+            };
+            obj["metadata"]["namespace"] = json!(ns);
+            let (rv, stored) = record_lease(&mut g, kind, obj);
+            g.leases.insert(key, stored);
+            rv
+        };
+        self.notify(rv);
+        rv
+    }
+
+    /// Creates many Leases in one go (no wake-ups in between): for the
+    /// benchmark.
+    pub fn put_leases(&self, ns: &str, objs: impl IntoIterator<Item = Value>) -> u64 {
+        let rv = {
+            let mut g = self.shared.lock();
+            for mut obj in objs {
+                let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+                obj["metadata"]["namespace"] = json!(ns);
+                let (_, stored) = record_lease(&mut g, "ADDED", obj);
+                g.leases.insert(lease_key(ns, &name), stored);
+            }
+            g.rv
+        };
+        self.notify(rv);
+        rv
     }
 }

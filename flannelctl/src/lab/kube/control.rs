@@ -73,14 +73,25 @@ pub fn apiserver_argv(bin: &Path, pki: &Pki, etcd: &str, audit_dir: &Path) -> Ve
     ]
 }
 
+/// `node_cidrs`: the cluster network and per-node subnet length to assign
+/// podCIDRs from; `None` turns the allocation off (EKS's situation).
 pub fn controller_manager_argv(
     bin: &Path,
     pki: &Pki,
-    cluster_cidr: &str,
-    node_cidr_len: u8,
+    node_cidrs: Option<(&str, u8)>,
 ) -> Vec<String> {
     let kc = s(&pki.kubeconfig("controller-manager"));
-    vec![
+    let allocation = match node_cidrs {
+        // What Kubernetes mode's `node` source needs: node.spec.podCIDR
+        // from the cluster network, one subnet of SubnetLen per node.
+        Some((cluster_cidr, node_cidr_len)) => vec![
+            "--allocate-node-cidrs=true".to_string(),
+            format!("--cluster-cidr={cluster_cidr}"),
+            format!("--node-cidr-mask-size={node_cidr_len}"),
+        ],
+        None => vec!["--allocate-node-cidrs=false".to_string()],
+    };
+    let mut argv = vec![
         s(&bin.join("kube-controller-manager")),
         format!("--kubeconfig={kc}"),
         format!("--authentication-kubeconfig={kc}"),
@@ -88,11 +99,6 @@ pub fn controller_manager_argv(
         "--leader-elect=false".into(),
         // Each controller acts with its own service account, as in kubeadm.
         "--use-service-account-credentials=true".into(),
-        // What Kubernetes mode needs: node.spec.podCIDR from the cluster
-        // network, one subnet of SubnetLen per node.
-        "--allocate-node-cidrs=true".into(),
-        format!("--cluster-cidr={cluster_cidr}"),
-        format!("--node-cidr-mask-size={node_cidr_len}"),
         format!("--service-cluster-ip-range={SERVICE_CIDR}"),
         format!("--service-account-private-key-file={}", s(&pki.sa_key())),
         format!("--root-ca-file={}", s(&pki.ca())),
@@ -101,7 +107,9 @@ pub fn controller_manager_argv(
         "--bind-address=127.0.0.1".into(),
         "--port=0".into(),
         "--v=1".into(),
-    ]
+    ];
+    argv.splice(6..6, allocation);
+    argv
 }
 
 pub fn scheduler_argv(bin: &Path, pki: &Pki) -> Vec<String> {
@@ -130,6 +138,9 @@ pub struct Spec<'a> {
     /// The cluster network and the per-node subnet length.
     pub cluster_cidr: &'a str,
     pub node_cidr_len: u8,
+    /// The controller manager assigns node.spec.podCIDR (false: as on EKS,
+    /// for the `lease` subnet source).
+    pub allocate_node_cidrs: bool,
     /// Logs, the audit policy and the audit log go here.
     pub dir: &'a Path,
     /// How long the API server may take to become ready.
@@ -150,6 +161,7 @@ pub fn start(
         etcd,
         cluster_cidr,
         node_cidr_len,
+        allocate_node_cidrs,
         dir,
         within,
     } = *spec;
@@ -159,16 +171,24 @@ pub fn start(
         source,
     })?;
     let log = |n: &str| -> PathBuf { dir.join(format!("{n}.log")) };
-    let apiserver = process::spawn_detached(
-        infra,
-        &apiserver_argv(bin, pki, etcd, dir),
-        &log("kube-apiserver"),
-    )?;
+    let mut api_argv = apiserver_argv(bin, pki, etcd, dir);
+    if !allocate_node_cidrs {
+        // The `lease` source's lab: Lease watches go to etcd, not the
+        // watch cache, so that a compaction of the lab's etcd reaches a
+        // watcher as 410 Gone (as a long disconnection does in
+        // production); the conformance suite's relist check needs that.
+        api_argv.push("--watch-cache-sizes=leases.coordination.k8s.io#0".into());
+    }
+    let apiserver = process::spawn_detached(infra, &api_argv, &log("kube-apiserver"))?;
     record("kube-apiserver", &apiserver)?;
     wait_ready(infra, bin, pki, &apiserver, within)?;
     let controller_manager = process::spawn_detached(
         infra,
-        &controller_manager_argv(bin, pki, cluster_cidr, node_cidr_len),
+        &controller_manager_argv(
+            bin,
+            pki,
+            allocate_node_cidrs.then_some((cluster_cidr, node_cidr_len)),
+        ),
         &log("kube-controller-manager"),
     )?;
     record("kube-controller-manager", &controller_manager)?;
@@ -242,7 +262,11 @@ mod tests {
         let pki = Pki {
             dir: "/x/pki".into(),
         };
-        let v = controller_manager_argv(Path::new("/k"), &pki, "10.50.0.0/16", 26).join(" ");
+        let v = controller_manager_argv(Path::new("/k"), &pki, None).join(" ");
+        assert!(v.contains("--allocate-node-cidrs=false"), "{v}");
+        assert!(!v.contains("--cluster-cidr"), "{v}");
+        let v =
+            controller_manager_argv(Path::new("/k"), &pki, Some(("10.50.0.0/16", 26))).join(" ");
         assert!(v.starts_with("/k/kube-controller-manager "), "{v}");
         assert!(
             v.contains(

@@ -86,6 +86,45 @@ pub fn prepare_manifest(
     Ok(images)
 }
 
+/// Makes the DaemonSet's flanneld-rs container keep its subnets in Lease
+/// objects (`FLANNELD_KUBE_SUBNET_SOURCE=lease`), as the EKS overlay does.
+/// Pure, so it is unit-tested.
+pub fn select_lease_source(list: &mut serde_json::Value) -> Result<(), KubeError> {
+    let mut done = false;
+    let items = list
+        .get_mut("items")
+        .and_then(|i| i.as_array_mut())
+        .ok_or_else(|| KubeError::Manifest("not a List of objects".into()))?;
+    for item in items.iter_mut().filter(|i| i["kind"] == "DaemonSet") {
+        let containers = item["spec"]["template"]["spec"]["containers"].as_array_mut();
+        for c in containers.into_iter().flatten() {
+            let is_daemon = c["args"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x == "--kube-subnet-mgr"));
+            if !is_daemon {
+                continue;
+            }
+            let env = c
+                .as_object_mut()
+                .map(|o| o.entry("env").or_insert_with(|| serde_json::json!([])));
+            if let Some(serde_json::Value::Array(env)) = env {
+                env.retain(|e| e["name"] != "FLANNELD_KUBE_SUBNET_SOURCE");
+                env.push(
+                    serde_json::json!({"name": "FLANNELD_KUBE_SUBNET_SOURCE", "value": "lease"}),
+                );
+                done = true;
+            }
+        }
+    }
+    if done {
+        Ok(())
+    } else {
+        Err(KubeError::Manifest(
+            "no DaemonSet container running flanneld-rs --kube-subnet-mgr to switch to Lease objects".into(),
+        ))
+    }
+}
+
 /// kubectl's `-o json` of several objects: one JSON document after the
 /// other (1.20 prints no List), gathered into a `List`.
 pub fn parse_objects(text: &str) -> Result<serde_json::Value, KubeError> {
@@ -111,6 +150,7 @@ pub fn apply_manifest(
     kubeconfig: &Path,
     manifest: &str,
     net_conf: &str,
+    lease_source: bool,
 ) -> Result<Vec<String>, KubeError> {
     let json = run_input(
         infra,
@@ -121,6 +161,9 @@ pub fn apply_manifest(
     )?;
     let mut list = parse_objects(&json)?;
     let images = prepare_manifest(&mut list, net_conf)?;
+    if lease_source {
+        select_lease_source(&mut list)?;
+    }
     run_input(
         infra,
         bin,
@@ -174,6 +217,29 @@ mod tests {
         l["items"].as_array_mut().unwrap().remove(1);
         let e = prepare_manifest(&mut l, "{}").unwrap_err().to_string();
         assert!(e.contains("flannel-rs-cfg"), "{e}");
+    }
+
+    #[test]
+    fn the_lease_source_is_set_on_the_daemon_container_only() {
+        let mut l = serde_json::json!({"kind": "List", "items": [
+            {"kind": "DaemonSet", "spec": {"template": {"spec": {"containers": [
+                {"name": "flanneld-rs", "args": ["--kube-subnet-mgr"],
+                 "env": [{"name": "NODE_NAME", "value": "x"}]},
+                {"name": "sidecar", "args": ["--other"]}
+            ]}}}}
+        ]});
+        select_lease_source(&mut l).unwrap();
+        select_lease_source(&mut l).unwrap();
+        let c = &l["items"][0]["spec"]["template"]["spec"]["containers"];
+        let env = c[0]["env"].as_array().unwrap();
+        assert_eq!(env.len(), 2, "set once: {env:?}");
+        assert_eq!(env[1]["value"], "lease");
+        assert!(c[1].get("env").is_none());
+        let mut none = serde_json::json!({"kind": "List", "items": []});
+        assert!(select_lease_source(&mut none)
+            .unwrap_err()
+            .to_string()
+            .contains("--kube-subnet-mgr"));
     }
 
     #[test]

@@ -127,6 +127,9 @@ pub struct KubeOptions {
     pub image_dir: Option<PathBuf>,
     /// containerd's log level on every node (default info).
     pub containerd_log_level: Option<String>,
+    /// The controller manager assigns no podCIDRs (EKS's situation) and
+    /// the DaemonSet runs with `--kube-subnet-source lease`.
+    pub no_node_cidrs: bool,
 }
 
 pub fn api_server_url() -> String {
@@ -394,6 +397,7 @@ pub fn up(o: &UpOptions, k: &KubeOptions) -> Result<LabState, LabError> {
         etcd: &etcd_url,
         cluster_cidr: &o.network,
         node_cidr_len: o.subnet_len,
+        allocate_node_cidrs: !k.no_node_cidrs,
         dir: &dir,
         within: phase,
     };
@@ -413,7 +417,14 @@ pub fn up(o: &UpOptions, k: &KubeOptions) -> Result<LabState, LabError> {
         &manifest_net_conf,
         &std::fs::read_to_string(&st.net_config_path).unwrap_or_default(),
     )?;
-    let images = kubectl::apply_manifest(&infra, &k8s_bin, &admin, kubectl::MANIFEST, &net_conf)?;
+    let images = kubectl::apply_manifest(
+        &infra,
+        &k8s_bin,
+        &admin,
+        kubectl::MANIFEST,
+        &net_conf,
+        k.no_node_cidrs,
+    )?;
 
     // Nodes: mount namespace, containerd, images, kubelet, kube-proxy.
     let archives: Vec<PathBuf> = IMAGE_ARCHIVES.iter().map(|a| image_dir.join(a)).collect();

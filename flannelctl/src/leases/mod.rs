@@ -1,0 +1,384 @@
+//! `flannelctl leases list|reserve|release`: the operator's view of the
+//! lease table of any store (etcd, the embedded file, Kubernetes Node
+//! podCIDRs, Kubernetes Lease objects), through the same `LeaseStore` the
+//! daemon uses. The table formatting is pure and unit-tested; the store
+//! calls are tested against the embedded store (tests/leases_cli.rs) and
+//! the Kubernetes Lease store (lease-store's tests).
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use clap::{Args, Subcommand, ValueEnum};
+use ipnet::{Ipv4Net, Ipv6Net};
+use lease_store::kube::{ClientSource, KubeLeaseOptions, KubeLeaseStore, KubeOptions, KubeStore};
+use lease_store::{Lease, LeaseAttrs, LeaseStore, NetworkConfig, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LeasesError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreKind {
+    /// etcd v3, flannel's layout.
+    Etcd,
+    /// The embedded single-host file (`--store-path`).
+    Embedded,
+    /// Kubernetes, subnets from Node podCIDRs (read-only here).
+    KubeNode,
+    /// Kubernetes, subnets in Lease objects (`--kube-subnet-source lease`).
+    KubeLease,
+}
+
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// Which store holds the table.
+    #[arg(long, value_enum, default_value = "etcd")]
+    store: StoreKind,
+    /// etcd endpoints, comma separated.
+    #[arg(long, default_value = "http://127.0.0.1:2379", value_delimiter = ',')]
+    etcd_endpoints: Vec<String>,
+    /// etcd key prefix (flannel's).
+    #[arg(long, default_value = "/coreos.com/network")]
+    etcd_prefix: String,
+    #[arg(long)]
+    etcd_cafile: Option<PathBuf>,
+    #[arg(long)]
+    etcd_certfile: Option<PathBuf>,
+    #[arg(long)]
+    etcd_keyfile: Option<PathBuf>,
+    /// The embedded store's file.
+    #[arg(long)]
+    store_path: Option<PathBuf>,
+    /// Kubeconfig (default: in-cluster, then ~/.kube/config).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// API server URL (overrides the kubeconfig's).
+    #[arg(long)]
+    kube_api_url: Option<String>,
+    /// The namespace of the Lease objects (the DaemonSet's).
+    #[arg(long, default_value = "kube-flannel-rs")]
+    namespace: String,
+    /// net-conf.json (Kubernetes stores: the ConfigMap's; needed to check
+    /// a reservation against Network).
+    #[arg(long)]
+    net_config_path: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct LeasesArgs {
+    #[command(subcommand)]
+    command: LeasesCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum LeasesCommand {
+    /// Every lease and reservation: subnet, node address, backend, expiry.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reserves a subnet for the node with `--public-ip` (no expiry; that
+    /// node takes it as its lease, no other node gets it).
+    Reserve {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        subnet: Option<Ipv4Net>,
+        #[arg(long)]
+        ipv6_subnet: Option<Ipv6Net>,
+        /// The public IP of the node the subnet is for.
+        #[arg(long)]
+        public_ip: Ipv4Addr,
+    },
+    /// Frees a node's lease on a subnet (its daemon, if it still runs,
+    /// acquires again). Reservations stay: they belong to the operator.
+    Release {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        subnet: Option<Ipv4Net>,
+        #[arg(long)]
+        ipv6_subnet: Option<Ipv6Net>,
+    },
+}
+
+fn read(path: &PathBuf) -> Result<String, LeasesError> {
+    std::fs::read_to_string(path).map_err(|source| LeasesError::Read {
+        path: path.clone(),
+        source,
+    })
+}
+
+/// The Kubernetes stores take their config from a file; listing needs
+/// none, so a permissive one stands in when none is given.
+fn kube_net_conf(a: &StoreArgs, needed_for: Option<&str>) -> Result<NetworkConfig, LeasesError> {
+    match (&a.net_config_path, needed_for) {
+        (Some(p), _) => Ok(NetworkConfig::parse(&read(p)?).map_err(StoreError::from)?),
+        (None, Some(what)) => Err(LeasesError::Usage(format!(
+            "{what} with a Kubernetes store needs --net-config-path (the net-conf.json of the kube-flannel-rs ConfigMap)"
+        ))),
+        (None, None) => Ok(
+            NetworkConfig::parse(r#"{"Network":"10.0.0.0/8","SubnetLen":32}"#)
+                .map_err(StoreError::from)?,
+        ),
+    }
+}
+
+async fn open(a: &StoreArgs, needed_for: Option<&str>) -> Result<Arc<dyn LeaseStore>, LeasesError> {
+    Ok(match a.store {
+        StoreKind::Etcd => {
+            let opts = lease_store::etcd::EtcdOptions {
+                prefix: a.etcd_prefix.clone(),
+                ca_file: a.etcd_cafile.clone(),
+                cert_file: a.etcd_certfile.clone(),
+                key_file: a.etcd_keyfile.clone(),
+                ..lease_store::etcd::EtcdOptions::with_endpoints(a.etcd_endpoints.clone())
+            };
+            let s = lease_store::etcd::EtcdStore::connect(opts)
+                .await
+                .map_err(|e| {
+                    LeasesError::Usage(format!("etcd {}: {e}", a.etcd_endpoints.join(",")))
+                })?;
+            Arc::new(s)
+        }
+        StoreKind::Embedded => {
+            let path = a
+                .store_path
+                .as_ref()
+                .ok_or_else(|| LeasesError::Usage("--store embedded needs --store-path".into()))?;
+            Arc::new(
+                lease_store::embedded::EmbeddedStore::open(path, Duration::from_secs(24 * 3600))
+                    .await?,
+            )
+        }
+        StoreKind::KubeNode | StoreKind::KubeLease => {
+            let client = lease_store::kube::client(&ClientSource {
+                kubeconfig: a.kubeconfig.clone(),
+                api_url: a.kube_api_url.clone(),
+            })
+            .await?;
+            let cfg = kube_net_conf(a, needed_for)?;
+            if a.store == StoreKind::KubeNode {
+                // The node name only matters for acquiring, which the tool
+                // never does.
+                Arc::new(KubeStore::new(client, KubeOptions::new("", cfg)))
+            } else {
+                Arc::new(KubeLeaseStore::new(
+                    client,
+                    KubeLeaseOptions::new(a.namespace.clone(), cfg),
+                ))
+            }
+        }
+    })
+}
+
+fn backend_detail(a: &LeaseAttrs) -> String {
+    let Some(d) = &a.backend_data else {
+        return String::new();
+    };
+    match d.get("VtepMAC").and_then(|m| m.as_str()) {
+        Some(mac) => format!("vtep={mac}"),
+        None => d.to_string(),
+    }
+}
+
+/// The table, sorted by subnet; `now` for the time left.
+pub fn table(leases: &[Lease], now: SystemTime) -> String {
+    let mut rows: Vec<&Lease> = leases.iter().collect();
+    rows.sort_by_key(|l| (l.subnet, l.ipv6_subnet));
+    let mut out = format!(
+        "{:<20} {:<24} {:<16} {:<10} {:<16} {}\n",
+        "SUBNET", "IPV6 SUBNET", "PUBLIC IP", "BACKEND", "EXPIRES IN", "DETAIL"
+    );
+    for l in rows {
+        let expires = match l.expiration {
+            None => "reserved".to_string(),
+            Some(e) => match e.duration_since(now) {
+                Ok(d) => format!("{}s", d.as_secs()),
+                Err(_) => "expired".to_string(),
+            },
+        };
+        out.push_str(&format!(
+            "{:<20} {:<24} {:<16} {:<10} {:<16} {}\n",
+            l.subnet.map(|s| s.to_string()).unwrap_or("-".into()),
+            l.ipv6_subnet.map(|s| s.to_string()).unwrap_or("-".into()),
+            l.attrs.public_ip,
+            if l.attrs.backend_type.is_empty() {
+                "-"
+            } else {
+                &l.attrs.backend_type
+            },
+            expires,
+            backend_detail(&l.attrs),
+        ));
+    }
+    out
+}
+
+/// One JSON object per lease (its flannel attributes, the subnets and the
+/// expiry in unix seconds, null for a reservation).
+pub fn json_lines(leases: &[Lease]) -> String {
+    leases
+        .iter()
+        .map(|l| {
+            let exp = l.expiration.and_then(|e| {
+                e.duration_since(SystemTime::UNIX_EPOCH)
+                    .ok()
+                    .map(|d| d.as_secs())
+            });
+            serde_json::json!({
+                "subnet": l.subnet.map(|s| s.to_string()),
+                "ipv6_subnet": l.ipv6_subnet.map(|s| s.to_string()),
+                "attrs": serde_json::from_str::<serde_json::Value>(&l.attrs.to_json()).unwrap_or_default(),
+                "expires": exp,
+                "reservation": l.is_reservation(),
+            })
+            .to_string()
+                + "\n"
+        })
+        .collect()
+}
+
+fn need_subnet(v4: Option<Ipv4Net>, v6: Option<Ipv6Net>) -> Result<(), LeasesError> {
+    if v4.is_none() && v6.is_none() {
+        return Err(LeasesError::Usage(
+            "give --subnet (and/or --ipv6-subnet), e.g. --subnet 10.244.5.0/24".into(),
+        ));
+    }
+    Ok(())
+}
+
+async fn run_async(a: &LeasesArgs) -> Result<ExitCode, LeasesError> {
+    match &a.command {
+        LeasesCommand::List { store, json } => {
+            let s = open(store, None).await?;
+            let (leases, _) = s.list().await?;
+            if *json {
+                print!("{}", json_lines(&leases));
+            } else {
+                print!("{}", table(&leases, SystemTime::now()));
+            }
+        }
+        LeasesCommand::Reserve {
+            store,
+            subnet,
+            ipv6_subnet,
+            public_ip,
+        } => {
+            need_subnet(*subnet, *ipv6_subnet)?;
+            if store.store == StoreKind::KubeNode {
+                return Err(LeasesError::Usage(
+                    "--store kube-node has no reservations: the controller manager assigns podCIDRs; use --store kube-lease".into(),
+                ));
+            }
+            let s = open(store, Some("reserve")).await?;
+            let attrs = LeaseAttrs {
+                public_ip: *public_ip,
+                public_ipv6: None,
+                backend_type: String::new(),
+                backend_data: None,
+                backend_v6_data: None,
+            };
+            let l = s.reserve(*subnet, *ipv6_subnet, &attrs).await?;
+            println!("reserved {} for {}", l.key(), public_ip);
+        }
+        LeasesCommand::Release {
+            store,
+            subnet,
+            ipv6_subnet,
+        } => {
+            need_subnet(*subnet, *ipv6_subnet)?;
+            if store.store == StoreKind::KubeNode {
+                return Err(LeasesError::Usage(
+                    "--store kube-node: a subnet belongs to its Node object; delete the Node to free it".into(),
+                ));
+            }
+            let s = open(store, None).await?;
+            let (leases, _) = s.list().await?;
+            let l = leases
+                .iter()
+                .find(|l| l.subnet == *subnet && l.ipv6_subnet == *ipv6_subnet)
+                .ok_or_else(|| {
+                    StoreError::NotFound(lease_store::key::encode(*subnet, *ipv6_subnet))
+                })?;
+            if l.is_reservation() {
+                return Err(LeasesError::Usage(format!(
+                    "{} is a reservation (for {}); release frees leases only",
+                    l.key(),
+                    l.attrs.public_ip
+                )));
+            }
+            s.release(l).await?;
+            println!("released {} (was held by {})", l.key(), l.attrs.public_ip);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run(a: &LeasesArgs) -> Result<ExitCode, LeasesError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(LeasesError::Runtime)?
+        .block_on(run_async(a))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(sn: &str, ip: u8, exp: Option<u64>) -> Lease {
+        Lease {
+            subnet: Some(sn.parse().unwrap()),
+            ipv6_subnet: None,
+            attrs: LeaseAttrs {
+                public_ip: Ipv4Addr::new(192, 0, 2, ip),
+                public_ipv6: None,
+                backend_type: "vxlan".into(),
+                backend_data: Some(serde_json::json!({"VNI": 1, "VtepMAC": "0a:58:00:00:00:01"})),
+                backend_v6_data: None,
+            },
+            expiration: exp.map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s)),
+            revision: 1,
+        }
+    }
+
+    #[test]
+    fn the_table_is_sorted_and_says_reserved_and_expiry() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        let t = table(
+            &[
+                lease("10.244.9.0/24", 9, Some(1600)),
+                lease("10.244.2.0/24", 2, None),
+                lease("10.244.3.0/24", 3, Some(900)),
+            ],
+            now,
+        );
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].starts_with("SUBNET"));
+        assert!(lines[1].starts_with("10.244.2.0/24") && lines[1].contains("reserved"));
+        assert!(lines[2].contains("expired"), "{t}");
+        assert!(lines[3].contains("600s") && lines[3].contains("vtep=0a:58:00:00:00:01"));
+        let j = json_lines(&[lease("10.244.2.0/24", 2, None)]);
+        let v: serde_json::Value = serde_json::from_str(j.trim()).unwrap();
+        assert_eq!(v["reservation"], true);
+        assert_eq!(v["attrs"]["PublicIP"], "192.0.2.2");
+    }
+}

@@ -1,0 +1,305 @@
+//! The Lease-object store (`--kube-subnet-source lease`) against the fake
+//! API server of `lease_store::kube::testing`: the whole conformance suite,
+//! then what only this store does (owner references, garbage collection of
+//! a deleted Node's Lease, hand-edited and conflicting objects, relist after
+//! 410). The same suite runs against the lab's real API server in
+//! tests/tests/kube_leases.rs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use lease_store::conformance::{self, node_attrs, Fixture, Table};
+use lease_store::kube::lease_map;
+use lease_store::kube::testing::{node_json, FakeApi};
+use lease_store::kube::{KubeLeaseOptions, KubeLeaseStore};
+use lease_store::store::Result;
+use lease_store::{AcquireRequest, LeaseEvent, LeaseStore, LeaseWatch, NetworkConfig, WatchUpdate};
+use serde_json::json;
+
+const NS: &str = "kube-flannel";
+const NET: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#;
+const PATIENCE: Duration = Duration::from_secs(10);
+
+struct Fake;
+
+struct FakeTable {
+    fake: FakeApi,
+    net_conf: String,
+    ttl: Duration,
+}
+
+#[async_trait::async_trait]
+impl Fixture for Fake {
+    async fn table(&self, net_conf: &str, ttl: Duration) -> Result<Box<dyn Table>> {
+        Ok(Box::new(FakeTable {
+            fake: FakeApi::start(Duration::from_secs(60)).await,
+            net_conf: net_conf.to_string(),
+            ttl,
+        }))
+    }
+}
+
+#[async_trait::async_trait]
+impl Table for FakeTable {
+    async fn open(&self) -> Result<Arc<dyn LeaseStore>> {
+        let mut opts = KubeLeaseOptions::new(NS, NetworkConfig::parse(&self.net_conf)?);
+        opts.ttl = self.ttl;
+        opts.backoff_max = Duration::from_millis(500);
+        Ok(Arc::new(KubeLeaseStore::new(self.fake.client(), opts)))
+    }
+    async fn compact(&self) -> Result<()> {
+        self.fake.compact();
+        Ok(())
+    }
+}
+
+macro_rules! checks {
+    ($($name:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $name() {
+            conformance::$name(&Fake).await;
+        }
+    )*};
+}
+
+checks!(
+    network_config_round_trips,
+    concurrent_acquirers_get_distinct_subnets,
+    exhaustion_gives_a_clear_error,
+    renewal_keeps_a_lease_past_its_ttl,
+    expiry_frees_the_subnet,
+    watcher_sees_peers_but_not_itself,
+    watch_resumes_from_a_revision,
+    compacted_revision_gives_a_snapshot,
+    release_frees_the_subnet,
+    reservations_are_respected,
+    own_lease_is_reused,
+    previous_subnet_is_honoured_when_free,
+    renew_recreates_a_vanished_lease_or_reports_it_lost,
+    dual_stack_leases,
+);
+
+// ------------------------------------------------ beyond the suite
+
+fn node_store(fake: &FakeApi, node: &str) -> KubeLeaseStore {
+    let mut opts = KubeLeaseOptions::new(NS, NetworkConfig::parse(NET).unwrap());
+    opts.node_name = Some(node.to_string());
+    opts.backoff_max = Duration::from_millis(300);
+    KubeLeaseStore::new(fake.client(), opts)
+}
+
+fn req(n: u8) -> AcquireRequest {
+    AcquireRequest {
+        attrs: node_attrs(n),
+        previous_subnet: None,
+        previous_ipv6_subnet: None,
+    }
+}
+
+async fn next(w: &mut LeaseWatch) -> WatchUpdate {
+    match tokio::time::timeout(PATIENCE, w.next()).await {
+        Ok(Some(Ok(u))) => u,
+        Ok(Some(Err(e))) => panic!("watch failed: {e}"),
+        Ok(None) => panic!("watch ended"),
+        Err(_) => panic!("no watch update within {PATIENCE:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nodes_lease_is_owned_by_the_node_and_goes_with_it() {
+    let fake = FakeApi::start(Duration::from_secs(60)).await;
+    fake.put_node(node_json("n1", &[], &[]));
+    fake.put_node(node_json("n2", &[], &[]));
+    let s1 = node_store(&fake, "n1");
+    let s2 = node_store(&fake, "n2");
+    let l1 = s1.acquire(&req(1)).await.unwrap();
+    let name = lease_map::object_name(l1.subnet, None);
+    let obj = fake.lease(NS, &name).expect("the Lease object");
+    assert_eq!(obj["spec"]["holderIdentity"], "n1");
+    assert_eq!(obj["spec"]["leaseDurationSeconds"], 24 * 3600);
+    assert_eq!(obj["metadata"]["ownerReferences"][0]["kind"], "Node");
+    assert_eq!(obj["metadata"]["ownerReferences"][0]["uid"], "uid-n1");
+    assert_eq!(
+        obj["metadata"]["annotations"]["flannel.alpha.coreos.com/public-ip"],
+        "192.0.2.1"
+    );
+    let (_, rev) = s2.list().await.unwrap();
+    let l2 = s2.acquire(&req(2)).await.unwrap();
+    let mut w = s2.watch(rev, Some(l2.clone())).await.unwrap();
+    // The node goes (scale-in): the garbage collector deletes its Lease,
+    // and the peer's watch removes it.
+    fake.delete_node("n1");
+    match next(&mut w).await {
+        WatchUpdate::Events { events, .. } => {
+            assert_eq!(events.len(), 1, "{events:?}");
+            assert!(matches!(&events[0], LeaseEvent::Removed(l) if l.subnet == l1.subnet));
+        }
+        other => panic!("expected the removal, got {other:?}"),
+    }
+    // A restart of n2's daemon keeps its subnet.
+    let again = node_store(&fake, "n2").acquire(&req(2)).await.unwrap();
+    assert_eq!(again.subnet, l2.subnet);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_missing_from_the_api_is_named() {
+    let fake = FakeApi::start(Duration::from_secs(60)).await;
+    let err = node_store(&fake, "ghost")
+        .acquire(&req(1))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("ghost"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hand_edited_and_duplicate_leases_are_skipped_counted_and_keep_their_subnet() {
+    let fake = FakeApi::start(Duration::from_secs(60)).await;
+    // A tiny network: 3 subnets, so that blocking is visible.
+    let conf = r#"{"Network":"10.0.0.0/26","Backend":{"Type":"vxlan"}}"#;
+    let mk = |node: Option<&str>| {
+        let mut o = KubeLeaseOptions::new(NS, NetworkConfig::parse(conf).unwrap());
+        o.node_name = node.map(str::to_string);
+        KubeLeaseStore::new(fake.client(), o)
+    };
+    fake.put_node(node_json("n1", &[], &[]));
+    let s = mk(Some("n1"));
+    let l1 = s.acquire(&req(1)).await.unwrap();
+    let name1 = lease_map::object_name(l1.subnet, None);
+    let viewer = mk(None);
+    let (_, rev) = viewer.list().await.unwrap();
+    let mut w = viewer.watch(rev, None).await.unwrap();
+    // Edited by hand into garbage: the watch drops the peer.
+    let mut bad = fake.lease(NS, &name1).unwrap();
+    bad["metadata"]["annotations"]["flannel.alpha.coreos.com/backend-data"] = json!("{oops");
+    fake.put_lease(NS, bad.clone());
+    match next(&mut w).await {
+        WatchUpdate::Events { events, .. } => {
+            assert!(matches!(&events[..], [LeaseEvent::Removed(l)] if l.subnet == l1.subnet))
+        }
+        other => panic!("expected a removal, got {other:?}"),
+    }
+    // Seen again and again, counted once.
+    let (listed, _) = viewer.list().await.unwrap();
+    assert!(listed.is_empty(), "{listed:?}");
+    viewer.list().await.unwrap();
+    assert_eq!(viewer.rejected_leases(), 1);
+    // A lease outside the network, written by hand (garbage name too).
+    let mut outside = bad.clone();
+    outside["metadata"]["name"] = json!("flannel-192.168.0.0-28");
+    outside["metadata"]["annotations"]["flannel.alpha.coreos.com/subnet"] = json!("192.168.0.0/28");
+    outside["metadata"]["annotations"]["flannel.alpha.coreos.com/backend-data"] =
+        json!(r#"{"VNI":1}"#);
+    fake.put_lease(NS, outside);
+    // A second Lease claiming n1 (renewed earlier than the garbage one).
+    let mut dup = bad.clone();
+    let sn = "10.0.0.48/28";
+    dup["metadata"]["name"] = json!("flannel-10.0.0.48-28");
+    dup["metadata"]["annotations"]["flannel.alpha.coreos.com/subnet"] = json!(sn);
+    dup["metadata"]["annotations"]["flannel.alpha.coreos.com/backend-data"] = json!(r#"{"VNI":1}"#);
+    fake.put_lease(NS, dup);
+    // The garbage object still sits on its subnet: with one more subnet
+    // taken by a fresh node, nothing is left, and nobody got the blocked
+    // subnet.
+    let other = mk(None);
+    let mut got = Vec::new();
+    loop {
+        match other.acquire(&req(10 + got.len() as u8)).await {
+            Ok(l) => got.push(l.subnet),
+            Err(e) => {
+                assert!(e.to_string().contains("out of subnets"), "{e}");
+                break;
+            }
+        }
+        assert!(got.len() < 3, "{got:?}");
+    }
+    assert!(
+        !got.contains(&l1.subnet),
+        "a subnet under a garbage Lease was handed out: {got:?}"
+    );
+    // Nothing crashed; the watch still runs and reports peers.
+    let _ = next(&mut w).await;
+    assert!(viewer.rejected_leases() >= 1);
+    // The daemon owning the garbage object puts it right on renewal.
+    let back = s.renew(&l1).await.unwrap();
+    assert_eq!(back.subnet, l1.subnet);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_relists_after_410_and_sees_expiries_on_its_own_clock() {
+    let fake = FakeApi::start(Duration::from_secs(60)).await;
+    let mut o = KubeLeaseOptions::new(NS, NetworkConfig::parse(NET).unwrap());
+    o.ttl = Duration::from_secs(2);
+    o.backoff_max = Duration::from_millis(300);
+    let s = KubeLeaseStore::new(fake.client(), o);
+    let (_, rev) = s.list().await.unwrap();
+    let mut w = s.watch(rev, None).await.unwrap();
+    let a = s.acquire(&req(1)).await.unwrap();
+    assert!(matches!(next(&mut w).await, WatchUpdate::Events { .. }));
+    fake.end_watches_and_compact();
+    match next(&mut w).await {
+        WatchUpdate::Snapshot { leases, .. } => assert_eq!(leases.len(), 1),
+        other => panic!("expected a snapshot after 410, got {other:?}"),
+    }
+    // No API event: the lease simply runs out.
+    match next(&mut w).await {
+        WatchUpdate::Events { events, .. } => {
+            assert!(matches!(&events[..], [LeaseEvent::Removed(l)] if l.key() == a.key()))
+        }
+        other => panic!("expected the expiry, got {other:?}"),
+    }
+    assert!(fake.watch_requests().len() >= 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_also_publishes_on_its_node_and_ignores_the_pod_cidr() {
+    let fake = FakeApi::start(Duration::from_secs(60)).await;
+    // A podCIDR the controller manager gave (not EKS): ignored.
+    fake.put_node(node_json("n1", &["10.244.200.0/24"], &[]));
+    let mut opts = KubeLeaseOptions::new(NS, NetworkConfig::parse(NET).unwrap());
+    opts.node_name = Some("n1".into());
+    opts.publish_node = true;
+    let s = KubeLeaseStore::new(fake.client(), opts);
+    let mut r = req(1);
+    r.previous_subnet = Some("10.244.7.0/24".parse().unwrap());
+    let l = s.acquire(&r).await.unwrap();
+    assert_eq!(l.subnet, r.previous_subnet, "the lease, not the podCIDR");
+    let node = fake.node("n1").unwrap();
+    let ann = &node["metadata"]["annotations"];
+    assert_eq!(ann["flannel.alpha.coreos.com/kube-subnet-manager"], "true");
+    assert_eq!(ann["flannel.alpha.coreos.com/public-ip"], "192.0.2.1");
+    let conds = node["status"]["conditions"].as_array().unwrap();
+    assert!(
+        conds
+            .iter()
+            .any(|c| c["type"] == "NetworkUnavailable" && c["status"] == "False"),
+        "{conds:?}"
+    );
+    assert!(
+        conds.iter().any(|c| c["type"] == "Ready"),
+        "kubelet's Ready kept"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_takes_back_its_own_lease_edited_into_garbage() {
+    let fake = FakeApi::start(Duration::from_secs(60)).await;
+    fake.put_node(node_json("n1", &[], &[]));
+    let s = node_store(&fake, "n1");
+    let l = s.acquire(&req(1)).await.unwrap();
+    let name = lease_map::object_name(l.subnet, None);
+    let mut bad = fake.lease(NS, &name).unwrap();
+    bad["metadata"]["annotations"]["flannel.alpha.coreos.com/public-ip"] = json!("garbage");
+    fake.put_lease(NS, bad);
+    // The restarted daemon asks for its subnet.env subnet: it gets it back
+    // and the object is readable again.
+    let mut r = req(1);
+    r.previous_subnet = l.subnet;
+    let again = node_store(&fake, "n1").acquire(&r).await.unwrap();
+    assert_eq!(again.subnet, l.subnet);
+    let obj = fake.lease(NS, &name).unwrap();
+    assert_eq!(
+        obj["metadata"]["annotations"]["flannel.alpha.coreos.com/public-ip"],
+        "192.0.2.1"
+    );
+}
