@@ -4,6 +4,7 @@
 #
 #   /var/cache/flannel-rs/k8s-1.20.2/bin/{kube-apiserver,kube-controller-manager,
 #       kube-scheduler,kubelet,kube-proxy,kubectl}
+#   .../bin/flannel-rs-lab-dns   the lab's cluster DNS, from deploy/cluster-dns
 #
 # With --e2e it also builds Kubernetes' conformance test binary and its
 # test server, from the same tree, into the same directory:
@@ -30,6 +31,7 @@ BIN=$CACHE/bin
 SRC_PARENT=$CACHE/src
 SRC=$SRC_PARENT/kubernetes-$K8S_VERSION
 BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
+REPO=$(cd "$(dirname "$0")/.." && pwd)
 # go build targets, by binary (test binaries live elsewhere in the tree).
 declare -A TARGET=([e2e.test]=test/e2e/e2e.test [agnhost]=test/images/agnhost)
 # Bumped when the build recipe changes, so stale caches are rebuilt.
@@ -61,8 +63,40 @@ if ! flock -n 9; then
   flock 9
 fi
 
+# The lab's cluster DNS (deploy/cluster-dns) is our own Go program, built in
+# the tree with its vendored libraries after the Kubernetes binaries (default
+# mode only). Rebuilt whenever its sources change: the stamp is their hash.
+build_lab_dns() {
+  local src=$REPO/deploy/cluster-dns dst=$SRC/cmd/flannel-rs-lab-dns want
+  want=$( (echo "$RECIPE"; cat "$src"/*.go) | sha256sum | cut -c1-64)
+  if [ -x "$BIN/flannel-rs-lab-dns" ] && [ "$(cat "$BIN/.recipe-lab-dns" 2>/dev/null)" = "$want" ]; then
+    say "cached: flannel-rs-lab-dns in $BIN"
+    return
+  fi
+  [ -f "$SRC/.flannel-rs-patched" ] || die "the Kubernetes source tree $SRC is gone (FLANNEL_RS_K8S_KEEP_SRC=0?); the lab DNS is built inside it: remove $BIN/$STAMP and run this again"
+  say "building flannel-rs-lab-dns from $src (1-3 min the first time)"
+  rm -rf "$dst"
+  mkdir -p "$dst"
+  cp "$src"/*.go "$dst"/
+  # The tree builds in GOPATH mode (hack/lib/init.sh sets GO111MODULE=off)
+  # from the GOPATH its build scripts made; the same here, so the vendored
+  # client-go and miekg/dns are used and the Go cache is shared.
+  local gopath=$SRC/_output/local/go
+  [ -d "$gopath/src/k8s.io/kubernetes" ] || die "$gopath/src/k8s.io/kubernetes is missing: the Kubernetes build did not finish; remove $BIN/$STAMP and run this again"
+  (
+    cd "$gopath/src/k8s.io/kubernetes"
+    export GOPATH=$gopath GOCACHE=$gopath/cache GO111MODULE=off GOFLAGS= CGO_ENABLED=0
+    go vet ./cmd/flannel-rs-lab-dns/ && go test ./cmd/flannel-rs-lab-dns/ \
+      && go build -ldflags="-s -w" -o "$BIN/flannel-rs-lab-dns.new" ./cmd/flannel-rs-lab-dns/
+  ) >>"$CACHE/build-lab-dns.log" 2>&1 || { tail -30 "$CACHE/build-lab-dns.log" >&2; die "building the lab DNS failed (log: $CACHE/build-lab-dns.log)"; }
+  mv -f "$BIN/flannel-rs-lab-dns.new" "$BIN/flannel-rs-lab-dns"
+  echo "$want" >"$BIN/.recipe-lab-dns"
+  say "built $BIN/flannel-rs-lab-dns (its unit tests passed)"
+}
+
 if cached; then
   say "cached: ${BINARIES[*]} in $BIN (Kubernetes $K8S_VERSION)"
+  [ "$STAMP" = .recipe ] && build_lab_dns
   exit 0
 fi
 
@@ -152,6 +186,7 @@ for b in "${BINARIES[@]}"; do
   install -m755 "_output/local/bin/linux/amd64/$b" "$BIN/$b"
 done
 echo "$RECIPE" >"$BIN/$STAMP"
+[ "$STAMP" = .recipe ] && build_lab_dns
 if [ "${FLANNEL_RS_K8S_KEEP_SRC:-1}" = 0 ]; then
   rm -rf "$SRC" "$CACHE/go-build" "$CACHE/gopath"
 fi

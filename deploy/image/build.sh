@@ -13,8 +13,10 @@
 #   test.oci.tar        localhost/flannel-rs/test:1, busybox-static + applets
 #   pause.oci.tar       k8s.gcr.io/pause:3.2, pause.c from the cached
 #                       Kubernetes 1.20.2 tree (scripts/k8s-build.sh)
+#   lab-dns.oci.tar     localhost/flannel-rs/lab-dns:1, the lab's cluster DNS
+#                       (deploy/cluster-dns, built by scripts/k8s-build.sh)
 #
-# and with --e2e two images that Kubernetes 1.20.2's e2e.test runs by exact
+# and with --e2e three images that Kubernetes 1.20.2's e2e.test runs by exact
 # name (test/utils/image/manifest.go of the tree):
 #
 #   agnhost.oci.tar     k8s.gcr.io/e2e-test-images/agnhost:2.21, upstream's
@@ -24,6 +26,9 @@
 #                       `scripts/k8s-build.sh --e2e`
 #   busybox-e2e.oci.tar docker.io/library/busybox:1.29, the test image's
 #                       content with Cmd ["sh"]
+#   jessie-dnsutils.oci.tar gcr.io/kubernetes-e2e-test-images/jessie-dnsutils:1.0,
+#                       the DNS specs' prober (dig, getent, hostname): the
+#                       agnhost image's Debian base
 #
 # Archive format: an OCI image layout in a tar (skopeo's `oci-archive:`), one
 # image whose index entry carries the full reference in
@@ -100,10 +105,15 @@ INPUTS_LABEL=org.flannel-rs.image.inputs
 # asks for 2.21 (manifest.go), so the binary of the tree gets that name.
 AGNHOST_NAME=k8s.gcr.io/e2e-test-images/agnhost:2.21
 BUSYBOX_E2E_NAME=docker.io/library/busybox:1.29
+JESSIE_NAME=gcr.io/kubernetes-e2e-test-images/jessie-dnsutils:1.0
+LAB_DNS_NAME=localhost/flannel-rs/lab-dns:1
+LAB_DNS=$K8S_CACHE/bin/flannel-rs-lab-dns
 # alpine's `bind-tools curl netcat-openbsd iproute2 iperf bash` in Debian:
 # bind9-dnsutils is what bookworm's transitional dnsutils installs (dig,
-# nslookup, host). iproute2 has ss, util-linux (essential) nsenter.
-E2E_BASE_PACKAGES=bind9-dnsutils,curl,netcat-openbsd,iproute2,iperf,bash
+# nslookup, host). iproute2 has ss, util-linux (essential) nsenter. wget:
+# alpine has busybox's, and Services specs run `wget -T 1 -qO- URL` in
+# agnhost exec pods ("wget: not found" failed service-proxy-name without it).
+E2E_BASE_PACKAGES=bind9-dnsutils,curl,wget,netcat-openbsd,iproute2,iperf,bash
 # scripts/k8s-build.sh --e2e installs agnhost into $K8S_CACHE/bin at the end;
 # Kubernetes' build puts it into the tree's _output first (with rsync, which
 # renames a complete file into place, so a file found there is whole).
@@ -436,6 +446,27 @@ else
   fi
 fi
 
+# ---- 3b. the lab's cluster DNS ----------------------------------------------
+
+# flannel-rs-lab-dns (deploy/cluster-dns), a static Go binary that
+# scripts/k8s-build.sh builds in the Kubernetes tree: the image is that file.
+if [ ! -x "$LAB_DNS" ]; then
+  [ -f "$OUT/lab-dns.oci.tar" ] || die "$LAB_DNS not found: the lab's cluster DNS is built with the Kubernetes binaries; run scripts/k8s-build.sh first"
+  say "note: $LAB_DNS is gone; keeping $OUT/lab-dns.oci.tar unchecked"
+else
+  lab_dns_inputs=$(printf '%s\n' "$LAB_DNS_NAME" "$self_hash" "$(sha256sum "$LAB_DNS" | cut -c1-64)" | sha256sum | cut -c1-64)
+  if [ "$(archive_inputs "$OUT/lab-dns.oci.tar")" = "$lab_dns_inputs" ]; then
+    say "lab DNS image up to date: $OUT/lab-dns.oci.tar"
+  else
+    say "lab DNS image: $LAB_DNS_NAME from $LAB_DNS"
+    mkdir -p "$WORK/lab-dns-root"
+    install -m 0755 "$LAB_DNS" "$WORK/lab-dns-root/flannel-rs-lab-dns"
+    rootfs_image "$WORK/lab-dns-root" "$(stat -c %Y "$LAB_DNS")" "flannel-rs-lab-dns (deploy/cluster-dns)" \
+      "$LAB_DNS_NAME" "$lab_dns_inputs" "$OUT/lab-dns.oci.tar" --config.entrypoint /flannel-rs-lab-dns
+    say "lab DNS image: $OUT/lab-dns.oci.tar"
+  fi
+fi
+
 # ---- 4. --e2e: agnhost and busybox for Kubernetes' e2e.test ---------------
 
 if [ $E2E = 1 ]; then
@@ -479,6 +510,22 @@ if [ $E2E = 1 ]; then
     fi
   fi
 
+  # The DNS specs' second prober: dig, getent and hostname on Debian, which
+  # the e2e base already is (upstream: Debian jessie + dnsutils).
+  debian_base "$E2E_BASE_PACKAGES"
+  jessie_inputs=$(printf '%s\n' "$JESSIE_NAME" "$self_hash" "$(basename "$BASE") $BASE_EPOCH" | sha256sum | cut -c1-64)
+  if [ "$(archive_inputs "$OUT/jessie-dnsutils.oci.tar")" = "$jessie_inputs" ]; then
+    say "jessie-dnsutils image up to date: $OUT/jessie-dnsutils.oci.tar"
+  else
+    say "jessie-dnsutils image: $JESSIE_NAME from the e2e Debian base"
+    cp -a "$BASE.oci" "$WORK/jessie.oci"
+    umoci config --image "$WORK/jessie.oci:base" --tag build --no-history --created "$(rfc3339 "$BASE_EPOCH")" \
+      --config.cmd /bin/sh --config.label "$INPUTS_LABEL=$jessie_inputs"
+    export_archive "$WORK/jessie.oci" build "$JESSIE_NAME" "$OUT/jessie-dnsutils.oci.tar"
+    rm -rf "$WORK/jessie.oci"
+    say "jessie-dnsutils image: $OUT/jessie-dnsutils.oci.tar"
+  fi
+
   busybox_e2e_inputs=$(printf '%s\n' "$BUSYBOX_E2E_NAME" "$self_hash" "$busybox_hash" | sha256sum | cut -c1-64)
   if [ "$(archive_inputs "$OUT/busybox-e2e.oci.tar")" = "$busybox_e2e_inputs" ]; then
     say "busybox e2e image up to date: $OUT/busybox-e2e.oci.tar"
@@ -489,7 +536,7 @@ if [ $E2E = 1 ]; then
       "$BUSYBOX_E2E_NAME" "$busybox_e2e_inputs" "$OUT/busybox-e2e.oci.tar" --config.env "$PATH_ENV" --config.cmd sh
     say "busybox e2e image: $OUT/busybox-e2e.oci.tar"
   fi
-  say "done: $OUT/{flannel-rs.oci.tar,flannel-rs.binaries.sha256,test.oci.tar,pause.oci.tar,agnhost.oci.tar,busybox-e2e.oci.tar}"
+  say "done: $OUT/{flannel-rs.oci.tar,flannel-rs.binaries.sha256,test.oci.tar,pause.oci.tar,lab-dns.oci.tar,agnhost.oci.tar,jessie-dnsutils.oci.tar,busybox-e2e.oci.tar}"
 else
-  say "done: $OUT/{flannel-rs.oci.tar,flannel-rs.binaries.sha256,test.oci.tar,pause.oci.tar}"
+  say "done: $OUT/{flannel-rs.oci.tar,flannel-rs.binaries.sha256,test.oci.tar,pause.oci.tar,lab-dns.oci.tar}"
 fi

@@ -4,7 +4,10 @@
 //! Networking Granular Checks: Pods` (pod to pod on one node and across
 //! nodes, node to pod, over HTTP and UDP) and four of `Granular Checks:
 //! Services` (pod to Service and node to Service, HTTP and UDP, through
-//! kube-proxy). SCTP variants are `[Feature:SCTPConnectivity][Disruptive]`
+//! kube-proxy), and two `[sig-network] DNS` conformance specs (the
+//! cluster's and a headless and a ClusterIP Service's A, SRV and PTR
+//! records, by UDP and TCP, from two probers, through the lab's cluster
+//! DNS). SCTP variants are `[Feature:SCTPConnectivity][Disruptive]`
 //! and left out, as conformance runs do. Needs root, `scripts/k8s-build.sh --e2e` and
 //! `deploy/image/build.sh --e2e` (scripts/test.sh does both). The full
 //! sig-network run and its table: docs/CONFORMANCE.md.
@@ -23,7 +26,7 @@ fn sig_network_granular_checks_pass() -> Result<()> {
         "conformance",
         &[
             "--focus",
-            r"\[sig-network\] Networking Granular Checks: (Pods|Services should function for (pod|node)-Service: (http|udp))",
+            r"\[sig-network\] (Networking Granular Checks: (Pods|Services should function for (pod|node)-Service: (http|udp))|DNS should provide DNS for (the cluster|services) +\[Conformance\])",
             "--skip",
             r"SCTP|Disruptive",
             "--report-dir",
@@ -34,8 +37,8 @@ fn sig_network_granular_checks_pass() -> Result<()> {
     let out = out.with_context(|| format!("e2e.test output ends:\n{}", tail(&log, 60)))?;
     eprintln!("{out}");
     ensure!(
-        out.contains("ran 8 of ") && out.contains("8 passed, 0 failed"),
-        "expected the 8 granular checks to pass: {out}"
+        out.contains("ran 10 of ") && out.contains("10 passed, 0 failed"),
+        "expected the 8 granular checks and 2 DNS specs to pass: {out}"
     );
     ensure!(
         std::fs::read_dir(report.path())?

@@ -104,6 +104,19 @@ fn pods(lab: &KubeLab, selector: &str) -> Result<Vec<PodInfo>> {
         .collect())
 }
 
+/// Addresses of the lab's cluster DNS pods (kube-system, k8s-app=kube-dns).
+fn dns_pod_ips(lab: &KubeLab) -> Result<BTreeSet<String>> {
+    let v = lab
+        .kubectl_json(&["-n", "kube-system", "get", "pods", "-l", "k8s-app=kube-dns"])
+        .map_err(|e| anyhow!(e))?;
+    Ok(v["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["status"]["podIP"].as_str().map(str::to_string))
+        .collect())
+}
+
 /// The flannel-rs DaemonSet's pods, as `kubectl get -o json`.
 fn daemon_pods(lab: &KubeLab) -> Result<Value> {
     lab.kubectl_json(&[
@@ -429,6 +442,23 @@ fn kubernetes_lab_end_to_end() -> Result<()> {
             src.name, src.node
         );
     }
+    // ... and by name: the lab's cluster DNS (a Deployment behind the
+    // kube-dns Service, reached through the overlay) answers from the
+    // pod's search path, and the pod's A record names its own address.
+    for src in web.iter().filter(|p| p.node != "node2") {
+        wait_for("Service by name", Duration::from_secs(30), || {
+            let out = exec(&lab, &src.name, "timeout 3 wget -q -O- http://echo2/")
+                .map_err(|e| e.to_string())?;
+            (out.trim() == "echo2").then_some(()).ok_or(out)
+        })?;
+        let pod_name = format!("{}.default.pod.cluster.local", src.ip.replace('.', "-"));
+        let out = exec(&lab, &src.name, &format!("nslookup {pod_name}"))?;
+        ensure!(
+            out.contains(&format!("Address: {}", src.ip)),
+            "{pod_name} did not resolve to {}: {out}",
+            src.ip
+        );
+    }
     for k in [1, 3] {
         let url = format!("http://198.51.100.{k}:{node_port}/");
         wait_for("NodePort answer", Duration::from_secs(30), || {
@@ -570,9 +600,12 @@ fn kubernetes_lab_end_to_end() -> Result<()> {
         || {
             let left: Vec<_> = (1..=3).map(|k| ipam_ips(&state_dir, k)).collect();
             let running = pods(&lab, "app=web").map_err(|e| e.to_string())?;
-            (running.is_empty() && left.iter().all(BTreeSet::is_empty))
+            // The cluster DNS pods keep theirs; nothing else may be held.
+            let held: BTreeSet<String> = left.iter().flatten().cloned().collect();
+            let dns = dns_pod_ips(&lab).map_err(|e| e.to_string())?;
+            (running.is_empty() && held == dns)
                 .then_some(())
-                .ok_or(format!("pods {running:?}, IPAM {left:?}"))
+                .ok_or(format!("pods {running:?}, IPAM {left:?}, DNS pods {dns:?}"))
         },
     )?;
 

@@ -18,6 +18,10 @@ use crate::lab::state::LabState;
 pub const E2E_IMAGES: &[(&str, &str)] = &[
     ("agnhost.oci.tar", "k8s.gcr.io/e2e-test-images/agnhost:2.21"),
     ("busybox-e2e.oci.tar", "docker.io/library/busybox:1.29"),
+    (
+        "jessie-dnsutils.oci.tar",
+        "gcr.io/kubernetes-e2e-test-images/jessie-dnsutils:1.0",
+    ),
 ];
 
 pub const DEFAULT_FOCUS: &str = r"\[sig-network\].*\[Conformance\]";
@@ -233,6 +237,8 @@ pub fn run(st: &LabState, o: &Options) -> Result<Summary, KubeError> {
         ))
         .arg(format!("--report-dir={}", o.report_dir.display()))
         .arg(format!("--num-nodes={}", k.nodes.len()))
+        // The lab's cluster DNS (lab/kube/dns.rs) serves this domain.
+        .arg("--dns-domain=cluster.local")
         .arg(format!("--ginkgo.focus={}", o.focus))
         .arg("--ginkgo.noColor")
         // Logs of "master and nodes" are gathered over ssh on real

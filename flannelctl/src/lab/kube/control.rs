@@ -227,6 +227,32 @@ fn wait_ready(
     }
 }
 
+/// Routes from the infra namespace (the control plane's host) to every
+/// node's pod subnet, via that node. A real control plane runs the CNI and
+/// reaches pods through it; the lab's does not, yet the API server must
+/// reach pod addresses for its pod proxy (`kubectl get --raw
+/// /api/v1/namespaces/N/pods/P/proxy/...`, which Kubernetes' DNS
+/// conformance specs use to read their results) and for webhooks.
+/// Each subnet goes via its own node so that both directions of a
+/// connection cross the same node (no asymmetric path for conntrack).
+pub fn route_to_pods(
+    infra: &str,
+    routes: &[(ipnet::Ipv4Net, std::net::Ipv4Addr)],
+) -> Result<(), KubeError> {
+    for (subnet, via) in routes {
+        crate::lab::sh::run(std::process::Command::new("ip").args([
+            "-n",
+            infra,
+            "route",
+            "replace",
+            &subnet.trunc().to_string(),
+            "via",
+            &via.to_string(),
+        ]))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,7 @@
 
 pub mod conformance;
 pub mod control;
+pub mod dns;
 pub mod kubectl;
 pub mod node;
 pub mod pki;
@@ -40,7 +41,12 @@ pub const K8S_BINARIES: &[&str] = &[
     "kubectl",
 ];
 /// The image archives every node imports, by file name.
-pub const IMAGE_ARCHIVES: &[&str] = &["flannel-rs.oci.tar", "pause.oci.tar", "test.oci.tar"];
+pub const IMAGE_ARCHIVES: &[&str] = &[
+    "flannel-rs.oci.tar",
+    "pause.oci.tar",
+    "test.oci.tar",
+    dns::DNS_ARCHIVE,
+];
 /// What deploy/image/build.sh records of the binaries it packed.
 pub const IMAGE_BINARIES_SUM: &str = "flannel-rs.binaries.sha256";
 /// The binaries of the image that the lab exercises.
@@ -456,10 +462,11 @@ pub fn up(o: &UpOptions, k: &KubeOptions) -> Result<LabState, LabError> {
         set_node(&mut st, n.index, |kn| kn.containerd = Some(c.clone()));
         st.save()?;
         let have = node::import_images(&kn, &archives)?;
-        for img in images
-            .iter()
-            .chain([&node::PAUSE_IMAGE.to_string(), &TEST_IMAGE.to_string()])
-        {
+        for img in images.iter().chain([
+            &node::PAUSE_IMAGE.to_string(),
+            &TEST_IMAGE.to_string(),
+            &dns::DNS_IMAGE.to_string(),
+        ]) {
             if !have.iter().any(|h| h == img) {
                 return Err(KubeError::ImageMissing {
                     image: img.clone(),
@@ -472,7 +479,7 @@ pub fn up(o: &UpOptions, k: &KubeOptions) -> Result<LabState, LabError> {
         let kubelet = process::spawn_in_node(
             &n.netns,
             &kn.mount_ns,
-            &node::kubelet_argv(&k8s_bin, &pki, n.index, &socket, &kn.cgroup_root),
+            &node::kubelet_argv(&k8s_bin, &pki, n.index, &socket, &kn.cgroup_root, &n.dir),
             &n.dir.join("kubelet.log"),
         )?;
         set_node(&mut st, n.index, |kn| kn.kubelet = Some(kubelet.clone()));
@@ -501,13 +508,20 @@ pub fn up(o: &UpOptions, k: &KubeOptions) -> Result<LabState, LabError> {
             &secs,
         ],
     )?;
+    let mut pod_routes = Vec::new();
     for i in 0..st.nodes.len() {
         let env = wait_subnet_env(&st.nodes[i], phase)?;
         st.nodes[i].subnet = env.subnet.map(|s| s.to_string());
         st.nodes[i].mtu = Some(env.mtu);
+        if let Some(s) = env.subnet {
+            pod_routes.push((s, names::node_ip(st.nodes[i].index)));
+        }
     }
     st.save()?;
+    control::route_to_pods(&infra, &pod_routes)?;
     super::up::wait_converged(&st, phase)?;
+    // Cluster DNS last: its pods need the pod network.
+    dns::deploy(&st, phase)?;
     st.phase = "ready".into();
     st.save()?;
     Ok(st)

@@ -132,12 +132,16 @@ state = "{state}"
     )
 }
 
+/// kubelet's --resolv-conf, in the node's directory.
+const RESOLV_CONF: &str = "resolv.conf";
+
 pub fn kubelet_argv(
     bin: &Path,
     pki: &Pki,
     k: u32,
     socket: &Path,
     cgroup_root: &str,
+    dir: &Path,
 ) -> Vec<String> {
     let name = node_name(k);
     vec![
@@ -165,6 +169,10 @@ pub fn kubelet_argv(
         "--authorization-mode=AlwaysAllow".into(),
         "--read-only-port=0".into(),
         "--cluster-domain=cluster.local".into(),
+        format!("--cluster-dns={}", super::dns::DNS_IP),
+        // Not the host's resolv.conf: the lab forwards nothing out, and
+        // the host's search domains would only slow every lookup down.
+        format!("--resolv-conf={}", dir.join(RESOLV_CONF).display()),
         format!("--pod-infra-container-image={PAUSE_IMAGE}"),
         // Images are imported, never pulled: never collect them.
         "--image-gc-high-threshold=100".into(),
@@ -230,6 +238,12 @@ pub fn prepare_dirs(dir: &Path, socket: &Path, log_level: &str) -> Result<Vec<Pa
             }
         }
     }
+    let resolv = dir.join(RESOLV_CONF);
+    std::fs::write(
+        &resolv,
+        "# kubelet --resolv-conf of a lab node: no upstream resolver, no search domains\n",
+    )
+    .map_err(io(format!("write {}", resolv.display())))?;
     for ((path, value), b) in SYSCTLS.iter().zip(binds(dir).iter().filter(|b| b.file)) {
         debug_assert_eq!(Path::new(path), b.dst);
         std::fs::write(&b.src, format!("{value}\n"))
@@ -402,8 +416,13 @@ mod tests {
             2,
             Path::new("/s.sock"),
             "/fct-lab-x-node2",
+            Path::new("/st/node2"),
         )
         .join(" ");
+        assert!(
+            k.contains("--cluster-dns=10.96.0.10 --resolv-conf=/st/node2/resolv.conf"),
+            "{k}"
+        );
         assert!(k.contains("--protect-kernel-defaults=true"), "{k}");
         assert!(
             k.contains("--hostname-override=node2 --node-ip=198.51.100.2"),
