@@ -11,6 +11,14 @@ use serde_json::Value;
 use crate::cmd::{self, CmdError};
 use crate::lab::{binaries, unique_name, LabError};
 
+/// A pod as the tests see it: name, node and address.
+#[derive(Debug, Clone)]
+pub struct PodInfo {
+    pub name: String,
+    pub node: String,
+    pub ip: String,
+}
+
 /// A running Kubernetes lab; `lab down` on drop unless already down.
 pub struct KubeLab {
     pub name: String,
@@ -134,6 +142,23 @@ impl KubeLab {
     }
 
     /// `kubectl ... -o json`, parsed.
+    /// The pods of the default namespace matching a label selector that
+    /// are not being deleted.
+    pub fn pods(&self, selector: &str) -> Result<Vec<PodInfo>, String> {
+        let v = self.kubectl_json(&["get", "pods", "-l", selector])?;
+        Ok(v["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .map(|p| PodInfo {
+                name: p["metadata"]["name"].as_str().unwrap_or_default().into(),
+                node: p["spec"]["nodeName"].as_str().unwrap_or_default().into(),
+                ip: p["status"]["podIP"].as_str().unwrap_or_default().into(),
+            })
+            .collect())
+    }
+
     pub fn kubectl_json(&self, args: &[&str]) -> Result<Value, String> {
         let mut a = args.to_vec();
         a.extend(["-o", "json"]);

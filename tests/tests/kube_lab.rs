@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, ensure, Context, Result};
-use e2e::kube::KubeLab;
+use e2e::kube::{KubeLab, PodInfo};
 use e2e::lab::wait_for;
 use serde_json::{json, Value};
 
@@ -80,28 +80,8 @@ fn pod_cidrs(lab: &KubeLab) -> Result<BTreeMap<String, String>> {
     Ok(m)
 }
 
-#[derive(Debug, Clone)]
-struct PodInfo {
-    name: String,
-    node: String,
-    ip: String,
-}
-
 fn pods(lab: &KubeLab, selector: &str) -> Result<Vec<PodInfo>> {
-    let v = lab
-        .kubectl_json(&["get", "pods", "-l", selector])
-        .map_err(|e| anyhow!(e))?;
-    Ok(v["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
-        .map(|p| PodInfo {
-            name: p["metadata"]["name"].as_str().unwrap_or_default().into(),
-            node: p["spec"]["nodeName"].as_str().unwrap_or_default().into(),
-            ip: p["status"]["podIP"].as_str().unwrap_or_default().into(),
-        })
-        .collect())
+    lab.pods(selector).map_err(|e| anyhow!(e))
 }
 
 /// Addresses of the lab's cluster DNS pods (kube-system, k8s-app=kube-dns).

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
-use e2e::kube::KubeLab;
+use e2e::kube::{KubeLab, PodInfo};
 use e2e::lab::wait_for;
 
 /// Waits until `cond` holds, up to `within`.
@@ -165,28 +165,8 @@ async fn race_for_the_last_subnet(f: &RealApi) {
     }
 }
 
-#[derive(Debug, Clone)]
-struct PodInfo {
-    name: String,
-    node: String,
-    ip: String,
-}
-
 fn pods(lab: &KubeLab, selector: &str) -> Result<Vec<PodInfo>> {
-    let v = lab
-        .kubectl_json(&["get", "pods", "-l", selector])
-        .map_err(|e| anyhow!(e))?;
-    Ok(v["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
-        .map(|p| PodInfo {
-            name: p["metadata"]["name"].as_str().unwrap_or_default().into(),
-            node: p["spec"]["nodeName"].as_str().unwrap_or_default().into(),
-            ip: p["status"]["podIP"].as_str().unwrap_or_default().into(),
-        })
-        .collect())
+    lab.pods(selector).map_err(|e| anyhow!(e))
 }
 
 fn in_cidr(ip: &str, cidr: &str) -> bool {
