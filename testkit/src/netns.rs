@@ -45,6 +45,13 @@ pub fn path_of(name: &str) -> PathBuf {
     Path::new(NETNS_DIR).join(name)
 }
 
+fn open(path: &Path) -> Result<File, NetnsError> {
+    File::open(path).map_err(|source| NetnsError::Open {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 /// Moves the calling thread into the network namespace `fd` refers to.
 ///
 /// Only this thread moves (and threads it starts later); it is
@@ -61,10 +68,7 @@ pub fn setns_fd(fd: BorrowedFd<'_>) -> std::io::Result<()> {
 /// for a thread that exists only to live there (e.g. a fake server's thread);
 /// anything else wants [`in_netns`].
 pub fn enter_on_this_thread(path: &Path) -> Result<(), NetnsError> {
-    let file = File::open(path).map_err(|source| NetnsError::Open {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let file = open(path)?;
     setns_fd(file.as_fd()).map_err(|source| NetnsError::Enter {
         path: path.to_path_buf(),
         source,
@@ -81,10 +85,7 @@ pub fn in_netns<T: Send>(
     f: impl FnOnce() -> T + Send,
 ) -> Result<T, NetnsError> {
     let path = ns.as_ref();
-    let file = File::open(path).map_err(|source| NetnsError::Open {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let file = open(path)?;
     std::thread::scope(|s| {
         let joined = s
             .spawn(|| {
@@ -111,10 +112,7 @@ pub fn command_in(
     program: impl AsRef<std::ffi::OsStr>,
 ) -> Result<Command, NetnsError> {
     let path = ns.as_ref();
-    let file = File::open(path).map_err(|source| NetnsError::Open {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let file = open(path)?;
     let mut c = Command::new(program);
     // SAFETY: the closure only calls setns, which is async-signal-safe; it
     // owns the file, so the fd is open until the child execs (O_CLOEXEC, so
