@@ -141,32 +141,33 @@ async fn vxlan_fresh_node_creates_the_device_then_the_address_then_neigh_fdb_rou
     );
     assert_eq!((r.peers, r.errors.len(), r.device_recreated), (1, 0, false));
     let mac: Mac = peer_mac.parse().unwrap();
-    let s = k.state();
-    assert_eq!(
-        s.neighs,
-        vec![(
-            dev.index,
-            Neigh {
-                ip: Ipv4Addr::new(10, 244, 2, 0),
-                mac
-            }
-        )]
-    );
-    assert_eq!(s.fdbs, vec![(dev.index, Fdb { mac, dst: ip(2) })]);
-    assert_eq!(
-        s.routes,
-        vec![(
-            Route {
-                dst: "10.244.2.0/24".parse().unwrap(),
-                gateway: Ipv4Addr::new(10, 244, 2, 0),
-                oif: dev.index,
-                onlink: true,
-                encap: None
-            },
-            RTPROT_FLANNEL_RS
-        )]
-    );
-    drop(s);
+    {
+        let s = k.state();
+        assert_eq!(
+            s.neighs,
+            vec![(
+                dev.index,
+                Neigh {
+                    ip: Ipv4Addr::new(10, 244, 2, 0),
+                    mac
+                }
+            )]
+        );
+        assert_eq!(s.fdbs, vec![(dev.index, Fdb { mac, dst: ip(2) })]);
+        assert_eq!(
+            s.routes,
+            vec![(
+                Route {
+                    dst: "10.244.2.0/24".parse().unwrap(),
+                    gateway: Ipv4Addr::new(10, 244, 2, 0),
+                    oif: dev.index,
+                    onlink: true,
+                    encap: None
+                },
+                RTPROT_FLANNEL_RS
+            )]
+        );
+    }
 
     // A second pass with the same peers changes nothing.
     let r = b
