@@ -400,12 +400,17 @@ fn detect_underlay(
             .enable_all()
             .build()
             .map_err(|e| e.to_string())?;
-        rt.block_on(flanneld::node::netlink::detect(
-            &spec,
-            flanneld::node::PublicAddrs::default(),
-            underlay,
-        ))
-        .map_err(|e| e.to_string())
+        rt.block_on(async {
+            let nl = flanneld::netlink::Netlink::connect().map_err(|e| e.to_string())?;
+            flanneld::node::netlink::detect(
+                &nl,
+                &spec,
+                flanneld::node::PublicAddrs::default(),
+                underlay,
+            )
+            .await
+            .map_err(|e| e.to_string())
+        })
     })
     .map_err(|e| e.to_string())?
 }
