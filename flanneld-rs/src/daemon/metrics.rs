@@ -467,7 +467,10 @@ mod tests {
         let m = Metrics::new();
         let report = ReconcileReport {
             changes: vec![("route_add", 3), ("fdb_add", 3)],
-            errors: vec!["10.244.9.0/24: no VtepMAC".into()],
+            errors: vec![crate::backend::PeerError::NoVtepMac {
+                subnet: "10.244.9.0/24".parse().unwrap(),
+                public_ip: std::net::Ipv4Addr::new(198, 51, 100, 9),
+            }],
             peers: 3,
             device_recreated: false,
         };
@@ -475,7 +478,7 @@ mod tests {
         m.record_reconcile(
             "resync",
             Duration::from_millis(1),
-            &Err(BackendError::Other("x".into())),
+            &Err(BackendError::Vanished { name: "x".into() }),
         );
         m.record_events(Applied {
             added: 3,
