@@ -118,16 +118,17 @@ pub trait Backend: Send {
     /// excluded). Idempotent; also recreates the device if it vanished.
     async fn reconcile(&mut self, peers: &[Peer]) -> Result<ReconcileReport, BackendError>;
 
-    /// Packet counters of a datapath that moves packets itself (the
+    /// Packet statistics of a datapath that moves packets itself (the
     /// userspace one), read by /metrics at scrape time; `None` for the
     /// kernel datapaths.
-    fn datapath_counters(&self) -> Option<std::sync::Arc<crate::userspace::counters::Counters>> {
+    fn stats(&self) -> Option<std::sync::Arc<dyn DatapathStats>> {
         None
     }
 }
 
 // Implementations (owner: "dp").
 mod converge;
+pub mod devices;
 pub mod error;
 #[cfg(test)]
 mod fake_tests;
@@ -137,6 +138,7 @@ pub mod metadata;
 pub mod options;
 pub mod ownership;
 pub mod spec;
+pub mod stats;
 pub mod tunnel;
 pub mod userspace;
 pub mod vtep_mac;
@@ -147,6 +149,7 @@ pub use spec::{
     BackendSpec, Datapath, DatapathMode, Encap, Fallback, NodeOverrides, TunnelSpec, Underlay,
     DEFAULT_BUSY_POLL,
 };
+pub use stats::{DatapathStats, StatsSnapshot};
 
 /// The underlay family net-conf.json's Backend asks for (host-gw: IPv4),
 /// known before the node is detected: it decides which addresses to look

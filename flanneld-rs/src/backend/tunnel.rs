@@ -1,6 +1,6 @@
 //! Device handling shared by the kernel tunnel backends (FDB-mode VXLAN and
 //! metadata-mode VXLAN/Geneve): adopt-or-recreate, the lease address, the
-//! peer's VTEP MAC, and removing the other mode's device.
+//! peer's VTEP MAC.
 
 use ipnet::Ipv4Net;
 use netlink_packet_route::link::LinkMessage;
@@ -91,26 +91,6 @@ pub async fn created_index(nl: &dyn Kernel, name: &str) -> Result<u32, BackendEr
 
 async fn delete_link(nl: &dyn Kernel, index: u32, what: &str) -> Result<(), BackendError> {
     Ok(nl.del_link(index, what).await?)
-}
-
-/// Removes our device of the other VXLAN mode (`flannel.<VNI>` vs
-/// `flannel-vxlan`): both want the same UDP port. The kernel drops the
-/// routes through it with it. True when something was removed.
-pub async fn remove_other_mode_device(
-    nl: &dyn Kernel,
-    name: &str,
-    why: &str,
-) -> Result<bool, BackendError> {
-    let Some(link) = nl.link_by_name(name).await? else {
-        return Ok(false);
-    };
-    if link.kind != Some(netlink_packet_route::link::InfoKind::Vxlan) {
-        // Not a device of ours under that name: leave it alone.
-        return Ok(false);
-    }
-    tracing::info!("removing {name} and its routes: {why}");
-    delete_link(nl, link.index, &format!("removing {name} ({why})")).await?;
-    Ok(true)
 }
 
 /// Puts exactly `<lease .0>/32` on device `index` (an address from an

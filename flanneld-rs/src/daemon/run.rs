@@ -424,7 +424,7 @@ impl LeaseLoop {
             })?;
         self.prepared = Some(prepared);
         // The userspace datapath counts its packets; /metrics reads them.
-        self.metrics.set_datapath(self.backend.datapath_counters());
+        self.metrics.set_datapath(self.backend.stats());
         // Deletions by hand are repaired on notice, not at the next resync.
         if self.settings.kernel_events {
             let subscribed = match &self.kernel {

@@ -11,10 +11,7 @@ use crate::netlink::dump::LinkState;
 use crate::node::mtu::backend_mtu;
 use crate::reconcile::Mac;
 
-/// The VXLAN metadata device (not `flannel.<VNI>`: that is FDB mode's).
-pub const VXLAN_DEVICE: &str = "flannel-vxlan";
-/// The Geneve metadata device.
-pub const GENEVE_DEVICE: &str = "flannel-geneve";
+pub use super::super::devices::{GENEVE_METADATA as GENEVE_DEVICE, VXLAN_METADATA as VXLAN_DEVICE};
 
 /// The device name for an encapsulation.
 pub fn device_name(encap: Encap) -> &'static str {

@@ -13,9 +13,10 @@ use async_trait::async_trait;
 use ipnet::Ipv4Net;
 use lease_store::{Lease, NetworkConfig};
 
+use super::devices::{self, OwnedDevice};
 use super::{
-    tunnel, vxlan, Backend, BackendError, Datapath, Encap, Fallback, LocalNode, Peer, Prepared,
-    ReconcileReport, TunnelSpec,
+    tunnel, Backend, BackendError, Datapath, Fallback, LocalNode, Peer, Prepared, ReconcileReport,
+    TunnelSpec,
 };
 use crate::netlink::KernelRef;
 pub use device::{DeviceSpec, GENEVE_DEVICE, VXLAN_DEVICE};
@@ -139,14 +140,11 @@ impl Backend for MetadataBackend {
         let device_name = dev.name;
         self.dev = Some(dev);
         self.node = Some(node.clone());
-        if self.spec.encap == Encap::Vxlan {
-            tunnel::remove_other_mode_device(
-                &*self.nl,
-                &vxlan::device_name(self.spec.vni),
-                "this node now runs VXLAN in metadata mode, which needs the UDP port it holds",
-            )
-            .await?;
-        }
+        let me = OwnedDevice::Metadata {
+            encap: self.spec.encap,
+            vni: self.spec.vni,
+        };
+        devices::remove_conflicting(&*self.nl, me).await?;
         if let Ensured::NoModule(errno) = self.ensure_device().await? {
             if self.spec.fallback != Fallback::Userspace {
                 return Err(BackendError::NoModule {
@@ -188,9 +186,9 @@ impl Backend for MetadataBackend {
         self.ensure_address().await
     }
 
-    /// The userspace fallback's packet counters, so /metrics shows them.
-    fn datapath_counters(&self) -> Option<std::sync::Arc<crate::userspace::counters::Counters>> {
-        self.fallback.as_ref().and_then(|fb| fb.datapath_counters())
+    /// The userspace fallback's packet statistics, so /metrics shows them.
+    fn stats(&self) -> Option<std::sync::Arc<dyn super::DatapathStats>> {
+        self.fallback.as_ref().and_then(|fb| fb.stats())
     }
 
     async fn reconcile(&mut self, peers: &[Peer]) -> Result<ReconcileReport, BackendError> {

@@ -10,6 +10,8 @@ use async_trait::async_trait;
 use ipnet::Ipv4Net;
 use lease_store::{Lease, NetworkConfig};
 
+use super::devices::{self, OwnedDevice};
+use super::stats::{DatapathStats, StatsSnapshot};
 use super::{
     tunnel, vtep_mac, Backend, BackendError, Encap, LocalNode, Peer, Prepared, ReconcileReport,
     TunnelSpec, Underlay,
@@ -24,7 +26,7 @@ use crate::userspace::frame::Framer;
 use crate::userspace::peers::{PeerEntry, PeerTable};
 
 /// The device name (one per node, whatever the encapsulation).
-pub const TUN_NAME: &str = "flannel-tun";
+pub const TUN_NAME: &str = devices::TUN;
 /// Queues (threads) at most; more rarely helps a node's pod traffic.
 pub const MAX_QUEUES: usize = 4;
 
@@ -79,6 +81,12 @@ impl UserspaceBackend {
         self.offload = offload;
     }
 
+    /// The engine's own counters (typed: direction and drop reason), for
+    /// tests and benchmarks; the daemon reads them as `Backend::stats`.
+    pub fn datapath_counters(&self) -> Option<Arc<Counters>> {
+        Some(self.counters.clone())
+    }
+
     /// What the running engine negotiated with the kernel.
     pub fn engine_info(&self) -> Option<EngineInfo> {
         self.engine.as_ref().map(Engine::info)
@@ -128,23 +136,13 @@ impl UserspaceBackend {
                 .await?;
         }
         let node = self.node()?.clone();
-        if self.spec.encap == Encap::Vxlan {
-            // A kernel VXLAN device of ours (FDB or metadata mode) holds
-            // the same UDP port.
-            let why = "the userspace datapath needs its UDP port";
-            tunnel::remove_other_mode_device(
-                &*self.nl,
-                &super::vxlan::device_name(self.spec.vni),
-                why,
-            )
-            .await?;
-            tunnel::remove_other_mode_device(
-                &*self.nl,
-                super::metadata::device::device_name(Encap::Vxlan),
-                why,
-            )
-            .await?;
-        }
+        // A kernel VXLAN device of ours (FDB or metadata mode) holds the
+        // same UDP port.
+        let me = OwnedDevice::Tun {
+            encap: self.spec.encap,
+            vni: self.spec.vni,
+        };
+        devices::remove_conflicting(&*self.nl, me).await?;
         let cfg = EngineConfig {
             tun_name: TUN_NAME.into(),
             mtu: self.mtu,
@@ -298,8 +296,22 @@ impl Backend for UserspaceBackend {
         .await
     }
 
-    fn datapath_counters(&self) -> Option<Arc<Counters>> {
+    fn stats(&self) -> Option<Arc<dyn DatapathStats>> {
         Some(self.counters.clone())
+    }
+}
+
+impl DatapathStats for Counters {
+    fn snapshot(&self) -> StatsSnapshot {
+        let s = Counters::snapshot(self);
+        StatsSnapshot {
+            delivered: s.ok.iter().map(|(d, p, b)| (d.label(), *p, *b)).collect(),
+            dropped: s
+                .drops
+                .iter()
+                .map(|(d, r, n)| (d.label(), r.label(), *n))
+                .collect(),
+        }
     }
 }
 

@@ -13,6 +13,7 @@ use lease_store::{Lease, NetworkConfig};
 use netlink_packet_route::link::InfoKind;
 use rtnetlink::LinkVxlan;
 
+use super::devices::{self, OwnedDevice};
 use super::mac_memory::{DeviceKey, MacMemory};
 use super::options::VxlanOptions;
 use super::{
@@ -132,7 +133,7 @@ impl DeviceSpec {
 }
 
 pub fn device_name(vni: u32) -> String {
-    format!("flannel.{vni}")
+    OwnedDevice::VxlanFdb { vni }.name()
 }
 
 /// A peer's three entries (or its direct route), or why it cannot be
@@ -334,12 +335,8 @@ impl Backend for VxlanBackend {
         self.node = Some(node.clone());
         self.network = config.network;
         self.mac_published = false;
-        tunnel::remove_other_mode_device(
-            &*self.nl,
-            super::metadata::VXLAN_DEVICE,
-            "this node now runs VXLAN in FDB mode, which needs the UDP port it holds",
-        )
-        .await?;
+        let me = OwnedDevice::VxlanFdb { vni: self.opts.vni };
+        devices::remove_conflicting(&*self.nl, me).await?;
         self.ensure_device().await?;
         // The MAC the device has now (adopted, remembered or derived) is
         // the one published; later passes keep the device on it.
