@@ -18,13 +18,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::cmd::{self, CmdError};
-use crate::netns::Netns;
+use testkit::cmd::{self, CmdError};
+use testkit::netns::Netns;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerdError {
     #[error(transparent)]
-    Temp(#[from] crate::temp::TempError),
+    Temp(#[from] testkit::temp::TempError),
     #[error(transparent)]
     Oci(#[from] crate::oci::OciError),
     #[error("ctr/containerd: {0}")]
@@ -85,7 +85,7 @@ impl<'a> Containerd<'a> {
         if !Path::new(HOST_CNI_CONF_DIR).is_dir() {
             return Err(ContainerdError::NoCniConfDir);
         }
-        let dir = crate::temp::temp_dir("containerd")?;
+        let dir = testkit::temp::temp_dir("containerd")?;
         let d = dir.path();
         for sub in ["root", "state", "net.d", "bin", "fifo", "runc"] {
             let p = d.join(sub);
@@ -114,7 +114,7 @@ impl<'a> Containerd<'a> {
         let c = Containerd {
             node,
             dir,
-            namespace: crate::names::unique("ctr"),
+            namespace: testkit::names::unique("ctr"),
             daemon,
             runs: Mutex::new(Vec::new()),
         };
@@ -217,7 +217,7 @@ impl<'a> Containerd<'a> {
 
     /// `ctr task exec` in container `id`; fails on a non-zero exit.
     pub fn exec(&self, id: &str, argv: &[&str]) -> Result<String, ContainerdError> {
-        let exec_id = crate::names::unique("exec");
+        let exec_id = testkit::names::unique("exec");
         Ok(cmd::run(
             self.ctr()
                 .args(["task", "exec", "--exec-id", &exec_id])
@@ -291,7 +291,7 @@ impl Drop for Containerd<'_> {
         }
         // Shims outlive the daemon by design; they name the socket in our
         // temp dir, which is removed right after this.
-        crate::procs::wait_or_kill_mentioning(
+        testkit::procs::wait_or_kill_mentioning(
             &self.dir.path().display().to_string(),
             Duration::from_secs(2),
         );

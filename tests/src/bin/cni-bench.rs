@@ -20,15 +20,13 @@
 //! See docs/PERFORMANCE.md.
 
 use std::ffi::CString;
-use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use e2e::cni::{self, CniEnv};
-use e2e::netns::Netns;
 use e2e::stats::{median, ms, percentile};
+use testkit::cni::{self, CniEnv};
+use testkit::netns::Netns;
 
 type Error = Box<dyn std::error::Error>;
 
@@ -62,20 +60,7 @@ const GONE_LIMIT: Duration = Duration::from_secs(10);
 /// Runs `f` on a thread inside network namespace `ns` (interface look-ups
 /// by name and index go through the calling thread's namespace).
 fn in_netns<T: Send>(ns: &Netns, f: impl FnOnce() -> T + Send) -> Result<T, Error> {
-    let file = File::open(ns.path())?;
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            // SAFETY: setns only reads the fd; the thread is ours and ends
-            // with the scope.
-            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(f())
-        })
-        .join()
-        .map_err(|_| Error::from("link watcher thread panicked"))?
-        .map_err(|e| format!("entering {}: {e}", ns.name()).into())
-    })
+    Ok(testkit::in_netns(ns, f)?)
 }
 
 /// Reaps one exited orphan. Some(true): reaped one, Some(false): some are
@@ -290,7 +275,7 @@ fn ratio(ours: &[Duration], reference: &[Duration]) -> f64 {
 }
 
 fn run(pods: usize) -> Result<bool, Error> {
-    e2e::root::require_root("cni-bench")?;
+    testkit::root::require_root("cni-bench")?;
     // Orphans of the plugins (flannel-rs's background deleter) become our
     // children, so DEL's "done" time can be measured by reaping them.
     // SAFETY: prctl with these arguments only sets a flag on this process.
@@ -301,7 +286,7 @@ fn run(pods: usize) -> Result<bool, Error> {
         )
         .into());
     }
-    let state = e2e::temp::temp_dir("bench")?;
+    let state = testkit::temp::temp_dir("bench")?;
     let subnet_file = state.path().join("subnet.env");
     std::fs::write(
         &subnet_file,
