@@ -84,6 +84,7 @@ checks!(
     compacted_revision_gives_a_snapshot,
     release_frees_the_subnet,
     reservations_are_respected,
+    reservations_can_be_removed,
     own_lease_is_reused,
     previous_subnet_is_honoured_when_free,
     renew_recreates_a_vanished_lease_or_reports_it_lost,
