@@ -23,7 +23,7 @@ fn two_pods_reach_each_other_and_the_gateway() {
     assert_eq!(ifs[0]["name"], "cni0");
     assert!(ifs[1]["name"].as_str().unwrap().starts_with("veth"));
     assert_eq!(ifs[2]["name"], "eth0");
-    assert_eq!(ifs[2]["sandbox"], a.path());
+    assert_eq!(ifs[2]["sandbox"], a.path_str());
     assert_eq!(ra["ips"][0]["gateway"], "10.244.7.1");
     assert_eq!(ra["ips"][0]["interface"], 2);
     assert!(ra["ips"][0]["address"].as_str().unwrap().ends_with("/24"));
@@ -33,20 +33,20 @@ fn two_pods_reach_each_other_and_the_gateway() {
     let (ipa, ipb) = (pod_ip(&ra), pod_ip(&rb));
     assert_ne!(ipa, ipb);
     for (pod, target) in [(&a, ipb.as_str()), (&b, ipa.as_str()), (&a, "10.244.7.1")] {
-        let (ok, out) = pod.exec(&["ping", "-c", "1", "-W", "2", target]);
-        assert!(ok, "ping {target} from {} failed: {out}", pod.name);
+        let (ok, out) = pod.try_run(&["ping", "-c", "1", "-W", "2", target]);
+        assert!(ok, "ping {target} from {} failed: {out}", pod.name());
     }
     // MTU from subnet.env on both ends, hairpin on the bridge port.
     assert!(a.links().contains("mtu 1450"), "{}", a.links());
     let host = ifs[1]["name"].as_str().unwrap();
-    let (_, detail) = node.ns.exec(&["ip", "-d", "link", "show", host]);
+    let (_, detail) = node.ns.try_run(&["ip", "-d", "link", "show", host]);
     assert!(detail.contains("hairpin on"), "{detail}");
     assert!(detail.contains("master cni0"), "{detail}");
-    let (_, fwd) = node.ns.exec(&["cat", "/proc/sys/net/ipv4/ip_forward"]);
+    let (_, fwd) = node.ns.try_run(&["cat", "/proc/sys/net/ipv4/ip_forward"]);
     assert_eq!(fwd.trim(), "1");
 
-    node.del("ping-a", &a.path(), &conf);
-    node.del("ping-b", &b.path(), &conf);
+    node.del("ping-a", a.path_str(), &conf);
+    node.del("ping-b", b.path_str(), &conf);
     assert!(!node.ns.links().contains("veth"), "{}", node.ns.links());
 }
 
@@ -77,7 +77,7 @@ fn sixty_four_concurrent_adds_get_distinct_addresses() {
     std::thread::scope(|s| {
         for (i, p) in pods.iter().enumerate() {
             let (node, conf) = (&node, &conf);
-            s.spawn(move || node.del(&format!("c64-{i}"), &p.path(), conf));
+            s.spawn(move || node.del(&format!("c64-{i}"), p.path_str(), conf));
         }
     });
     assert_eq!(node.ipam_files(), ["last_reserved_ip.0", "lock"]);
@@ -125,9 +125,9 @@ fn chained_before_reference_portmap() {
             ("CNI_IFNAME", "eth0"),
         ]
     };
-    let path = pod.path();
+    let path = pod.path_str();
     let mut add_env = env("ADD").to_vec();
-    add_env.push(("CNI_NETNS", &path));
+    add_env.push(("CNI_NETNS", path));
     let r = node.run_plugin(
         "/usr/lib/cni/portmap",
         &add_env,
@@ -139,7 +139,7 @@ fn chained_before_reference_portmap() {
         chained["ips"], ours["ips"],
         "portmap must pass our result through"
     );
-    let (ok, rules) = node.ns.exec(&["iptables-save", "-t", "nat"]);
+    let (ok, rules) = node.ns.try_run(&["iptables-save", "-t", "nat"]);
     assert!(
         ok && rules.contains("18080"),
         "portmap rules missing in the node namespace: {rules}"
@@ -149,13 +149,13 @@ fn chained_before_reference_portmap() {
         "/usr/lib/cni/portmap",
         &{
             let mut e = env("DEL").to_vec();
-            e.push(("CNI_NETNS", &path));
+            e.push(("CNI_NETNS", path));
             e
         },
         pm_conf.to_string().as_bytes(),
     );
     assert!(r.success, "portmap DEL failed: {} {}", r.stdout, r.stderr);
-    node.del("pm-1", &pod.path(), &conf);
+    node.del("pm-1", pod.path_str(), &conf);
     assert_eq!(node.ipam_files(), ["last_reserved_ip.0", "lock"]);
 }
 
@@ -177,7 +177,7 @@ fn requested_addresses_are_honoured_when_free() {
     assert!(p1.links().contains("mtu 1400"), "{}", p1.links());
     assert!(node.ns.has_link("fctbr0") && !node.ns.has_link("cni0"));
     // Taken: refused, nothing left behind.
-    let r = node.cni("ADD", "req-2", &p2.path(), "eth0", &conf);
+    let r = node.cni("ADD", "req-2", p2.path_str(), "eth0", &conf);
     assert_eq!(r.code(), 103, "{}", r.stdout);
     assert!(!p2.has_link("eth0"));
     // CNI_ARGS IP= works too; outside the subnet is refused.
@@ -186,14 +186,21 @@ fn requested_addresses_are_honoured_when_free() {
         .cni_args(
             "ADD",
             "req-2",
-            &p2.path(),
+            p2.path_str(),
             "eth0",
             "IgnoreUnknown=1;IP=10.244.7.78",
             &plain,
         )
         .ok();
     assert_eq!(pod_ip(&r.json()), "10.244.7.78");
-    let r = node.cni_args("ADD", "req-3", &p3.path(), "eth0", "IP=10.244.9.9", &plain);
+    let r = node.cni_args(
+        "ADD",
+        "req-3",
+        p3.path_str(),
+        "eth0",
+        "IP=10.244.9.9",
+        &plain,
+    );
     assert_eq!(r.code(), 103);
     let args_conf = node.conf("1.1.0", json!({"args": {"cni": {"ips": ["10.244.7.79"]}}}));
     assert_eq!(pod_ip(&node.add("req-3", &p3, &args_conf)), "10.244.7.79");

@@ -6,9 +6,7 @@
 mod common;
 
 use std::ffi::CString;
-use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -25,19 +23,6 @@ fn host_veth(result: &Value) -> String {
         .as_str()
         .expect("result names the host veth")
         .to_string()
-}
-
-fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    loop {
-        if done() {
-            return true;
-        }
-        if start.elapsed() > limit {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn tombstones(ns: &Netns) -> Vec<String> {
@@ -57,7 +42,7 @@ fn del_frees_both_names_at_once_and_the_pair_goes_soon() {
     let host = host_veth(&result);
     assert!(node.ns.has_link(&host), "{}", node.ns.links());
 
-    node.del("bgd-1", &p.path(), &conf);
+    node.del("bgd-1", p.path_str(), &conf);
     // The names are free immediately, whatever the kernel still does.
     assert!(!p.has_link("eth0"), "{}", p.links());
     assert!(!node.ns.has_link(&host), "{}", node.ns.links());
@@ -65,7 +50,7 @@ fn del_frees_both_names_at_once_and_the_pair_goes_soon() {
 
     // And the tombstones do not stay.
     assert!(
-        wait_until(GONE_WITHIN, || tombstones(&node.ns).is_empty()
+        testkit::wait::until(GONE_WITHIN, || tombstones(&node.ns).is_empty()
             && tombstones(&p).is_empty()),
         "tombstones left after {GONE_WITHIN:?}: node {:?} pod {:?}",
         tombstones(&node.ns),
@@ -84,28 +69,28 @@ fn del_then_immediate_add_of_the_same_attachment_works() {
     node.add("bgr-1", &p, &conf);
     for round in 0..3 {
         // No pause: the previous pair may still be on its way out.
-        node.del("bgr-1", &p.path(), &conf);
+        node.del("bgr-1", p.path_str(), &conf);
         let result = node
-            .cni("ADD", "bgr-1", &p.path(), "eth0", &conf)
+            .cni("ADD", "bgr-1", p.path_str(), "eth0", &conf)
             .ok()
             .json();
         let ip = pod_ip(&result);
-        let (ok, addrs) = p.exec(&["ip", "-4", "-o", "addr", "show", "dev", "eth0"]);
+        let (ok, addrs) = p.try_run(&["ip", "-4", "-o", "addr", "show", "dev", "eth0"]);
         assert!(
             ok && addrs.contains(&format!("{ip}/24")),
             "round {round}: {addrs}"
         );
-        let (_, routes) = p.exec(&["ip", "-4", "route"]);
+        let (_, routes) = p.try_run(&["ip", "-4", "route"]);
         assert!(
             routes.contains("default via 10.244.7.1 dev eth0"),
             "round {round}: {routes}"
         );
-        let (ok, out) = p.exec(&["ping", "-c", "1", "-W", "2", "10.244.7.1"]);
+        let (ok, out) = p.try_run(&["ping", "-c", "1", "-W", "2", "10.244.7.1"]);
         assert!(ok, "round {round}: {out}");
     }
-    node.del("bgr-1", &p.path(), &conf);
+    node.del("bgr-1", p.path_str(), &conf);
     assert!(
-        wait_until(GONE_WITHIN, || tombstones(&node.ns).is_empty()
+        testkit::wait::until(GONE_WITHIN, || tombstones(&node.ns).is_empty()
             && tombstones(&p).is_empty()),
         "node {:?} pod {:?}",
         tombstones(&node.ns),
@@ -116,7 +101,7 @@ fn del_then_immediate_add_of_the_same_attachment_works() {
 
 /// The index of `name` in `ns` (`ip -o link` starts with "<index>: ").
 fn link_index(ns: &Netns, name: &str) -> u32 {
-    let (ok, out) = ns.exec(&["ip", "-o", "link", "show", "dev", name]);
+    let (ok, out) = ns.try_run(&["ip", "-o", "link", "show", "dev", name]);
     assert!(ok, "{out}");
     out.split(':')
         .next()
@@ -137,14 +122,14 @@ fn del_with_another_pods_netns_leaves_that_pod_alone() {
     assert_eq!(link_index(&a, "eth0"), link_index(&b, "eth0"));
 
     // A stale CNI_NETNS (e.g. a recycled /proc/<pid>/ns/net) naming b.
-    node.del("bgw-a", &b.path(), &conf);
-    let (_, link) = b.exec(&["ip", "-o", "link", "show", "dev", "eth0"]);
+    node.del("bgw-a", b.path_str(), &conf);
+    let (_, link) = b.try_run(&["ip", "-o", "link", "show", "dev", "eth0"]);
     assert!(link.contains(",UP"), "b's eth0 was touched: {link}");
-    let (ok, out) = b.exec(&["ping", "-c", "1", "-W", "2", "10.244.7.1"]);
+    let (ok, out) = b.try_run(&["ping", "-c", "1", "-W", "2", "10.244.7.1"]);
     assert!(ok, "{out}");
     // a's pair still goes (through its host end), and only a's address.
     assert!(
-        wait_until(GONE_WITHIN, || !a.has_link("eth0")
+        testkit::wait::until(GONE_WITHIN, || !a.has_link("eth0")
             && tombstones(&a).is_empty()),
         "{}",
         a.links()
@@ -153,7 +138,7 @@ fn del_with_another_pods_netns_leaves_that_pod_alone() {
         node.ipam_files(),
         [b_ip.as_str(), "last_reserved_ip.0", "lock"]
     );
-    node.del("bgw-b", &b.path(), &conf);
+    node.del("bgw-b", b.path_str(), &conf);
 }
 
 /// One DEL as a runtime runs it (stdout and stderr piped, read to EOF),
@@ -168,60 +153,53 @@ fn timed_del(
     host: &str,
     conf: &Value,
 ) -> (Duration, bool, Duration) {
-    let ns = File::open(node.ns.path()).expect("open node netns");
     let stdin = conf.to_string();
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            // SAFETY: setns only reads the fd; this thread is ours and ends here.
-            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-            let name = CString::new(host).expect("veth name");
-            // SAFETY: a valid C string.
-            let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-            assert_ne!(index, 0, "{host} not found before DEL");
-            let exists = || {
-                let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
-                // SAFETY: buf has IF_NAMESIZE bytes as if_indextoname needs.
-                !unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) }.is_null()
-            };
+    testkit::in_netns(&node.ns, || {
+        let name = CString::new(host).expect("veth name");
+        // SAFETY: a valid C string.
+        let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        assert_ne!(index, 0, "{host} not found before DEL");
+        let exists = || {
+            let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+            // SAFETY: buf has IF_NAMESIZE bytes as if_indextoname needs.
+            !unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) }.is_null()
+        };
 
-            let start = Instant::now();
-            let mut child = Command::new(PLUGIN)
-                .env_clear()
-                .env("CNI_COMMAND", "DEL")
-                .env("CNI_CONTAINERID", id)
-                .env("CNI_NETNS", pod.path())
-                .env("CNI_IFNAME", "eth0")
-                .env("CNI_PATH", "/usr/lib/cni")
-                .env("FLANNEL_RS_TEST_DETACHED_DELAY_MS", "300")
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn plugin");
-            if let Some(mut si) = child.stdin.take() {
-                si.write_all(stdin.as_bytes()).expect("write config");
-            }
-            let (mut out, mut err) = (String::new(), String::new());
-            if let Some(mut so) = child.stdout.take() {
-                so.read_to_string(&mut out).expect("read stdout");
-            }
-            if let Some(mut se) = child.stderr.take() {
-                se.read_to_string(&mut err).expect("read stderr");
-            }
-            let eof = start.elapsed();
-            let alive_at_eof = exists();
-            let status = child.wait().expect("wait plugin");
-            assert!(status.success(), "DEL failed: {out} / {err}");
-            assert!(
-                wait_until(GONE_WITHIN, || !exists()),
-                "{host} (#{index}) still there {GONE_WITHIN:?} after DEL"
-            );
-            (eof, alive_at_eof, start.elapsed())
-        })
-        .join()
-        .expect("DEL thread")
+        let start = Instant::now();
+        let mut child = Command::new(PLUGIN)
+            .env_clear()
+            .env("CNI_COMMAND", "DEL")
+            .env("CNI_CONTAINERID", id)
+            .env("CNI_NETNS", pod.path_str())
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", "/usr/lib/cni")
+            .env("FLANNEL_RS_TEST_DETACHED_DELAY_MS", "300")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn plugin");
+        if let Some(mut si) = child.stdin.take() {
+            si.write_all(stdin.as_bytes()).expect("write config");
+        }
+        let (mut out, mut err) = (String::new(), String::new());
+        if let Some(mut so) = child.stdout.take() {
+            so.read_to_string(&mut out).expect("read stdout");
+        }
+        if let Some(mut se) = child.stderr.take() {
+            se.read_to_string(&mut err).expect("read stderr");
+        }
+        let eof = start.elapsed();
+        let alive_at_eof = exists();
+        let status = child.wait().expect("wait plugin");
+        assert!(status.success(), "DEL failed: {out} / {err}");
+        assert!(
+            testkit::wait::until(GONE_WITHIN, || !exists()),
+            "{host} (#{index}) still there {GONE_WITHIN:?} after DEL"
+        );
+        (eof, alive_at_eof, start.elapsed())
     })
+    .unwrap_or_else(|e| panic!("DEL thread in the node namespace: {e}"))
 }
 
 #[test]

@@ -26,8 +26,8 @@ fn version_matrix() {
             *v == "1.1.0",
             "{v}: {r}"
         );
-        assert_eq!(r["interfaces"][2]["sandbox"], p.path());
-        node.del(&format!("ver-{i}"), &p.path(), &conf);
+        assert_eq!(r["interfaces"][2]["sandbox"], p.path_str());
+        node.del(&format!("ver-{i}"), p.path_str(), &conf);
 
         let out = node
             .run_plugin(
@@ -50,15 +50,15 @@ fn version_matrix() {
     let r = node.add("ver-list", &p, &conf);
     assert_eq!(r["cniVersion"], "1.1.0");
     let host = r["interfaces"][1]["name"].as_str().expect("host veth name");
-    let (_, detail) = node.ns.exec(&["ip", "-d", "link", "show", host]);
+    let (_, detail) = node.ns.try_run(&["ip", "-d", "link", "show", host]);
     assert!(detail.contains("hairpin off"), "{detail}");
-    node.del("ver-list", &p.path(), &conf);
+    node.del("ver-list", p.path_str(), &conf);
 
     let p = Netns::new("ver-bad");
     let r = node.cni(
         "ADD",
         "ver-bad",
-        &p.path(),
+        p.path_str(),
         "eth0",
         &node.conf("0.2.0", json!({})),
     );
@@ -72,7 +72,7 @@ fn bad_input_gets_clear_errors_and_leaves_nothing() {
     let node = Node::new("bad");
     let conf = node.conf("1.0.0", json!({}));
     let p = Netns::new("bad-p");
-    let path = p.path();
+    let path = p.path_str();
     let run = |env: &[(&str, &str)], stdin: &[u8]| node.run_plugin(PLUGIN, env, stdin);
     let add_env = |netns: &str| -> Vec<(String, String)> {
         vec![
@@ -89,7 +89,7 @@ fn bad_input_gets_clear_errors_and_leaves_nothing() {
     let conf_bytes = conf.to_string();
 
     // Malformed JSON: decode failure; no stdout logs besides the error JSON.
-    let r = call(add_env(&path), b"{\"cniVersion\": ");
+    let r = call(add_env(path), b"{\"cniVersion\": ");
     assert_eq!(r.code(), 6);
     // Missing and invalid env vars name the variable.
     let r = run(
@@ -103,15 +103,15 @@ fn bad_input_gets_clear_errors_and_leaves_nothing() {
     assert!(r.stdout.contains("CNI_COMMAND"), "{}", r.stdout);
     let r = run(&[("CNI_COMMAND", "FROB")], conf_bytes.as_bytes());
     assert_eq!(r.code(), 4);
-    let mut e = add_env(&path);
+    let mut e = add_env(path);
     e[3].1 = "eth0/../x".into();
     assert_eq!(call(e, conf_bytes.as_bytes()).code(), 4);
-    let mut e = add_env(&path);
+    let mut e = add_env(path);
     e.push(("CNI_ARGS".into(), "garbage".into()));
     assert_eq!(call(e, conf_bytes.as_bytes()).code(), 4);
     // Bridge name too long.
     let long = node.conf("1.0.0", json!({"bridge": "bridge-name-too-long"}));
-    assert_eq!(call(add_env(&path), long.to_string().as_bytes()).code(), 7);
+    assert_eq!(call(add_env(path), long.to_string().as_bytes()).code(), 7);
     // Netns path missing: container unknown.
     let r = call(
         add_env("/var/run/netns/fct-cni-does-not-exist"),
@@ -121,7 +121,7 @@ fn bad_input_gets_clear_errors_and_leaves_nothing() {
     // An undecodable prevResult is refused before anything is made.
     let bad_prev = node.conf("1.0.0", json!({"prevResult": {"ips": [{"address": "x"}]}}));
     assert_eq!(
-        call(add_env(&path), bad_prev.to_string().as_bytes()).code(),
+        call(add_env(path), bad_prev.to_string().as_bytes()).code(),
         6
     );
     // A path that is not a network namespace.
@@ -131,19 +131,19 @@ fn bad_input_gets_clear_errors_and_leaves_nothing() {
     );
     // subnet.env with an invalid CIDR, then missing.
     node.write_subnet_env(&common::SUBNET_ENV.replace("10.244.7.1/24", "10.244.777.1/24"));
-    let r = call(add_env(&path), conf_bytes.as_bytes());
+    let r = call(add_env(path), conf_bytes.as_bytes());
     assert_eq!(r.code(), 6);
     assert!(r.stdout.contains("FLANNEL_SUBNET"), "{}", r.stdout);
     std::fs::remove_file(&node.subnet_env).expect("remove subnet.env");
-    assert_eq!(call(add_env(&path), conf_bytes.as_bytes()).code(), 11);
+    assert_eq!(call(add_env(path), conf_bytes.as_bytes()).code(), 11);
     node.write_subnet_env(common::SUBNET_ENV);
     // Interface already present in the pod: refused, and neither a veth
     // nor a reservation is left behind.
-    let (ok, out) = p.exec(&[
+    let (ok, out) = p.try_run(&[
         "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p",
     ]);
     assert!(ok, "{out}");
-    let r = call(add_env(&path), conf_bytes.as_bytes());
+    let r = call(add_env(path), conf_bytes.as_bytes());
     assert_eq!(r.code(), 105, "{}", r.stdout);
     assert!(r.stdout.contains("already exists"), "{}", r.stdout);
     assert!(!node.ns.links().contains("veth"), "{}", node.ns.links());
@@ -191,10 +191,10 @@ fn failure_after_the_veth_exists_is_rolled_back() {
         &["ip", "link", "set", "x1", "up"],
         &["ip", "route", "add", "default", "via", "198.51.100.1"],
     ] {
-        let (ok, out) = p.exec(args);
+        let (ok, out) = p.try_run(args);
         assert!(ok, "{args:?}: {out}");
     }
-    let r = node.cni("ADD", "rb-1", &p.path(), "eth0", &conf);
+    let r = node.cni("ADD", "rb-1", p.path_str(), "eth0", &conf);
     assert_eq!(r.code(), 100, "{}", r.stdout);
     assert!(r.stdout.contains("0.0.0.0/0"), "{}", r.stdout);
     assert!(!p.has_link("eth0"), "{}", p.links());
@@ -203,5 +203,5 @@ fn failure_after_the_veth_exists_is_rolled_back() {
     // Without the conflicting default route the same attachment works.
     let plain = node.conf("1.0.0", json!({"isDefaultGateway": false}));
     node.add("rb-1", &p, &plain);
-    node.del("rb-1", &p.path(), &plain);
+    node.del("rb-1", p.path_str(), &plain);
 }

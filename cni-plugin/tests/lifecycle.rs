@@ -14,14 +14,14 @@ fn del_twice_after_netns_gone_and_with_empty_netns() {
     // DEL twice.
     let p = Netns::new("del-a");
     node.add("del-a", &p, &conf);
-    node.del("del-a", &p.path(), &conf);
-    node.del("del-a", &p.path(), &conf);
+    node.del("del-a", p.path_str(), &conf);
+    node.del("del-a", p.path_str(), &conf);
     assert!(!p.has_link("eth0"));
 
     // DEL after the namespace was deleted: the address is still released.
     let mut p = Netns::new("del-b");
     node.add("del-b", &p, &conf);
-    let path = p.path();
+    let path = p.path_str().to_string();
     p.delete();
     node.del("del-b", &path, &conf);
 
@@ -37,11 +37,11 @@ fn del_twice_after_netns_gone_and_with_empty_netns() {
     // A pod interface not made under our veth naming (flannel's bridge
     // plugin before a migration) is still removed by DEL.
     let p = Netns::new("del-d");
-    let (ok, out) = p.exec(&[
+    let (ok, out) = p.try_run(&[
         "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "x1",
     ]);
     assert!(ok, "{out}");
-    node.del("del-d", &p.path(), &conf);
+    node.del("del-d", p.path_str(), &conf);
     assert!(!p.has_link("eth0"), "{}", p.links());
 }
 
@@ -53,19 +53,19 @@ fn check_passes_then_fails_after_interface_removed() {
     let result = node.add("chk-1", &p, &conf);
     let mut check_conf = conf.clone();
     check_conf["prevResult"] = result;
-    node.cni("CHECK", "chk-1", &p.path(), "eth0", &check_conf)
+    node.cni("CHECK", "chk-1", p.path_str(), "eth0", &check_conf)
         .ok();
 
-    let (ok, out) = p.exec(&["ip", "link", "del", "eth0"]);
+    let (ok, out) = p.try_run(&["ip", "link", "del", "eth0"]);
     assert!(ok, "{out}");
-    let r = node.cni("CHECK", "chk-1", &p.path(), "eth0", &check_conf);
+    let r = node.cni("CHECK", "chk-1", p.path_str(), "eth0", &check_conf);
     assert_eq!(r.code(), 104, "{}", r.stdout);
     assert!(
         r.json()["msg"].as_str().unwrap().contains("eth0"),
         "{}",
         r.stdout
     );
-    node.del("chk-1", &p.path(), &conf);
+    node.del("chk-1", p.path_str(), &conf);
 }
 
 #[test]
@@ -77,17 +77,17 @@ fn check_fails_when_subnet_changed_or_reservation_lost() {
     let ip = pod_ip(&result);
     let mut check_conf = conf.clone();
     check_conf["prevResult"] = result;
-    node.cni("CHECK", "chk2-1", &p.path(), "eth0", &check_conf)
+    node.cni("CHECK", "chk2-1", p.path_str(), "eth0", &check_conf)
         .ok();
 
     std::fs::remove_file(node.ipam_dir().join(&ip)).expect("remove reservation");
-    let r = node.cni("CHECK", "chk2-1", &p.path(), "eth0", &check_conf);
+    let r = node.cni("CHECK", "chk2-1", p.path_str(), "eth0", &check_conf);
     assert_eq!(r.code(), 104, "{}", r.stdout);
 
     node.write_subnet_env(&common::SUBNET_ENV.replace("10.244.7.1/24", "10.244.9.1/24"));
-    let r = node.cni("CHECK", "chk2-1", &p.path(), "eth0", &check_conf);
+    let r = node.cni("CHECK", "chk2-1", p.path_str(), "eth0", &check_conf);
     assert_eq!(r.code(), 104, "{}", r.stdout);
-    node.del("chk2-1", &p.path(), &conf);
+    node.del("chk2-1", p.path_str(), &conf);
 }
 
 #[test]
@@ -129,8 +129,8 @@ fn gc_frees_a_leaked_reservation() {
         conf.to_string().as_bytes(),
     );
     assert_eq!(r.code(), 7);
-    node.del("gc-keep", &keep.path(), &conf);
-    node.del("gc-leak", &leak.path(), &conf);
+    node.del("gc-keep", keep.path_str(), &conf);
+    node.del("gc-leak", leak.path_str(), &conf);
 }
 
 #[test]
@@ -142,21 +142,21 @@ fn add_refuses_when_the_node_subnet_changed_under_pods() {
     node.add("sub-old", &old, &conf);
 
     node.write_subnet_env(&common::SUBNET_ENV.replace("10.244.7.1/24", "10.244.9.1/24"));
-    let r = node.cni("ADD", "sub-new", &new.path(), "eth0", &conf);
+    let r = node.cni("ADD", "sub-new", new.path_str(), "eth0", &conf);
     assert_eq!(r.code(), 102, "{}", r.stdout);
     assert!(!new.has_link("eth0"));
 
     // Once the old pod is gone, new pods get addresses from the new lease.
-    node.del("sub-old", &old.path(), &conf);
+    node.del("sub-old", old.path_str(), &conf);
     let r = node.add("sub-new", &new, &conf);
     assert!(pod_ip(&r).starts_with("10.244.9."), "{r}");
     // The bridge now carries the new gateway only.
     let (_, addrs) = node
         .ns
-        .exec(&["ip", "-4", "-o", "addr", "show", "dev", "cni0"]);
+        .try_run(&["ip", "-4", "-o", "addr", "show", "dev", "cni0"]);
     assert!(addrs.contains("10.244.9.1/24"), "{addrs}");
     assert!(!addrs.contains("10.244.7.1/24"), "{addrs}");
-    let (ok, out) = new.exec(&["ping", "-c", "1", "-W", "2", "10.244.9.1"]);
+    let (ok, out) = new.try_run(&["ping", "-c", "1", "-W", "2", "10.244.9.1"]);
     assert!(ok, "{out}");
-    node.del("sub-new", &new.path(), &conf);
+    node.del("sub-new", new.path_str(), &conf);
 }

@@ -211,15 +211,6 @@ fn a_server_that_is_not_a_probe_is_named() {
 
 // ---- compare on real labs (root) ----
 
-fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "this test builds labs in network namespaces: run `cargo test -p flannelctl` as root"
-    );
-}
-
 /// Builds the daemon and the CNI plugin next to this flannelctl (the lab
 /// looks for them there), in the same target directory and profile; with
 /// FCT_LAB_BIN_DIR set, uses the binaries there instead (returned as the
@@ -288,7 +279,7 @@ fn namespaces_with(prefix: &str) -> Vec<String> {
 
 #[test]
 fn compare_end_to_end_on_the_lab() {
-    require_root();
+    testkit::assert_root("compare_end_to_end_on_the_lab (builds labs in network namespaces)");
     let bin_dir = build_lab_binaries();
     let prefix = format!("t{}", std::process::id() % 1_000_000);
     let _labs = Labs(

@@ -46,10 +46,8 @@ fn flags_of_hand_started_daemons_conflict_with_kubernetes() {
 
 #[test]
 fn kubernetes_lab_refuses_what_cannot_work_before_making_anything() {
-    assert!(
-        e2e_root(),
-        "these checks run behind lab's root check: run as root"
-    );
+    // These checks run behind lab's root check.
+    testkit::assert_root("kubernetes_lab_refuses_what_cannot_work_before_making_anything");
     fails_with(
         &["up", "--kubernetes", "--name", "kc", "--nodes", "9"],
         &["--nodes 9", "1 to 8"],
@@ -102,9 +100,4 @@ fn kubernetes_lab_refuses_what_cannot_work_before_making_anything() {
         &["conformance", "--name", "nosuchlab"],
         &["no lab named nosuchlab"],
     );
-}
-
-fn e2e_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
 }

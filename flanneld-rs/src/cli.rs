@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+pub use crate::model::IfaceSpec;
+
 /// Default etcd key prefix, flannel's.
 pub const DEFAULT_ETCD_PREFIX: &str = "/coreos.com/network";
 
@@ -321,19 +323,6 @@ pub struct EtcdSettings {
     pub cafile: Option<PathBuf>,
     pub username: Option<String>,
     pub password: Option<String>,
-}
-
-/// How to pick the underlay interface.
-#[derive(Debug, Clone)]
-pub enum IfaceSpec {
-    /// `--iface`: names or addresses, in order.
-    Names(Vec<String>),
-    /// `--iface-regex`, in order.
-    Regexes(Vec<regex::Regex>),
-    /// `--iface-can-reach`.
-    CanReach(IpAddr),
-    /// The interface of the default route.
-    DefaultRoute,
 }
 
 /// The validated settings.

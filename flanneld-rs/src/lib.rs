@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod go_flags;
 pub mod http;
 pub mod masq;
+pub mod model;
 pub mod netlink;
 pub mod node;
 pub mod reconcile;

@@ -73,9 +73,14 @@ async fn run(settings: Settings) -> Result<(), String> {
     let work = async {
         // The interface flags are checked now; the addresses are chosen
         // once the config says which family the tunnels use.
-        flanneld::node::netlink::preflight_any(&settings.iface, &settings.iface_fallbacks)
-            .await
-            .map_err(|e| e.to_string())?;
+        let kernel = wiring::connect_kernel().map_err(|e| e.to_string())?;
+        flanneld::node::netlink::preflight_any(
+            &*kernel,
+            &settings.iface,
+            &settings.iface_fallbacks,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         let net_conf = wiring::read_net_conf(settings.net_config_path.as_deref())
             .map_err(|e| e.to_string())?;
         let store = wiring::open_store(
@@ -98,6 +103,7 @@ async fn run(settings: Settings) -> Result<(), String> {
             v6: settings.public_ipv6,
         };
         let node = flanneld::node::netlink::detect_any(
+            &*kernel,
             &settings.iface,
             &settings.iface_fallbacks,
             public,
@@ -107,6 +113,7 @@ async fn run(settings: Settings) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
         let backend = wiring::make_backend_with_mac_file(
             &config,
+            kernel.clone(),
             &settings.datapath,
             &settings.vtep_mac_file,
         )
@@ -132,6 +139,7 @@ async fn run(settings: Settings) -> Result<(), String> {
         // ours are in place, unless the operator keeps them to switch back.
         let go_chains = (!settings.keep_go_iptables).then(flanneld::masq::go_chains::GoChains::new);
         LeaseLoop::new(loop_settings, parts, metrics, readiness)
+            .with_kernel(kernel)
             .with_go_chains(go_chains)
             .run(std::future::pending())
             .await

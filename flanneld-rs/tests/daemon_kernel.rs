@@ -8,39 +8,25 @@
 //! Needs root (fails loudly otherwise). Run:
 //! `CARGO_TARGET_DIR=/work/targets/daemon cargo test -p flanneld-rs --test daemon_kernel`
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, Ipv6Addr, TcpStream};
-use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
-use e2e::netns::Netns;
 use flanneld::backend::Underlay;
 use flanneld::cli::IfaceSpec;
 use ipnet::Ipv4Net;
 use lease_store::subnet_env::SubnetEnv;
+use testkit::{wait_for, Daemon, Netns};
 
 const HEALTH_PORT: u16 = 9471;
 const NET_CONF: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","VNI":1}}"#;
 
-/// One running daemon; killed (SIGKILL) on drop if still running.
-struct Daemon {
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(ns: &Netns, dir: &Path, node: &str, extra: &[&str]) -> Daemon {
-        let log = dir.join(format!("{node}.log"));
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .expect("daemon log file in the test's temp dir");
-        let err = out.try_clone().expect("clone log handle");
-        let child = ns
-            .exec(env!("CARGO_BIN_EXE_flanneld-rs"))
+/// flanneld-rs as `node` in `ns`, state under `dir`, logging to
+/// `<dir>/<node>.log` (appended: a restart keeps the first run's lines).
+fn start_daemon(ns: &Netns, dir: &Path, node: &str, extra: &[&str]) -> Daemon {
+    Daemon::start(
+        ns.exec(env!("CARGO_BIN_EXE_flanneld-rs"))
             .args(["--iface", "veth0", "--store-path"])
             .arg(dir.join("leases.json"))
             .arg("--net-config-path")
@@ -52,122 +38,14 @@ impl Daemon {
             .arg("--ipam-dir")
             .arg(dir.join(node).join("ipam"))
             .args(extra)
-            .env("RUST_LOG", "debug")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .expect("spawn ip netns exec flanneld-rs");
-        Daemon {
-            child: Some(child),
-            log,
-        }
-    }
-
-    /// Resident memory in KiB, from /proc.
-    fn rss_kib(&self) -> Option<u64> {
-        let pid = self.child.as_ref()?.id();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-        line.split_whitespace().nth(1)?.parse().ok()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM, then the exit status (SIGKILL after 10 s).
-    fn terminate(&mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("daemon running");
-        let pid = i32::try_from(child.id()).expect("pid fits i32");
-        // SAFETY: kill has no memory preconditions. `ip netns exec` execs
-        // the daemon, so this pid is the daemon itself.
-        unsafe {
-            libc::kill(pid, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = child.try_wait().expect("wait for daemon") {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("daemon ignored SIGTERM for 10 s; log:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
+            .env("RUST_LOG", "debug"),
+        dir.join(format!("{node}.log")),
+    )
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// An HTTP GET to 127.0.0.1:port inside `ns`: a fresh thread enters the
-/// namespace (threads only, so the test's own threads never move), and the
-/// socket it opens stays there.
-fn http_get(ns: &Netns, port: u16, path: &str) -> Result<(u16, String), String> {
-    let ns_path = ns.path();
-    let path = path.to_string();
-    std::thread::spawn(move || -> Result<(u16, String), String> {
-        let f = std::fs::File::open(&ns_path)
-            .map_err(|e| format!("open {}: {e}", ns_path.display()))?;
-        // SAFETY: setns on this thread only, with a valid namespace fd.
-        if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(format!("setns: {}", std::io::Error::last_os_error()));
-        }
-        let mut s =
-            TcpStream::connect((Ipv4Addr::LOCALHOST, port)).map_err(|e| format!("connect: {e}"))?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))
-            .map_err(|e| e.to_string())?;
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-        )
-        .map_err(|e| e.to_string())?;
-        let mut resp = String::new();
-        s.read_to_string(&mut resp)
-            .map_err(|e| format!("read: {e}"))?;
-        let status = resp
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .ok_or_else(|| format!("bad response {resp:?}"))?;
-        let body = resp
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        Ok((status, body))
-    })
-    .join()
-    .map_err(|_| "http thread panicked".to_string())?
-}
-
-fn wait_for<T>(
-    what: &str,
-    timeout: Duration,
-    mut f: impl FnMut() -> Option<T>,
-    logs: &dyn Fn() -> String,
-) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if Instant::now() > deadline {
-            panic!(
-                "timed out after {timeout:?} waiting for {what}; daemon logs:\n{}",
-                logs()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+/// `GET path` on the daemon's health port inside `ns`.
+fn http_get(ns: &Netns, port: u16, path: &str) -> Result<(u16, String), testkit::http::HttpError> {
+    testkit::http::get(ns, port, path)
 }
 
 fn read_env(dir: &Path, node: &str) -> Option<SubnetEnv> {
@@ -176,43 +54,20 @@ fn read_env(dir: &Path, node: &str) -> Option<SubnetEnv> {
 
 /// Two node namespaces with a veth underlay: node1 198.51.100.1, node2 .2.
 fn two_nodes() -> (Netns, Netns) {
-    let n1 = Netns::create("dmn-node").expect("create node namespace (needs root)");
-    let n2 = Netns::create("dmn-node").expect("create node namespace (needs root)");
-    n1.run(
-        "ip",
-        &[
-            "link",
-            "add",
-            "veth0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "veth0",
-            "netns",
-            n2.name(),
-        ],
-    )
-    .expect("veth pair between the node namespaces");
-    for (ns, ip) in [(&n1, "198.51.100.1/24"), (&n2, "198.51.100.2/24")] {
-        ns.run("ip", &["addr", "add", ip, "dev", "veth0"])
-            .expect("underlay address");
-        ns.run("ip", &["link", "set", "veth0", "up"])
-            .expect("underlay up");
-    }
-    (n1, n2)
+    testkit::netns::linked_pair("dmn-node", "veth0", ["198.51.100.1/24", "198.51.100.2/24"])
+        .unwrap_or_else(|e| panic!("node namespaces with a veth underlay: {e}"))
 }
 
 #[test]
 fn two_daemons_peer_over_vxlan_survive_sigterm_and_keep_their_subnet() {
-    e2e::root::require_root("daemon_kernel test").unwrap_or_else(|e| panic!("{e}"));
-    let dir = e2e::temp::temp_dir("dmn").expect("temp dir");
+    testkit::assert_root("daemon_kernel test");
+    let dir = testkit::temp_dir("dmn").expect("temp dir");
     let dir = dir.path();
     std::fs::write(dir.join("net-conf.json"), NET_CONF).expect("write net-conf.json");
     let (n1, n2) = two_nodes();
 
-    let mut d1 = Daemon::start(&n1, dir, "node1", &[]);
-    let d2 = Daemon::start(&n2, dir, "node2", &["--ip-masq"]);
+    let mut d1 = start_daemon(&n1, dir, "node1", &[]);
+    let d2 = start_daemon(&n2, dir, "node2", &["--ip-masq"]);
     let logs = || format!("--- node1\n{}\n--- node2\n{}", d1.log(), d2.log());
 
     // subnet.env: a /24 of the network, MTU = 1500 - 50.
@@ -406,7 +261,7 @@ fn two_daemons_peer_over_vxlan_survive_sigterm_and_keep_their_subnet() {
         .expect("overlay ping with the daemon stopped");
 
     // Restart: same subnet, adopts the device, ready again.
-    let d1b = Daemon::start(&n1, dir, "node1", &[]);
+    let d1b = start_daemon(&n1, dir, "node1", &[]);
     let logs_b = || {
         format!(
             "--- node1 (restarted)\n{}\n--- node2\n{}",
@@ -438,31 +293,21 @@ fn two_daemons_peer_over_vxlan_survive_sigterm_and_keep_their_subnet() {
 
 #[test]
 fn readyz_is_503_until_the_store_has_a_config() {
-    e2e::root::require_root("daemon_kernel test").unwrap_or_else(|e| panic!("{e}"));
-    let dir = e2e::temp::temp_dir("dmn").expect("temp dir");
+    testkit::assert_root("daemon_kernel test");
+    let dir = testkit::temp_dir("dmn").expect("temp dir");
     let dir = dir.path();
     let (n1, _n2) = two_nodes();
     // No --net-config-path and an empty store: the daemon waits for the
     // config, alive but not ready.
-    let log = dir.join("node.log");
-    let out = std::fs::File::create(&log).expect("log file");
-    let err = out.try_clone().expect("clone");
-    let child = n1
-        .exec(env!("CARGO_BIN_EXE_flanneld-rs"))
-        .args(["--iface", "veth0", "--store-path"])
-        .arg(dir.join("leases.json"))
-        .arg("--subnet-file")
-        .arg(dir.join("subnet.env"))
-        .args(["--healthz-addr", &format!("127.0.0.1:{HEALTH_PORT}")])
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .expect("spawn daemon");
-    let mut d = Daemon {
-        child: Some(child),
-        log,
-    };
+    let mut d = Daemon::start(
+        n1.exec(env!("CARGO_BIN_EXE_flanneld-rs"))
+            .args(["--iface", "veth0", "--store-path"])
+            .arg(dir.join("leases.json"))
+            .arg("--subnet-file")
+            .arg(dir.join("subnet.env"))
+            .args(["--healthz-addr", &format!("127.0.0.1:{HEALTH_PORT}")]),
+        dir.join("node.log"),
+    );
     let logs = || std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
     let (code, body) = wait_for(
         "/healthz to answer",
@@ -527,31 +372,29 @@ fn detect_underlay(
     spec: IfaceSpec,
     underlay: Underlay,
 ) -> Result<flanneld::backend::LocalNode, String> {
-    let path = ns.path();
-    std::thread::spawn(move || {
-        let f = std::fs::File::open(&path).map_err(|e| e.to_string())?;
-        // SAFETY: setns on this short-lived thread only.
-        if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(format!("setns: {}", std::io::Error::last_os_error()));
-        }
+    testkit::in_netns(ns, || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| e.to_string())?;
-        rt.block_on(flanneld::node::netlink::detect(
-            &spec,
-            flanneld::node::PublicAddrs::default(),
-            underlay,
-        ))
-        .map_err(|e| e.to_string())
+        rt.block_on(async {
+            let nl = flanneld::netlink::Netlink::connect().map_err(|e| e.to_string())?;
+            flanneld::node::netlink::detect(
+                &nl,
+                &spec,
+                flanneld::node::PublicAddrs::default(),
+                underlay,
+            )
+            .await
+            .map_err(|e| e.to_string())
+        })
     })
-    .join()
-    .map_err(|_| "detection thread panicked".to_string())?
+    .map_err(|e| e.to_string())?
 }
 
 #[test]
 fn node_detection_by_name_address_route_and_default_route() {
-    e2e::root::require_root("daemon_kernel test").unwrap_or_else(|e| panic!("{e}"));
+    testkit::assert_root("daemon_kernel test");
     let (n1, _n2) = two_nodes();
     n1.run("ip", &["link", "set", "veth0", "mtu", "9001"])
         .expect("set MTU");
@@ -588,7 +431,7 @@ fn node_detection_by_name_address_route_and_default_route() {
 /// interface without IPv4.
 #[test]
 fn node_detection_of_an_ipv6_underlay() {
-    e2e::root::require_root("daemon_kernel test").unwrap_or_else(|e| panic!("{e}"));
+    testkit::assert_root("daemon_kernel test");
     let (n1, _n2) = two_nodes();
     let v6 = |s: &str| -> Ipv6Addr { s.parse().unwrap() };
     let e =
@@ -692,7 +535,7 @@ fn node_detection_of_an_ipv6_underlay() {
 #[test]
 fn json_logs_name_the_failure() {
     let bin = env!("CARGO_BIN_EXE_flanneld-rs");
-    let dir = e2e::temp::temp_dir("dmn").expect("temp dir");
+    let dir = testkit::temp_dir("dmn").expect("temp dir");
     // Fails at interface detection, before touching the store or the
     // kernel: only reads the interface list.
     let out = Command::new(bin)
@@ -722,7 +565,7 @@ fn json_logs_name_the_failure() {
 #[test]
 fn text_logs_to_a_pipe_have_no_colour_codes() {
     let bin = env!("CARGO_BIN_EXE_flanneld-rs");
-    let dir = e2e::temp::temp_dir("dmn").expect("temp dir");
+    let dir = testkit::temp_dir("dmn").expect("temp dir");
     let out = Command::new(bin)
         .args(["--log-format", "text", "--iface", "fct-no-such-if"])
         .arg("--store-path")
@@ -737,8 +580,8 @@ fn text_logs_to_a_pipe_have_no_colour_codes() {
 
 #[test]
 fn host_gw_routes_via_the_peer_and_keeps_the_underlay_mtu() {
-    e2e::root::require_root("daemon_kernel test").unwrap_or_else(|e| panic!("{e}"));
-    let dir = e2e::temp::temp_dir("dmn").expect("temp dir");
+    testkit::assert_root("daemon_kernel test");
+    let dir = testkit::temp_dir("dmn").expect("temp dir");
     let dir = dir.path();
     std::fs::write(
         dir.join("net-conf.json"),
@@ -746,8 +589,8 @@ fn host_gw_routes_via_the_peer_and_keeps_the_underlay_mtu() {
     )
     .expect("write net-conf.json");
     let (n1, n2) = two_nodes();
-    let d1 = Daemon::start(&n1, dir, "node1", &[]);
-    let d2 = Daemon::start(&n2, dir, "node2", &[]);
+    let d1 = start_daemon(&n1, dir, "node1", &[]);
+    let d2 = start_daemon(&n2, dir, "node2", &[]);
     let logs = || format!("--- node1\n{}\n--- node2\n{}", d1.log(), d2.log());
     let env1 = wait_for(
         "node1 subnet.env",

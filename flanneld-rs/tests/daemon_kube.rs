@@ -14,36 +14,24 @@
 //! Needs root (fails loudly otherwise). Run:
 //! `CARGO_TARGET_DIR=/work/targets/kube2 cargo test -p flanneld-rs --test daemon_kube`
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpStream};
-use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
-use e2e::netns::Netns;
 use lease_store::kube::testing::{node_json, FakeApi, FakeApiThread};
 use lease_store::subnet_env::SubnetEnv;
 use serde_json::Value;
+use testkit::{wait_for, Daemon, Netns};
 
 const HEALTH_PORT: u16 = 9473;
 const P: &str = "flannel.alpha.coreos.com/";
 const NET_CONF: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","VNI":1}}"#;
 const NODE: &str = "kube-node-1";
 
-/// The daemon; killed (SIGKILL) on drop if still running.
-struct Daemon {
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(ns: &Netns, dir: &Path, api_url: &str) -> Daemon {
-        let log = dir.join("flanneld.log");
-        let out = std::fs::File::create(&log).expect("daemon log file in the test's temp dir");
-        let err = out.try_clone().expect("clone log handle");
-        let child = ns
-            .exec(env!("CARGO_BIN_EXE_flanneld-rs"))
+/// flanneld-rs in Kubernetes mode against `api_url`, logging to
+/// `<dir>/flanneld.log`.
+fn start_daemon(ns: &Netns, dir: &Path, api_url: &str) -> Daemon {
+    Daemon::start(
+        ns.exec(env!("CARGO_BIN_EXE_flanneld-rs"))
             .args(["--kube-subnet-mgr", "--kube-api-url", api_url])
             .args(["--iface", "veth0"])
             .arg("--net-config-path")
@@ -53,27 +41,17 @@ impl Daemon {
             .args(["--healthz-addr", &format!("127.0.0.1:{HEALTH_PORT}")])
             .args(["--resync-period", "1s"])
             .env("NODE_NAME", NODE)
-            .env("RUST_LOG", "debug")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .expect("spawn ip netns exec flanneld-rs");
-        Daemon {
-            child: Some(child),
-            log,
-        }
-    }
+            .env("RUST_LOG", "debug"),
+        dir.join("flanneld.log"),
+    )
+}
 
-    /// Started the way Go flanneld's DaemonSet starts Go flanneld: single
-    /// dash flags, the annotation prefix without its slash, `-v=2`, and
-    /// flags this daemon ignores.
-    fn start_go_style(ns: &Netns, dir: &Path, api_url: &str) -> Daemon {
-        let log = dir.join("flanneld-go-style.log");
-        let out = std::fs::File::create(&log).expect("daemon log file in the test's temp dir");
-        let err = out.try_clone().expect("clone log handle");
-        let child = ns
-            .exec(env!("CARGO_BIN_EXE_flanneld-rs"))
+/// Started the way Go flanneld's DaemonSet starts Go flanneld: single
+/// dash flags, the annotation prefix without its slash, `-v=2`, and
+/// flags this daemon ignores.
+fn start_daemon_go_style(ns: &Netns, dir: &Path, api_url: &str) -> Daemon {
+    Daemon::start(
+        ns.exec(env!("CARGO_BIN_EXE_flanneld-rs"))
             .args(["-kube-subnet-mgr", &format!("-kube-api-url={api_url}")])
             .args(["-iface", "veth0", "-ip-masq", "-v=2"])
             .args(["-kube-annotation-prefix", "flannel.alpha.coreos.com"])
@@ -85,112 +63,14 @@ impl Daemon {
             .args(["--iptables-resync=5", "--set-node-network-unavailable=true"])
             .args(["--resync-period", "1s"])
             .env("NODE_NAME", NODE)
-            .env("RUST_LOG", "debug")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .expect("spawn ip netns exec flanneld-rs");
-        Daemon {
-            child: Some(child),
-            log,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM, then the exit code (SIGKILL and a panic after 10 s).
-    fn terminate(&mut self) -> Option<i32> {
-        let mut child = self.child.take().expect("daemon running");
-        let pid = i32::try_from(child.id()).expect("pid fits i32");
-        // SAFETY: kill has no memory preconditions; `ip netns exec` execs
-        // the daemon, so this pid is the daemon itself.
-        unsafe {
-            libc::kill(pid, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = child.try_wait().expect("wait for the daemon") {
-                return status.code();
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("daemon ignored SIGTERM for 10 s; log:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
+            .env("RUST_LOG", "debug"),
+        dir.join("flanneld-go-style.log"),
+    )
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// Enters `ns` on the calling thread only.
+/// Puts the fake API server's thread into the node namespace.
 fn enter(ns_path: &Path) -> std::io::Result<()> {
-    let f = std::fs::File::open(ns_path)?;
-    // SAFETY: setns on this thread only, with a valid namespace fd.
-    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// The status code of a GET to 127.0.0.1:port inside `ns`, from a fresh
-/// thread that entered the namespace.
-fn http_status(ns: &Netns, port: u16, path: &str) -> Result<u16, String> {
-    let ns_path = ns.path();
-    let path = path.to_string();
-    std::thread::spawn(move || -> Result<u16, String> {
-        enter(&ns_path).map_err(|e| format!("setns {}: {e}", ns_path.display()))?;
-        let mut s =
-            TcpStream::connect((Ipv4Addr::LOCALHOST, port)).map_err(|e| format!("connect: {e}"))?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))
-            .map_err(|e| e.to_string())?;
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-        )
-        .map_err(|e| e.to_string())?;
-        let mut resp = String::new();
-        s.read_to_string(&mut resp)
-            .map_err(|e| format!("read: {e}"))?;
-        resp.split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .ok_or_else(|| format!("bad response {resp:?}"))
-    })
-    .join()
-    .map_err(|_| "http thread panicked".to_string())?
-}
-
-fn wait_for<T>(
-    what: &str,
-    timeout: Duration,
-    mut f: impl FnMut() -> Option<T>,
-    logs: &dyn Fn() -> String,
-) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if Instant::now() > deadline {
-            panic!(
-                "timed out after {timeout:?} waiting for {what}; daemon log:\n{}",
-                logs()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    testkit::netns::enter_on_this_thread(ns_path).map_err(std::io::Error::other)
 }
 
 /// A node another daemon already published (VXLAN, VTEP MAC from `n`).
@@ -243,8 +123,8 @@ fn node_netns() -> Netns {
 
 #[test]
 fn daemon_in_kube_mode_publishes_its_node_and_follows_peers() {
-    e2e::root::require_root("daemon_kube test").unwrap_or_else(|e| panic!("{e}"));
-    let dir = e2e::temp::temp_dir("kdm").expect("temp dir");
+    testkit::assert_root("daemon_kube test");
+    let dir = testkit::temp_dir("kdm").expect("temp dir");
     let dir = dir.path();
     std::fs::write(dir.join("net-conf.json"), NET_CONF).expect("write net-conf.json");
     let ns = node_netns();
@@ -257,7 +137,7 @@ fn daemon_in_kube_mode_publishes_its_node_and_follows_peers() {
     fake.put_node(peer("peer-2", "10.244.2.0/24", 2));
     fake.put_node(peer("peer-3", "10.244.3.0/24", 3));
 
-    let mut daemon = Daemon::start(&ns, dir, &fake.url());
+    let mut daemon = start_daemon(&ns, dir, &fake.url());
     let logs = || daemon.log();
 
     // The node's annotations and condition, through the status subresource.
@@ -348,16 +228,7 @@ fn daemon_in_kube_mode_publishes_its_node_and_follows_peers() {
     );
 
     // /readyz.
-    wait_for(
-        "/readyz 200",
-        Duration::from_secs(15),
-        || {
-            http_status(&ns, HEALTH_PORT, "/readyz")
-                .ok()
-                .filter(|c| *c == 200)
-        },
-        &logs,
-    );
+    daemon.wait_ready(&ns, HEALTH_PORT, Duration::from_secs(15));
 
     // A peer joins and one leaves, through the API.
     fake.put_node(peer("peer-4", "10.244.4.0/24", 4));
@@ -409,7 +280,7 @@ fn daemon_in_kube_mode_publishes_its_node_and_follows_peers() {
         daemon.log()
     );
 
-    let code = daemon.terminate();
+    let code = daemon.terminate().code();
     assert_eq!(code, Some(0), "exit status; log:\n{}", daemon.log());
 }
 
@@ -421,8 +292,8 @@ fn daemon_in_kube_mode_publishes_its_node_and_follows_peers() {
 /// backend-data, keeps the live peer's entries and sweeps the departed one's.
 #[test]
 fn go_node_in_kube_mode_is_taken_over_with_its_mac() {
-    e2e::root::require_root("daemon_kube test").unwrap_or_else(|e| panic!("{e}"));
-    let dir = e2e::temp::temp_dir("kdmgo").expect("temp dir");
+    testkit::assert_root("daemon_kube test");
+    let dir = testkit::temp_dir("kdmgo").expect("temp dir");
     let dir = dir.path();
     std::fs::write(dir.join("net-conf.json"), NET_CONF).expect("write net-conf.json");
     let ns = node_netns();
@@ -468,7 +339,7 @@ fn go_node_in_kube_mode_is_taken_over_with_its_mac() {
     };
     let before = index(&ns);
 
-    let mut daemon = Daemon::start_go_style(&ns, dir, &fake.url());
+    let mut daemon = start_daemon_go_style(&ns, dir, &fake.url());
     let logs = || daemon.log();
     wait_for(
         "subnet.env",
@@ -509,5 +380,5 @@ fn go_node_in_kube_mode_is_taken_over_with_its_mac() {
             "{log}"
         );
     }
-    assert_eq!(daemon.terminate(), Some(0), "{}", daemon.log());
+    assert_eq!(daemon.terminate().code(), Some(0), "{}", daemon.log());
 }

@@ -21,6 +21,7 @@ use ipnet::Ipv4Net;
 use lease_store::embedded::EmbeddedStore;
 use lease_store::subnet_env::SubnetEnv;
 use lease_store::{AcquireRequest, LeaseAttrs, LeaseStore, NetworkConfig};
+use testkit::wait::wait_for_async;
 
 const NET_CONF: &str = r#"{"Network":"10.0.0.0/8","SubnetLen":24,"Backend":{"Type":"vxlan"}}"#;
 
@@ -177,17 +178,6 @@ async fn start_on(store: Arc<dyn LeaseStore>, subnet_file: &Path, delay: Duratio
     }
 }
 
-async fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 fn attrs(ip: Ipv4Addr) -> LeaseAttrs {
     LeaseAttrs {
         public_ip: ip,
@@ -208,7 +198,7 @@ fn req(ip: Ipv4Addr, previous: Option<Ipv4Net>) -> AcquireRequest {
 
 #[tokio::test]
 async fn startup_order_burst_coalescing_and_peer_removal() {
-    let dir = e2e::temp::temp_dir("dmn-loop").expect("temp dir");
+    let dir = testkit::temp_dir("dmn-loop").expect("temp dir");
     let store_path = dir.path().join("leases.json");
     let subnet_file = dir.path().join("node1/subnet.env");
     EmbeddedStore::init(&store_path, NET_CONF)
@@ -223,7 +213,7 @@ async fn startup_order_burst_coalescing_and_peer_removal() {
     )
     .await;
     let r = run.readiness.clone();
-    wait_until("ready", Duration::from_secs(10), || r.is_ready()).await;
+    wait_for_async("ready", Duration::from_secs(10), || r.is_ready()).await;
 
     // Start-up order, and subnet.env only after the datapath is programmed.
     let calls = run.calls.lock().unwrap().clone();
@@ -256,7 +246,7 @@ async fn startup_order_burst_coalescing_and_peer_removal() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let released = Instant::now();
     run.hold.store(false, Ordering::Release);
-    wait_until("all peers reconciled", Duration::from_secs(10), || {
+    wait_for_async("all peers reconciled", Duration::from_secs(10), || {
         run.reconciles().last() == Some(&(n as usize))
     })
     .await;
@@ -271,7 +261,7 @@ async fn startup_order_burst_coalescing_and_peer_removal() {
 
     // A peer leaves: the next pass no longer has it.
     other.release(&peer_leases[0]).await.expect("release");
-    wait_until("peer removed", Duration::from_secs(10), || {
+    wait_for_async("peer removed", Duration::from_secs(10), || {
         run.reconciles().last() == Some(&(n as usize - 1))
     })
     .await;
@@ -306,7 +296,7 @@ async fn an_overwritten_lease_keeps_its_subnet_not_ready_until_it_is_free() {
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    let dir = e2e::temp::temp_dir("dmn-loop").expect("temp dir");
+    let dir = testkit::temp_dir("dmn-loop").expect("temp dir");
     let store_path = dir.path().join("leases.json");
     let subnet_file = dir.path().join("node1/subnet.env");
     EmbeddedStore::init(&store_path, NET_CONF)
@@ -321,7 +311,7 @@ async fn an_overwritten_lease_keeps_its_subnet_not_ready_until_it_is_free() {
     )
     .await;
     let r = run.readiness.clone();
-    wait_until("ready", Duration::from_secs(10), || r.is_ready()).await;
+    wait_for_async("ready", Duration::from_secs(10), || r.is_ready()).await;
     let env_before = std::fs::read_to_string(&subnet_file).expect("subnet.env");
     let own = SubnetEnv::read(&subnet_file)
         .expect("subnet.env")
@@ -339,7 +329,7 @@ async fn an_overwritten_lease_keeps_its_subnet_not_ready_until_it_is_free() {
     // 10 s: far below the renewal (5 min in), so only the watch can have
     // noticed.
     let m = run.metrics.clone();
-    wait_until("lost subnet in /metrics", Duration::from_secs(10), || {
+    wait_for_async("lost subnet in /metrics", Duration::from_secs(10), || {
         m.encode()
             .is_ok_and(|t| t.lines().any(|l| l == "flanneld_lost_subnets 1"))
     })
@@ -414,7 +404,7 @@ async fn an_overwritten_lease_keeps_its_subnet_not_ready_until_it_is_free() {
     let freed = Instant::now();
     other.release(&thief).await.expect("delete the other lease");
     let r = run.readiness.clone();
-    wait_until("ready again", Duration::from_secs(10), || r.is_ready()).await;
+    wait_for_async("ready again", Duration::from_secs(10), || r.is_ready()).await;
     eprintln!("subnet taken back after {:?}", freed.elapsed());
     let (leases, _) = other.list().await.expect("list");
     let back = leases
@@ -450,7 +440,7 @@ async fn an_overwritten_lease_keeps_its_subnet_not_ready_until_it_is_free() {
 /// addresses, subnet.env does not change.
 #[tokio::test]
 async fn a_deleted_lease_is_taken_back_at_once_with_the_same_subnet() {
-    let dir = e2e::temp::temp_dir("dmn-loop").expect("temp dir");
+    let dir = testkit::temp_dir("dmn-loop").expect("temp dir");
     let store_path = dir.path().join("leases.json");
     let subnet_file = dir.path().join("node1/subnet.env");
     EmbeddedStore::init(&store_path, NET_CONF)
@@ -481,7 +471,7 @@ async fn a_deleted_lease_is_taken_back_at_once_on_etcd() {
     let ours = connect(Duration::from_secs(600)).await.expect("connect");
     ours.put_config(NET_CONF).await.expect("write net-conf");
     let other = connect(Duration::from_secs(60)).await.expect("connect");
-    let dir = e2e::temp::temp_dir("dmn-loop").expect("temp dir");
+    let dir = testkit::temp_dir("dmn-loop").expect("temp dir");
     let subnet_file = dir.path().join("node1/subnet.env");
     deleted_lease_comes_back(Arc::new(ours), Arc::new(other), &subnet_file).await;
 }
@@ -493,7 +483,7 @@ async fn deleted_lease_comes_back(
 ) {
     let run = start_on(ours, subnet_file, Duration::ZERO).await;
     let r = run.readiness.clone();
-    wait_until("ready", Duration::from_secs(10), || r.is_ready()).await;
+    wait_for_async("ready", Duration::from_secs(10), || r.is_ready()).await;
     let env_before = std::fs::read_to_string(subnet_file).expect("subnet.env");
     let own = SubnetEnv::read(subnet_file)
         .expect("subnet.env")
@@ -510,7 +500,7 @@ async fn deleted_lease_comes_back(
     other.release(&mine).await.expect("delete ours");
 
     let m = run.metrics.clone();
-    wait_until("lease re-acquired", Duration::from_secs(10), || {
+    wait_for_async("lease re-acquired", Duration::from_secs(10), || {
         m.encode()
             .unwrap_or_default()
             .contains("flanneld_own_lease_reacquired_total{subnet=\"same\"} 1")
@@ -524,7 +514,7 @@ async fn deleted_lease_comes_back(
         .expect("our subnet back");
     assert_eq!(back.attrs.public_ip, Ipv4Addr::new(198, 51, 100, 1));
     let r = run.readiness.clone();
-    wait_until("ready", Duration::from_secs(10), || r.is_ready()).await;
+    wait_for_async("ready", Duration::from_secs(10), || r.is_ready()).await;
     assert_eq!(
         std::fs::read_to_string(subnet_file).expect("subnet.env"),
         env_before
@@ -552,7 +542,7 @@ async fn deleted_lease_comes_back(
 /// pods without IPv6 and nobody told.
 #[tokio::test]
 async fn dual_stack_config_is_refused_before_taking_a_lease() {
-    let dir = e2e::temp::temp_dir("dmn-loop").expect("temp dir");
+    let dir = testkit::temp_dir("dmn-loop").expect("temp dir");
     let store_path = dir.path().join("leases.json");
     let subnet_file = dir.path().join("node1/subnet.env");
     let dual = r#"{"Network":"10.0.0.0/8","SubnetLen":24,"EnableIPv6":true,"IPv6Network":"fd00:10::/48","IPv6SubnetLen":64,"Backend":{"Type":"vxlan"}}"#;
@@ -641,7 +631,7 @@ async fn hostile_peer_leases_are_rejected_logged_once_and_counted() {
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    let dir = e2e::temp::temp_dir("dmn-loop").expect("temp dir");
+    let dir = testkit::temp_dir("dmn-loop").expect("temp dir");
     let store_path = dir.path().join("leases.json");
     let subnet_file = dir.path().join("node1/subnet.env");
     EmbeddedStore::init(&store_path, NET_CONF)
@@ -655,7 +645,7 @@ async fn hostile_peer_leases_are_rejected_logged_once_and_counted() {
     )
     .await;
     let r = run.readiness.clone();
-    wait_until("ready", Duration::from_secs(10), || r.is_ready()).await;
+    wait_for_async("ready", Duration::from_secs(10), || r.is_ready()).await;
     let own = SubnetEnv::read(&subnet_file)
         .expect("subnet.env")
         .subnet
@@ -703,7 +693,7 @@ async fn hostile_peer_leases_are_rejected_logged_once_and_counted() {
         "reason=\"backend_data\"} 1",
         "reason=\"public_ip_loopback\"} 1",
     ];
-    wait_until("all five rejected", Duration::from_secs(10), || {
+    wait_for_async("all five rejected", Duration::from_secs(10), || {
         let text = m.encode().unwrap_or_default();
         want.iter()
             .all(|w| text.contains(&format!("flanneld_peer_leases_rejected{{{w}")))
@@ -720,7 +710,7 @@ async fn hostile_peer_leases_are_rejected_logged_once_and_counted() {
             .await
             .expect("good peer");
     }
-    wait_until("three good peers", Duration::from_secs(10), || {
+    wait_for_async("three good peers", Duration::from_secs(10), || {
         run.reconciles().last() == Some(&3)
     })
     .await;

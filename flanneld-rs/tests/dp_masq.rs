@@ -8,10 +8,10 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use dp_common::*;
-use e2e::netns::Netns;
 use flanneld::masq::nft::NftMasq;
 use flanneld::masq::Masquerade;
 use ipnet::Ipv4Net;
+use testkit::Netns;
 
 fn cluster() -> Vec<Ipv4Net> {
     vec!["10.244.0.0/16".parse().unwrap()]

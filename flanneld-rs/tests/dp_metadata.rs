@@ -9,12 +9,12 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use dp_common::*;
-use e2e::netns::Netns;
 use flanneld::backend::metadata::{MetadataBackend, GENEVE_DEVICE, VXLAN_DEVICE};
 use flanneld::backend::vxlan::VxlanBackend;
 use flanneld::backend::{vtep_mac, Backend, BackendSpec, Peer, TunnelSpec};
 use flanneld::netlink::Netlink;
 use serde_json::{json, Value};
+use testkit::Netns;
 
 fn ip(last: u8) -> Ipv4Addr {
     Ipv4Addr::new(198, 51, 100, last)

@@ -4,14 +4,11 @@
 
 mod dp_common;
 
-use std::fs::File;
 use std::net::{Ipv4Addr, UdpSocket};
-use std::os::fd::AsFd;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use dp_common::*;
-use e2e::netns::Netns;
 use flanneld::backend::userspace::{UserspaceBackend, TUN_NAME};
 use flanneld::backend::vxlan::VxlanBackend;
 use flanneld::backend::{Backend, BackendSpec, Peer, Prepared, TunnelSpec};
@@ -20,6 +17,7 @@ use flanneld::reconcile::Mac;
 use flanneld::userspace::counters::Dir;
 use flanneld::userspace::frame::{Drop, Framer};
 use serde_json::{json, Value};
+use testkit::Netns;
 
 fn ip(last: u8) -> Ipv4Addr {
     Ipv4Addr::new(198, 51, 100, last)
@@ -43,26 +41,8 @@ impl std::ops::Drop for Bg {
     }
 }
 
-/// Node `k` (1-based) gets a bridge `cni0` at 10.244.k.1/24 and a pod
-/// namespace at 10.244.k.2 behind it, MTU `mtu`.
 fn add_pod(node: &Node, k: usize, mtu: u32) -> Netns {
-    let pod = netns(&format!("uspod{k}"));
-    sh(&node.ns, "sysctl -qw net.ipv4.ip_forward=1");
-    sh(&node.ns, "ip link add cni0 type bridge");
-    sh(&node.ns, &format!("ip addr add 10.244.{k}.1/24 dev cni0"));
-    sh(&node.ns, "ip link set cni0 up");
-    sh(
-        &node.ns,
-        &format!(
-            "ip link add veth0 type veth peer name eth0 netns {}",
-            pod.name()
-        ),
-    );
-    sh(&node.ns, "ip link set veth0 master cni0 up");
-    sh(&pod, &format!("ip addr add 10.244.{k}.2/24 dev eth0"));
-    sh(&pod, &format!("ip link set eth0 mtu {mtu} up"));
-    sh(&pod, &format!("ip route add default via 10.244.{k}.1"));
-    pod
+    bridged_pod(&node.ns, &format!("uspod{k}"), k, mtu)
 }
 
 fn published(subnet: &str, node: &Node, p: &Prepared) -> Peer {
@@ -504,17 +484,13 @@ async fn userspace_geneve_packets_decode_in_tshark() {
 
 /// Sends UDP datagrams from inside `ns` (a thread that enters it) to `to`.
 fn send_from(ns: &Netns, src: Ipv4Addr, to: std::net::SocketAddrV4, payloads: Vec<Vec<u8>>) {
-    let path = ns.path();
-    std::thread::spawn(move || {
-        let f = File::open(&path).expect("netns file");
-        nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+    testkit::in_netns(ns, || {
         let s = UdpSocket::bind((src, 0)).expect("bind");
         for p in payloads {
             s.send_to(&p, to).expect("send");
         }
     })
-    .join()
-    .expect("sender thread");
+    .unwrap_or_else(|e| panic!("sender in {}: {e}", ns.name()));
 }
 
 /// An IPv4 packet of `total` bytes from 10.244.2.9 to 10.244.1.2.

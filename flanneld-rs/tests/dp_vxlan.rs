@@ -422,22 +422,7 @@ async fn vxlan_overlay_carries_pod_to_pod_ping() {
         backends.push(b);
 
         // The pod: a namespace with eth0 in the node's bridge cni0.
-        let pod = netns(&format!("vxpod{k}"));
-        sh(&node.ns, "sysctl -qw net.ipv4.ip_forward=1");
-        sh(&node.ns, "ip link add cni0 type bridge");
-        sh(&node.ns, &format!("ip addr add 10.244.{k}.1/24 dev cni0"));
-        sh(&node.ns, "ip link set cni0 up");
-        sh(
-            &node.ns,
-            &format!(
-                "ip link add veth0 type veth peer name eth0 netns {}",
-                pod.name()
-            ),
-        );
-        sh(&node.ns, "ip link set veth0 master cni0 up");
-        sh(&pod, &format!("ip addr add 10.244.{k}.2/24 dev eth0"));
-        sh(&pod, "ip link set eth0 mtu 1450 up");
-        sh(&pod, &format!("ip route add default via 10.244.{k}.1"));
+        let pod = bridged_pod(&node.ns, &format!("vxpod{k}"), k, 1450);
         pods.push(pod);
     }
     for (i, b) in backends.iter_mut().enumerate() {

@@ -16,11 +16,10 @@
 //! what Go reads, and a device deleted while the daemon is down coming back
 //! with Go's MAC. Root needed.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
-use e2e::netns::Netns;
+use testkit::{wait_for, Daemon, Netns};
 
 const ETCD_URL: &str = "http://198.51.100.1:2379";
 const PREFIX: &str = "/coreos.com/network";
@@ -28,89 +27,6 @@ const PREFIX: &str = "/coreos.com/network";
 const GO_MAC: &str = "a6:3c:5d:1e:77:42";
 /// A peer that left while node1 still ran Go: its entries must go.
 const GONE_MAC: &str = "0e:00:00:00:00:03";
-
-struct Proc {
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn spawn(mut cmd: Command, log: PathBuf) -> Proc {
-        let out = std::fs::File::create(&log).expect("log file");
-        let err = out.try_clone().expect("clone log");
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .expect("spawn");
-        Proc {
-            child: Some(child),
-            log,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn terminate(&mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("running");
-        let pid = i32::try_from(child.id()).expect("pid");
-        // SAFETY: kill has no memory preconditions; `ip netns exec` execs
-        // the program, so this pid is the program itself.
-        unsafe {
-            libc::kill(pid, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(s) = child.try_wait().expect("wait") {
-                return s;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("ignored SIGTERM; log:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn wait(&mut self) -> std::process::Output {
-        let child = self.child.take().expect("running");
-        child.wait_with_output().expect("wait")
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn wait_for<T>(
-    what: &str,
-    timeout: Duration,
-    mut f: impl FnMut() -> Option<T>,
-    logs: &dyn Fn() -> String,
-) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if Instant::now() > deadline {
-            panic!(
-                "timed out after {timeout:?} waiting for {what}; logs:\n{}",
-                logs()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 fn sh(ns: &Netns, script: &str) -> String {
     ns.run("sh", &["-c", script])
@@ -126,30 +42,10 @@ fn etcdctl(ns: &Netns, args: &[&str]) -> String {
 
 /// The two nodes, the underlay, and etcd inside node1 (reachable from node2
 /// over the underlay).
-fn lab(dir: &Path) -> (Netns, Netns, Proc) {
-    let n1 = Netns::create("gotk").expect("namespace (needs root)");
-    let n2 = Netns::create("gotk").expect("namespace (needs root)");
-    n1.run(
-        "ip",
-        &[
-            "link",
-            "add",
-            "veth0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "veth0",
-            "netns",
-            n2.name(),
-        ],
-    )
-    .expect("veth pair");
-    for (ns, ip) in [(&n1, "198.51.100.1/24"), (&n2, "198.51.100.2/24")] {
-        ns.run("ip", &["addr", "add", ip, "dev", "veth0"])
-            .expect("address");
-        ns.run("ip", &["link", "set", "veth0", "up"]).expect("up");
-    }
+fn lab(dir: &Path) -> (Netns, Netns, Daemon) {
+    let (n1, n2) =
+        testkit::netns::linked_pair("gotk", "veth0", ["198.51.100.1/24", "198.51.100.2/24"])
+            .unwrap_or_else(|e| panic!("node namespaces with a veth underlay: {e}"));
     let mut cmd = n1.exec("/usr/bin/etcd");
     cmd.arg("--name=gotk")
         .arg(format!("--data-dir={}", dir.join("etcd").display()))
@@ -158,7 +54,7 @@ fn lab(dir: &Path) -> (Netns, Netns, Proc) {
         .arg("--listen-peer-urls=http://127.0.0.1:2380")
         .arg("--initial-advertise-peer-urls=http://127.0.0.1:2380")
         .arg("--initial-cluster=gotk=http://127.0.0.1:2380");
-    let etcd = Proc::spawn(cmd, dir.join("etcd.log"));
+    let etcd = Daemon::start(&mut cmd, dir.join("etcd.log"));
     wait_for(
         "etcd in node1",
         Duration::from_secs(30),
@@ -173,7 +69,7 @@ fn lab(dir: &Path) -> (Netns, Netns, Proc) {
 
 /// flanneld-rs in `ns`, started with Go flanneld's own flag forms (single
 /// dash, `-v=2`, retired flags) as an existing unit file carries them.
-fn daemon(ns: &Netns, dir: &Path, node: &str, extra: &[&str]) -> Proc {
+fn daemon(ns: &Netns, dir: &Path, node: &str, extra: &[&str]) -> Daemon {
     std::fs::create_dir_all(dir.join(node)).expect("node dir");
     let mut cmd = ns.exec(env!("CARGO_BIN_EXE_flanneld-rs"));
     // node2 names a missing interface first: like Go flanneld, the next
@@ -203,7 +99,7 @@ fn daemon(ns: &Netns, dir: &Path, node: &str, extra: &[&str]) -> Proc {
             .unwrap_or_default()
             .as_nanos()
     ));
-    Proc::spawn(cmd, log)
+    Daemon::start(&mut cmd, log)
 }
 
 fn subnet_env(dir: &Path, node: &str) -> Option<String> {
@@ -250,19 +146,17 @@ fn jumps(ns: &Netns, ipt: &str, table: &str, parent: &str, chain: &str) -> usize
 
 /// `count` pings at 10 ms; ping waits (up to 60 s) for every reply, so a
 /// late reply is not counted as lost, a missing one is.
-fn ping_flood(ns: &Netns, to: &str, count: u32) -> Proc {
+fn ping_flood(ns: &Netns, to: &str, count: u32) -> Daemon {
     let mut cmd = ns.exec("ping");
     cmd.args(["-i", "0.01", "-c", &count.to_string(), "-w", "60", "-q", to]);
     let log = std::env::temp_dir().join(format!("fct-gotk-ping-{}-{to}.log", std::process::id()));
-    let mut p = Proc::spawn(cmd, log);
-    // Keep the output in a file and read it after the exit.
-    p.child.as_mut().expect("ping");
-    p
+    // The output goes to a file, read after the exit.
+    Daemon::start(&mut cmd, log)
 }
 
-fn ping_result(mut p: Proc) -> (u64, u64, String) {
-    let out = p.wait();
-    let _ = out;
+fn ping_result(mut p: Daemon) -> (u64, u64, String) {
+    // Its exit status says nothing the summary line does not.
+    let _ = p.wait();
     let text = p.log();
     let line = text
         .lines()
@@ -274,7 +168,7 @@ fn ping_result(mut p: Proc) -> (u64, u64, String) {
         .filter(|s| !s.is_empty())
         .filter_map(|s| s.parse().ok())
         .collect();
-    let _ = std::fs::remove_file(&p.log);
+    let _ = std::fs::remove_file(p.log_path());
     (
         nums.first().copied().unwrap_or(0),
         nums.get(1).copied().unwrap_or(0),
@@ -282,33 +176,11 @@ fn ping_result(mut p: Proc) -> (u64, u64, String) {
     )
 }
 
-/// The body of `GET http://127.0.0.1:port{path}` inside `ns` (a thread
-/// enters the namespace; the test's own threads never move).
+/// The body of `GET http://127.0.0.1:port{path}` inside `ns`.
 fn http_get(ns: &Netns, port: u16, path: &str) -> String {
-    use std::io::{Read, Write};
-    use std::os::fd::AsRawFd;
-    let ns_path = ns.path();
-    let path = path.to_string();
-    std::thread::spawn(move || {
-        let f = std::fs::File::open(&ns_path).expect("namespace file");
-        // SAFETY: setns on this thread only, with a valid namespace fd.
-        assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-        )
-        .expect("request");
-        let mut resp = String::new();
-        s.read_to_string(&mut resp).expect("response");
-        resp.split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default()
-    })
-    .join()
-    .expect("http thread")
+    testkit::http::get(ns, port, path)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .1
 }
 
 /// `10.244.7.0` -> `10.244.7.1` (FLANNEL_SUBNET names the first address).
@@ -328,8 +200,8 @@ fn link_field(ns: &Netns, field: &str) -> String {
 
 #[test]
 fn go_node_is_taken_over_with_no_lost_packet_and_nothing_left_behind() {
-    e2e::root::require_root("go_takeover test").unwrap_or_else(|e| panic!("{e}"));
-    let tmp = e2e::temp::temp_dir("gotk").expect("temp dir");
+    testkit::assert_root("go_takeover test");
+    let tmp = testkit::temp_dir("gotk").expect("temp dir");
     let dir = tmp.path();
     let (n1, n2, etcd) = lab(dir);
 
@@ -473,10 +345,8 @@ ip neigh replace 198.51.100.77 lladdr 0e:00:00:00:00:77 dev veth0 nud permanent
     // The first reconcile (which would sweep or recreate) is done before
     // subnet.env is written: the pings must still be running then.
     for p in [&mut p21, &mut p12] {
-        let running = p.child.as_mut().map(|c| matches!(c.try_wait(), Ok(None)));
-        assert_eq!(
-            running,
-            Some(true),
+        assert!(
+            p.is_running(),
             "the pings ended before the takeover was done (machine too slow?); logs:\n{}",
             logs()
         );

@@ -2,14 +2,15 @@
 //! checked against the real backend (embedded file, etcd, ...).
 //!
 //! A backend's tests implement [`Fixture`] (how to make a fresh, empty
-//! table and open clients on it) and call each check, for example:
+//! table and open clients on it) and get one test per check from
+//! [`conformance_tests!`](crate::conformance_tests):
 //!
 //! ```ignore
-//! #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-//! async fn concurrent_acquirers_get_distinct_subnets() {
-//!     lease_store::conformance::concurrent_acquirers_get_distinct_subnets(&MyFixture::new()).await;
-//! }
+//! lease_store::conformance_tests!(MyFixture::new());
 //! ```
+//!
+//! or run them one after the other with [`run_all`] (a fixture whose tables
+//! share one server that cannot be run in parallel).
 //!
 //! Checks panic with a message saying what went wrong. They use TEST-NET
 //! public IPs (192.0.2.0/24, 198.51.100.0/24) and short TTLs (2 s) so that
@@ -64,7 +65,40 @@ pub const LONG_TTL: Duration = Duration::from_secs(600);
 /// How long to wait for an event or an expiry before failing.
 const PATIENCE: Duration = Duration::from_secs(20);
 
-/// Runs every check, one after the other.
+/// One `#[tokio::test]` per check, each against `$fixture` (an expression
+/// giving a [`Fixture`]), in the calling test file. The list is the same as
+/// [`run_all`]'s: a check added there is added here, so every store runs it.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($fixture:expr) => {
+        $crate::conformance_tests!(@each $fixture;
+            network_config_round_trips,
+            concurrent_acquirers_get_distinct_subnets,
+            exhaustion_gives_a_clear_error,
+            renewal_keeps_a_lease_past_its_ttl,
+            expiry_frees_the_subnet,
+            watcher_sees_peers_but_not_itself,
+            watch_resumes_from_a_revision,
+            compacted_revision_gives_a_snapshot,
+            release_frees_the_subnet,
+            reservations_are_respected,
+            reservations_can_be_removed,
+            own_lease_is_reused,
+            previous_subnet_is_honoured_when_free,
+            renew_recreates_a_vanished_lease_or_reports_it_lost,
+            dual_stack_leases,
+        );
+    };
+    (@each $fixture:expr; $($name:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $name() {
+            $crate::conformance::$name(&$fixture).await;
+        }
+    )*};
+}
+
+/// Runs every check, one after the other (the list of
+/// [`conformance_tests!`](crate::conformance_tests)).
 pub async fn run_all(f: &dyn Fixture) {
     network_config_round_trips(f).await;
     concurrent_acquirers_get_distinct_subnets(f).await;
@@ -858,5 +892,16 @@ mod tests {
         let seq = calls(src, "run_all");
         assert!(seq.len() >= 15, "{seq:?}");
         assert_eq!(seq, calls(src, "run_all_concurrently"));
+        // And the per-test macro's list.
+        let start = src.find("@each $fixture;").expect("macro list");
+        let list = &src[start..];
+        let mut listed: Vec<String> = list[..list.find(");").expect("end of list")]
+            .lines()
+            .skip(1)
+            .map(|l| l.trim().trim_end_matches(',').to_string())
+            .filter(|l| !l.is_empty())
+            .collect();
+        listed.sort();
+        assert_eq!(seq, listed);
     }
 }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use lease_store::conformance::{self, Fixture, Table};
+use lease_store::conformance::{Fixture, Table};
 use lease_store::etcd::testing::EtcdProcess;
 use lease_store::etcd::{EtcdOptions, EtcdStore};
 use lease_store::store::Result;
@@ -64,29 +64,4 @@ impl Table for EtcdTable {
     }
 }
 
-macro_rules! checks {
-    ($($name:ident),* $(,)?) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-        async fn $name() {
-            conformance::$name(&Etcd).await;
-        }
-    )*};
-}
-
-checks!(
-    network_config_round_trips,
-    concurrent_acquirers_get_distinct_subnets,
-    exhaustion_gives_a_clear_error,
-    renewal_keeps_a_lease_past_its_ttl,
-    expiry_frees_the_subnet,
-    watcher_sees_peers_but_not_itself,
-    watch_resumes_from_a_revision,
-    compacted_revision_gives_a_snapshot,
-    release_frees_the_subnet,
-    reservations_are_respected,
-    reservations_can_be_removed,
-    own_lease_is_reused,
-    previous_subnet_is_honoured_when_free,
-    renew_recreates_a_vanished_lease_or_reports_it_lost,
-    dual_stack_leases,
-);
+lease_store::conformance_tests!(Etcd);

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
-use crate::cmd::{self, CmdError};
+use testkit::cmd::{self, CmdError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BinError {
@@ -126,7 +126,7 @@ pub fn flannel_rs() -> Result<PathBuf, BinError> {
 }
 
 /// Directory of Debian's reference CNI plugins (containernetworking-plugins).
-pub const REFERENCE_PLUGIN_DIR: &str = "/usr/lib/cni";
+pub use testkit::cni::REFERENCE_PLUGIN_DIR;
 
 #[cfg(test)]
 mod tests {

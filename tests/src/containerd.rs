@@ -16,15 +16,15 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::cmd::{self, CmdError};
-use crate::netns::Netns;
+use testkit::cmd::{self, CmdError};
+use testkit::netns::Netns;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerdError {
     #[error(transparent)]
-    Temp(#[from] crate::temp::TempError),
+    Temp(#[from] testkit::temp::TempError),
     #[error(transparent)]
     Oci(#[from] crate::oci::OciError),
     #[error("ctr/containerd: {0}")]
@@ -85,7 +85,7 @@ impl<'a> Containerd<'a> {
         if !Path::new(HOST_CNI_CONF_DIR).is_dir() {
             return Err(ContainerdError::NoCniConfDir);
         }
-        let dir = crate::temp::temp_dir("containerd")?;
+        let dir = testkit::temp::temp_dir("containerd")?;
         let d = dir.path();
         for sub in ["root", "state", "net.d", "bin", "fifo", "runc"] {
             let p = d.join(sub);
@@ -114,7 +114,7 @@ impl<'a> Containerd<'a> {
         let c = Containerd {
             node,
             dir,
-            namespace: crate::names::unique("ctr"),
+            namespace: testkit::names::unique("ctr"),
             daemon,
             runs: Mutex::new(Vec::new()),
         };
@@ -123,12 +123,8 @@ impl<'a> Containerd<'a> {
     }
 
     fn wait_ready(&self, timeout: Duration) -> Result<(), ContainerdError> {
-        let start = Instant::now();
-        while start.elapsed() < timeout {
-            if cmd::run(self.ctr().arg("version")).is_ok() {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(100));
+        if testkit::wait::until(timeout, || cmd::run(self.ctr().arg("version")).is_ok()) {
+            return Ok(());
         }
         let log =
             std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default();
@@ -217,7 +213,7 @@ impl<'a> Containerd<'a> {
 
     /// `ctr task exec` in container `id`; fails on a non-zero exit.
     pub fn exec(&self, id: &str, argv: &[&str]) -> Result<String, ContainerdError> {
-        let exec_id = crate::names::unique("exec");
+        let exec_id = testkit::names::unique("exec");
         Ok(cmd::run(
             self.ctr()
                 .args(["task", "exec", "--exec-id", &exec_id])
@@ -239,22 +235,16 @@ impl<'a> Containerd<'a> {
             return killed.map(|_| ()).map_err(ContainerdError::from);
         };
         let (_, mut child) = runs.remove(pos);
-        let start = Instant::now();
-        loop {
-            if let Ok(Some(_)) = child.try_wait() {
-                return Ok(());
-            }
-            if start.elapsed() > timeout {
-                let _ = child.kill();
-                let _ = child.wait();
-                killed?;
-                return Err(ContainerdError::Timeout {
-                    what: format!("`ctr run` of {id} exiting after its task was killed"),
-                    timeout,
-                });
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if testkit::wait::until(timeout, || matches!(child.try_wait(), Ok(Some(_)))) {
+            return Ok(());
         }
+        let _ = child.kill();
+        let _ = child.wait();
+        killed?;
+        Err(ContainerdError::Timeout {
+            what: format!("`ctr run` of {id} exiting after its task was killed"),
+            timeout,
+        })
     }
 }
 
@@ -277,21 +267,16 @@ impl Drop for Containerd<'_> {
         unsafe {
             libc::kill(self.daemon.id() as i32, libc::SIGTERM);
         }
-        let start = Instant::now();
-        let mut exited = false;
-        while !exited && start.elapsed() < Duration::from_secs(5) {
-            exited = matches!(self.daemon.try_wait(), Ok(Some(_)));
-            if !exited {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
+        let exited = testkit::wait::until(Duration::from_secs(5), || {
+            matches!(self.daemon.try_wait(), Ok(Some(_)))
+        });
         if !exited {
             let _ = self.daemon.kill();
             let _ = self.daemon.wait();
         }
         // Shims outlive the daemon by design; they name the socket in our
         // temp dir, which is removed right after this.
-        crate::procs::wait_or_kill_mentioning(
+        testkit::procs::wait_or_kill_mentioning(
             &self.dir.path().display().to_string(),
             Duration::from_secs(2),
         );

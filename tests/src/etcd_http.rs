@@ -5,19 +5,14 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EtcdHttpError {
-    #[error("cannot enter network namespace {ns}: {source}")]
-    Enter {
-        ns: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Enter(#[from] testkit::netns::NetnsError),
     #[error("POST {path} to etcd at {addr}: {source}")]
     Io {
         addr: SocketAddr,
@@ -27,8 +22,6 @@ pub enum EtcdHttpError {
     },
     #[error("etcd answered POST {path} with: {reply}")]
     Rejected { path: String, reply: String },
-    #[error("request thread panicked")]
-    Thread,
 }
 
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -80,48 +73,39 @@ pub fn post(
     let ns = ns.to_string();
     let path = path.to_string();
     let body = body.to_string();
-    std::thread::spawn(move || -> Result<(Value, Instant), EtcdHttpError> {
-        let f = std::fs::File::open(format!("/run/netns/{ns}")).map_err(|source| EtcdHttpError::Enter {
-            ns: ns.clone(),
-            source,
-        })?;
-        // SAFETY: setns on an fd we own; affects only this short-lived thread.
-        if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(EtcdHttpError::Enter {
-                ns,
-                source: std::io::Error::last_os_error(),
-            });
-        }
-        let io = |source| EtcdHttpError::Io {
-            addr,
-            path: path.clone(),
-            source,
-        };
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(io)?;
-        s.set_read_timeout(Some(Duration::from_secs(10))).map_err(io)?;
-        s.set_nodelay(true).map_err(io)?;
-        let req = format!(
+    testkit::in_netns(
+        testkit::netns::path_of(&ns),
+        move || -> Result<(Value, Instant), EtcdHttpError> {
+            let io = |source| EtcdHttpError::Io {
+                addr,
+                path: path.clone(),
+                source,
+            };
+            let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(io)?;
+            s.set_read_timeout(Some(Duration::from_secs(10)))
+                .map_err(io)?;
+            s.set_nodelay(true).map_err(io)?;
+            let req = format!(
             "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         );
-        s.write_all(req.as_bytes()).map_err(io)?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).map_err(io)?;
-        let done = Instant::now();
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        // HTTP/1.0: the reply is the body up to EOF, never chunked.
-        let ok = text.starts_with("HTTP/1.1 200") || text.starts_with("HTTP/1.0 200");
-        let json_part = text.split("\r\n\r\n").nth(1).unwrap_or_default();
-        match serde_json::from_str::<Value>(json_part.trim()) {
-            Ok(v) if ok => Ok((v, done)),
-            _ => Err(EtcdHttpError::Rejected {
-                path,
-                reply: text.chars().take(500).collect(),
-            }),
-        }
-    })
-    .join()
-    .map_err(|_| EtcdHttpError::Thread)?
+            s.write_all(req.as_bytes()).map_err(io)?;
+            let mut buf = Vec::new();
+            s.read_to_end(&mut buf).map_err(io)?;
+            let done = Instant::now();
+            let text = String::from_utf8_lossy(&buf).into_owned();
+            // HTTP/1.0: the reply is the body up to EOF, never chunked.
+            let ok = text.starts_with("HTTP/1.1 200") || text.starts_with("HTTP/1.0 200");
+            let json_part = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+            match serde_json::from_str::<Value>(json_part.trim()) {
+                Ok(v) if ok => Ok((v, done)),
+                _ => Err(EtcdHttpError::Rejected {
+                    path,
+                    reply: text.chars().take(500).collect(),
+                }),
+            }
+        },
+    )?
 }
 
 #[cfg(test)]

@@ -8,8 +8,8 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::cmd::{self, CmdError};
 use crate::lab::{binaries, unique_name, LabError};
+use testkit::cmd::{self, CmdError};
 
 /// A pod as the tests see it: name, node and address.
 #[derive(Debug, Clone)]
@@ -59,9 +59,9 @@ impl KubeLab {
         extra: &[&str],
         image_args: &[&str],
     ) -> Result<KubeLab, LabError> {
-        crate::root::require_root("the Kubernetes lab tests")?;
+        testkit::root::require_root("the Kubernetes lab tests")?;
         let (flannelctl, daemon, cni) = binaries()?;
-        let bin_dir = crate::temp::temp_dir("kubebin").map_err(|e| LabError::BinDir {
+        let bin_dir = testkit::temp::temp_dir("kubebin").map_err(|e| LabError::BinDir {
             dir: e.base.clone(),
             source: e.source,
         })?;
@@ -80,7 +80,7 @@ impl KubeLab {
                     .arg(bin_dir.path().join(name)),
             )?;
         }
-        let image_dir = crate::temp::temp_dir("kubeimg").map_err(|e| LabError::BinDir {
+        let image_dir = testkit::temp::temp_dir("kubeimg").map_err(|e| LabError::BinDir {
             dir: e.base.clone(),
             source: e.source,
         })?;

@@ -4,20 +4,20 @@
 //! iperf3 and read routes inside the lab's namespaces.
 
 use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::bins::{self, BinError};
-use crate::cmd::{self, CmdError};
+use testkit::cmd::{self, CmdError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
     #[error(transparent)]
-    NotRoot(#[from] crate::root::NotRoot),
+    NotRoot(#[from] testkit::root::NotRoot),
     #[error(transparent)]
     Bin(#[from] BinError),
     #[error(transparent)]
@@ -139,10 +139,10 @@ impl Lab {
     /// `flannelctl lab up` with `cfg`; the stem letter marks the test in
     /// namespace names.
     pub fn up(stem: char, cfg: &LabConfig) -> Result<Lab, LabError> {
-        crate::root::require_root("the lab end-to-end tests")?;
+        testkit::root::require_root("the lab end-to-end tests")?;
         let (flannelctl, daemon, cni) = binaries()?;
         // One directory holding both binaries, whatever FCT_BIN_* says.
-        let dir = crate::temp::temp_dir("labbin").map_err(|e| LabError::BinDir {
+        let dir = testkit::temp::temp_dir("labbin").map_err(|e| LabError::BinDir {
             dir: e.base.clone(),
             source: e.source,
         })?;
@@ -309,27 +309,18 @@ pub fn ip_in(ns: &str, args: &[&str]) -> Result<String, CmdError> {
     cmd::run(Command::new("ip").args(["-n", ns]).args(args))
 }
 
-/// Polls `check` every 50 ms until it returns Ok, or fails after `within`
-/// with the last observation.
+/// Polls `check` until it returns Ok ([`testkit::wait::try_wait_for`]), or
+/// fails after `within` with the last observation.
 pub fn wait_for<T>(
     what: &str,
     within: Duration,
-    mut check: impl FnMut() -> Result<T, String>,
+    check: impl FnMut() -> Result<T, String>,
 ) -> Result<(T, Duration), LabError> {
-    let start = Instant::now();
-    loop {
-        match check() {
-            Ok(v) => return Ok((v, start.elapsed())),
-            Err(last) if start.elapsed() >= within => {
-                return Err(LabError::Timeout {
-                    what: what.to_string(),
-                    secs: within.as_secs_f64(),
-                    last,
-                })
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(50)),
-        }
-    }
+    testkit::wait::try_wait_for(what, within, check).map_err(|t| LabError::Timeout {
+        what: t.what,
+        secs: t.within.as_secs_f64(),
+        last: t.last,
+    })
 }
 
 /// A continuous ping (`ping -i <interval>`) between two namespaces, stopped
@@ -506,9 +497,9 @@ pub fn link_mac(ns: &str, dev: &str) -> Option<String> {
     v.get(0)?.get("address")?.as_str().map(str::to_string)
 }
 
-/// True when `path` names a namespace that exists.
+/// True when a namespace called `name` exists.
 pub fn netns_exists(name: &str) -> bool {
-    Path::new("/run/netns").join(name).exists()
+    testkit::netns::path_of(name).exists()
 }
 
 #[cfg(test)]

@@ -1,22 +1,16 @@
-//! Test harness shared by the end-to-end tests and benchmarks: network
-//! namespace guards, commands inside namespaces, the root check, unique
-//! names, temp dirs, locating built binaries, calling CNI plugins, and a
-//! private podman. Everything a test creates is named `fct-...` and removed
-//! on drop.
+//! Harness of the end-to-end tests and benchmarks: the lab of flanneld-rs
+//! nodes, the Kubernetes lab, containerd and podman, locating built
+//! binaries, etcd over HTTP. The general pieces (namespace guards,
+//! `in_netns`, the root check, unique names, temp dirs, `wait_for`, the
+//! CNI runner) are in the `testkit` crate. Everything a test creates is
+//! named `fct-...` and removed on drop.
 
 pub mod bins;
-pub mod cmd;
-pub mod cni;
 pub mod containerd;
 pub mod etcd_http;
 pub mod kube;
 pub mod lab;
-pub mod names;
-pub mod netns;
 pub mod oci;
 pub mod podman;
-pub mod procs;
-pub mod root;
 pub mod rootfs;
 pub mod stats;
-pub mod temp;

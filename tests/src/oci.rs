@@ -7,7 +7,7 @@ use std::process::Command;
 
 use serde_json::{json, Value};
 
-use crate::cmd::{self, CmdError};
+use testkit::cmd::{self, CmdError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OciError {
@@ -183,7 +183,7 @@ mod tests {
 
     #[test]
     fn archive_blobs_match_their_digests() {
-        let dir = crate::temp::temp_dir("oci-unit").unwrap();
+        let dir = testkit::temp::temp_dir("oci-unit").unwrap();
         let archive = busybox_archive(dir.path(), "localhost/fct-busybox:latest").unwrap();
         assert!(archive.is_file());
         let layout = dir.path().join("oci-layout");

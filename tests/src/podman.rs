@@ -11,13 +11,13 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::cmd::{self, CmdError};
-use crate::netns::Netns;
+use testkit::cmd::{self, CmdError};
+use testkit::netns::Netns;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PodmanError {
     #[error(transparent)]
-    Temp(#[from] crate::temp::TempError),
+    Temp(#[from] testkit::temp::TempError),
     #[error(transparent)]
     Rootfs(#[from] crate::rootfs::RootfsError),
     #[error("podman: {0}")]
@@ -70,7 +70,7 @@ runtime = "runc"
 impl<'a> Podman<'a> {
     /// A podman confined to `node`, looking for CNI plugins in `plugin_dirs`.
     pub fn new(node: &'a Netns, plugin_dirs: &[&Path]) -> Result<Self, PodmanError> {
-        let dir = crate::temp::temp_dir("podman")?;
+        let dir = testkit::temp::temp_dir("podman")?;
         let root = dir.path();
         for d in ["net.d", "root", "runroot", "tmp", "volumes", "rootfs"] {
             let p = root.join(d);
@@ -173,7 +173,7 @@ impl Drop for Podman<'_> {
         // conmon runs `podman container cleanup` on its own after a
         // container exits; it would recreate files in the state dir while
         // the temp dir is being removed. Let those finish, then kill stragglers.
-        crate::procs::wait_or_kill_mentioning(
+        testkit::procs::wait_or_kill_mentioning(
             &self.dir.path().display().to_string(),
             std::time::Duration::from_secs(5),
         );

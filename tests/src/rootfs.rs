@@ -104,7 +104,7 @@ mod tests {
 
     #[test]
     fn rootfs_has_busybox_and_applets() {
-        let dir = crate::temp::temp_dir("rootfs-unit").unwrap();
+        let dir = testkit::temp::temp_dir("rootfs-unit").unwrap();
         busybox_rootfs(dir.path()).unwrap();
         let bb = std::fs::read(dir.path().join("bin/busybox")).unwrap();
         assert!(!has_interpreter(&bb), "busybox must be static");

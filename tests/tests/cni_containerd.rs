@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use e2e::bins;
 use e2e::containerd::Containerd;
-use e2e::netns::Netns;
+use testkit::netns::Netns;
 
 type R = anyhow::Result<()>;
 
@@ -58,14 +58,14 @@ fn reservations(dir: &std::path::Path) -> Vec<String> {
 
 #[test]
 fn containerd_ctr_flannel_rs_then_portmap_two_containers() -> R {
-    e2e::root::require_root("the containerd runtime test")?;
+    testkit::root::require_root("the containerd runtime test")?;
     let plugin = bins::flannel_rs()?;
     let node = Netns::create("rt-ctrd")?;
-    let state = e2e::temp::temp_dir("rt-ctrd-state")?;
+    let state = testkit::temp::temp_dir("rt-ctrd-state")?;
     let subnet_file = state.path().join("subnet.env");
     std::fs::write(
         &subnet_file,
-        e2e::cni::subnet_env_text("10.244.0.0/16", &format!("{GATEWAY}/24"), MTU, true),
+        testkit::cni::subnet_env_text("10.244.0.0/16", &format!("{GATEWAY}/24"), MTU, true),
     )?;
     let ipam_dir = state.path().join("ipam");
 

@@ -12,8 +12,8 @@ use std::thread::sleep;
 use std::time::Duration;
 
 use e2e::bins;
-use e2e::netns::Netns;
 use e2e::podman::Podman;
+use testkit::netns::Netns;
 
 type R = anyhow::Result<()>;
 
@@ -50,7 +50,7 @@ fn setup(kind: FirstPlugin, state: &Path) -> anyhow::Result<Setup> {
             let subnet_file = state.join("subnet.env");
             std::fs::write(
                 &subnet_file,
-                e2e::cni::subnet_env_text("10.244.0.0/16", &format!("{GATEWAY}/24"), MTU, true),
+                testkit::cni::subnet_env_text("10.244.0.0/16", &format!("{GATEWAY}/24"), MTU, true),
             )?;
             Ok(Setup {
                 first: serde_json::json!({
@@ -149,10 +149,10 @@ fn client_on_uplink(node: &Netns) -> anyhow::Result<Netns> {
 
 /// The scenario, with the conflist at `cni_version`.
 fn two_containers(kind: FirstPlugin, cni_version: &str) -> R {
-    e2e::root::require_root("the podman runtime test")?;
+    testkit::root::require_root("the podman runtime test")?;
     let node = Netns::create("rt-node")?;
     let client = client_on_uplink(&node)?;
-    let state = e2e::temp::temp_dir("rt-state")?;
+    let state = testkit::temp::temp_dir("rt-state")?;
     let s = setup(kind, state.path())?;
     let dirs: Vec<&Path> = s.plugin_dirs.iter().map(PathBuf::as_path).collect();
     let podman = Podman::new(&node, &dirs)?;
@@ -227,7 +227,7 @@ fn two_containers(kind: FirstPlugin, cni_version: &str) -> R {
     // busybox nc rather than wget: the static busybox's wget crashes on the
     // host (glibc NSS in a static binary); an HTTP/1.0 request is one line.
     let body = eventually("hostPort from the client namespace", || {
-        Ok(e2e::cmd::run_with_stdin(
+        Ok(testkit::cmd::run_with_stdin(
             client
                 .exec("busybox")
                 .args(["nc", "-w", "3", NODE_UPLINK, HOST_PORT]),
@@ -289,9 +289,9 @@ fn podman_reference_bridge_control() -> R {
 #[test]
 fn podman_parallel_starts_get_distinct_addresses() -> R {
     const N: usize = 6;
-    e2e::root::require_root("the podman parallel start test")?;
+    testkit::root::require_root("the podman parallel start test")?;
     let node = Netns::create("rt-par")?;
-    let state = e2e::temp::temp_dir("rt-par-state")?;
+    let state = testkit::temp::temp_dir("rt-par-state")?;
     let s = setup(FirstPlugin::FlannelRs, state.path())?;
     let dirs: Vec<&Path> = s.plugin_dirs.iter().map(PathBuf::as_path).collect();
     let podman = Podman::new(&node, &dirs)?;
@@ -346,9 +346,9 @@ fn podman_parallel_starts_get_distinct_addresses() -> R {
 /// goes and comes back, and the restarted container is reachable.
 #[test]
 fn podman_stop_start_reattaches() -> R {
-    e2e::root::require_root("the podman stop/start test")?;
+    testkit::root::require_root("the podman stop/start test")?;
     let node = Netns::create("rt-restart")?;
-    let state = e2e::temp::temp_dir("rt-restart-state")?;
+    let state = testkit::temp::temp_dir("rt-restart-state")?;
     let s = setup(FirstPlugin::FlannelRs, state.path())?;
     let dirs: Vec<&Path> = s.plugin_dirs.iter().map(PathBuf::as_path).collect();
     let podman = Podman::new(&node, &dirs)?;

@@ -612,7 +612,7 @@ fn kubernetes_lab_end_to_end() -> Result<()> {
                 &format!("--as={FLANNEL_SA}"),
             ])
             .unwrap_or_else(|e| match e {
-                e2e::cmd::CmdError::Failed { stdout, .. } => stdout,
+                testkit::cmd::CmdError::Failed { stdout, .. } => stdout,
                 other => other.to_string(),
             });
         ensure!(

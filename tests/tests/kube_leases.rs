@@ -10,14 +10,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, ensure, Context, Result};
+use anyhow::{anyhow, ensure, Context, Result};
 use e2e::kube::{KubeLab, PodInfo};
 use e2e::lab::wait_for;
 
@@ -43,26 +42,6 @@ use serde_json::{json, Value};
 const FLANNEL_NS: &str = "kube-flannel-rs";
 const TEST_IMAGE: &str = "localhost/flannel-rs/test:1";
 const LEASE_LABEL: &str = "flannel.alpha.coreos.com/subnet-lease=true";
-
-/// Runs `f` on a thread inside network namespace `ns` (the lab's infra
-/// namespace, where the API server and etcd listen); a panic in `f` (a
-/// failed conformance check) comes back as this thread's panic.
-fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-    let path = format!("/var/run/netns/{ns}");
-    let handle = std::thread::spawn(move || -> Result<T> {
-        let file = std::fs::File::open(&path).with_context(|| format!("open {path}"))?;
-        // SAFETY: setns on an fd we own; it moves only this thread (and the
-        // threads it starts) into the namespace.
-        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            bail!("setns {path}: {}", std::io::Error::last_os_error());
-        }
-        Ok(f())
-    });
-    match handle.join() {
-        Ok(r) => r,
-        Err(panic) => std::panic::resume_unwind(panic),
-    }
-}
 
 /// `kubectl` of the lab, callable from any thread.
 type Kubectl = Arc<dyn Fn(&[&str]) -> Result<String, String> + Send + Sync>;
@@ -489,33 +468,38 @@ fn lease_subnet_source_on_a_cluster_without_pod_cidrs() -> Result<()> {
     });
     let kc = kubeconfig.clone();
     let took = std::time::Instant::now();
-    in_netns(&lab.infra_ns(), move || -> Result<()> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(4)
-            .enable_all()
-            .build()?;
-        rt.block_on(async move {
-            let client = lease_store::kube::client(&ClientSource {
-                kubeconfig: Some(kc),
-                api_url: None,
+    // On a thread inside the lab's infra namespace, where the API server
+    // and etcd listen; a failed conformance check panics through.
+    testkit::in_netns(
+        testkit::netns::path_of(&lab.infra_ns()),
+        move || -> Result<()> {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(4)
+                .enable_all()
+                .build()?;
+            rt.block_on(async move {
+                let client = lease_store::kube::client(&ClientSource {
+                    kubeconfig: Some(kc),
+                    api_url: None,
+                })
+                .await?;
+                let f = RealApi {
+                    client,
+                    kubectl,
+                    etcd: "http://198.51.100.254:2379".into(),
+                    tables: AtomicU32::new(0),
+                };
+                // Each on tables of its own; none of them watches, so the
+                // suite's compaction of the lab's etcd does not disturb them.
+                tokio::join!(
+                    conformance::run_all_concurrently(&f),
+                    race_for_the_last_subnet(&f),
+                    leases_cli(&f, ctl_bin, kc_cli),
+                );
+                Ok::<_, anyhow::Error>(())
             })
-            .await?;
-            let f = RealApi {
-                client,
-                kubectl,
-                etcd: "http://198.51.100.254:2379".into(),
-                tables: AtomicU32::new(0),
-            };
-            // Each on tables of its own; none of them watches, so the
-            // suite's compaction of the lab's etcd does not disturb them.
-            tokio::join!(
-                conformance::run_all_concurrently(&f),
-                race_for_the_last_subnet(&f),
-                leases_cli(&f, ctl_bin, kc_cli),
-            );
-            Ok::<_, anyhow::Error>(())
-        })
-    })??;
+        },
+    )??;
     eprintln!(
         "conformance suite + race + flannelctl leases on the real API server: {:.1} s",
         took.elapsed().as_secs_f64()

@@ -14,7 +14,7 @@ fn small(store: &'static str) -> LabConfig {
 }
 
 fn lab_namespaces(name: &str) -> Vec<String> {
-    let out = e2e::cmd::run(Command::new("ip").args(["netns", "list"])).unwrap();
+    let out = testkit::cmd::run(Command::new("ip").args(["netns", "list"])).unwrap();
     let prefix = format!("fct-lab-{name}-");
     out.lines()
         .filter_map(|l| l.split_whitespace().next())

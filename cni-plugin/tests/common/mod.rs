@@ -1,137 +1,18 @@
-//! Harness for the kernel tests: throwaway node and pod namespaces
-//! (`fct-cni-<pid>-<n>-...`, removed on drop even when a test fails), a
-//! subnet.env and IPAM dir in a tempdir, and the built plugin run inside
-//! the node namespace exactly as a runtime would (env vars + stdin).
+//! The plugin's side of the kernel tests: a node (a `testkit::Netns`
+//! guard, deleted on drop even when a test fails, plus a subnet.env and
+//! IPAM dir in a tempdir) that runs the built plugin inside its namespace
+//! exactly as a runtime would (env vars + stdin), through
+//! `testkit::cni::run_raw`.
 
 #![allow(dead_code)]
 
-use std::fs::File;
-use std::io::Write;
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::{json, Value};
+pub use testkit::cni::Reply;
+pub use testkit::Netns;
 
 pub const PLUGIN: &str = env!("CARGO_BIN_EXE_flannel-rs");
-
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-pub fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    let uid = unsafe { libc::geteuid() };
-    assert_eq!(
-        uid, 0,
-        "this kernel test needs root (it creates network namespaces): run `sudo -E cargo test -p cni-plugin`"
-    );
-}
-
-/// A network namespace deleted on drop.
-pub struct Netns {
-    pub name: String,
-}
-
-impl Netns {
-    pub fn new(tag: &str) -> Netns {
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let name = format!("fct-cni-{}-{n}-{tag}", std::process::id());
-        let st = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .expect("run ip netns add");
-        assert!(st.success(), "ip netns add {name} failed");
-        Netns { name }
-    }
-
-    pub fn path(&self) -> String {
-        format!("/var/run/netns/{}", self.name)
-    }
-
-    /// Runs a command inside this namespace; returns (success, stdout+stderr).
-    pub fn exec(&self, args: &[&str]) -> (bool, String) {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.name])
-            .args(args)
-            .output()
-            .expect("run ip netns exec");
-        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-        text.push_str(&String::from_utf8_lossy(&out.stderr));
-        (out.status.success(), text)
-    }
-
-    pub fn has_link(&self, name: &str) -> bool {
-        Command::new("ip")
-            .args(["-n", &self.name, "link", "show", name])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
-    }
-
-    pub fn links(&self) -> String {
-        let out = Command::new("ip")
-            .args(["-n", &self.name, "-o", "link"])
-            .output()
-            .expect("ip link");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    pub fn delete(&mut self) {
-        if !self.name.is_empty() {
-            let _ = Command::new("ip")
-                .args(["netns", "del", &self.name])
-                .stderr(Stdio::null())
-                .status();
-            self.name.clear();
-        }
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        self.delete();
-    }
-}
-
-/// The plugin's answer.
-#[derive(Debug)]
-pub struct Reply {
-    pub success: bool,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Reply {
-    pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
-            panic!(
-                "stdout is not JSON ({e}): {:?} / stderr {:?}",
-                self.stdout, self.stderr
-            )
-        })
-    }
-
-    pub fn code(&self) -> u64 {
-        assert!(
-            !self.success,
-            "expected failure, got success: {}",
-            self.stdout
-        );
-        self.json()["code"].as_u64().expect("error has a code")
-    }
-
-    pub fn ok(self) -> Self {
-        assert!(
-            self.success,
-            "plugin failed: {} / {}",
-            self.stdout, self.stderr
-        );
-        self
-    }
-}
 
 /// A node: its namespace, subnet.env and IPAM data dir.
 pub struct Node {
@@ -146,8 +27,8 @@ pub const SUBNET_ENV: &str =
 
 impl Node {
     pub fn new(tag: &str) -> Node {
-        require_root();
-        let ns = Netns::new(&format!("{tag}-n"));
+        testkit::assert_root("this CNI kernel test (it creates network namespaces)");
+        let ns = Netns::new(&format!("cni-{tag}-n"));
         let dir = tempfile::tempdir().expect("tempdir");
         let subnet_env = dir.path().join("subnet.env");
         std::fs::write(&subnet_env, SUBNET_ENV).expect("write subnet.env");
@@ -203,37 +84,9 @@ impl Node {
 
     /// Runs `bin` inside the node namespace with the given CNI env.
     pub fn run_plugin(&self, bin: &str, env: &[(&str, &str)], stdin: &[u8]) -> Reply {
-        let ns = File::open(self.ns.path()).expect("open node netns");
-        let fd = ns.as_raw_fd();
-        let mut cmd = Command::new(bin);
-        cmd.env_clear()
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .env("CNI_PATH", "/usr/lib/cni")
-            .envs(env.iter().copied())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        // SAFETY: setns is async-signal-safe; the child enters the node
-        // namespace before exec, so the plugin never runs in ours.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let mut child = cmd.spawn().expect("spawn plugin");
-        if let Some(mut si) = child.stdin.take() {
-            let _ = si.write_all(stdin);
-        }
-        let out = child.wait_with_output().expect("wait plugin");
-        drop(ns);
-        Reply {
-            success: out.status.success(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        let cmd = testkit::netns::command_in(&self.ns, bin)
+            .unwrap_or_else(|e| panic!("plugin in the node namespace: {e}"));
+        testkit::cni::run_raw(cmd, env, stdin).unwrap_or_else(|e| panic!("{e}"))
     }
 
     pub fn cni(&self, command: &str, id: &str, netns: &str, ifname: &str, conf: &Value) -> Reply {
@@ -263,7 +116,9 @@ impl Node {
     }
 
     pub fn add(&self, id: &str, pod: &Netns, conf: &Value) -> Value {
-        self.cni("ADD", id, &pod.path(), "eth0", conf).ok().json()
+        self.cni("ADD", id, pod.path_str(), "eth0", conf)
+            .ok()
+            .json()
     }
 
     pub fn del(&self, id: &str, netns: &str, conf: &Value) {

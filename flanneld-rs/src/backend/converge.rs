@@ -8,8 +8,9 @@ use futures::stream::{self, StreamExt};
 use ipnet::Ipv4Net;
 
 use super::ownership::Scope;
-use crate::netlink::{Netlink, NetlinkError, RTPROT_FLANNEL_RS};
-use crate::reconcile::{self, Mac, Op, Route, State};
+use crate::model::{Mac, Route};
+use crate::netlink::{Kernel, NetlinkError, RTPROT_FLANNEL_RS};
+use crate::reconcile::{self, Op, State};
 
 /// The desired state plus, for each entry, the peer (by subnet) it serves,
 /// so a failed operation is reported against the right peer.
@@ -61,7 +62,7 @@ pub struct Outcome {
 /// only); `scope` also says which routes are ours whatever their protocol
 /// (a node taken over from Go flanneld: `ownership`).
 pub async fn converge(
-    nl: &Netlink,
+    nl: &dyn Kernel,
     desired: &Desired,
     scope: Scope,
 ) -> Result<Outcome, NetlinkError> {
@@ -134,7 +135,11 @@ pub async fn converge(
 
 /// Whether `ip` is reachable directly on the underlay (same L2): the
 /// kernel's route to it has no gateway and leaves through `underlay`.
-pub async fn on_same_l2(nl: &Netlink, ip: Ipv4Addr, underlay: u32) -> Result<bool, NetlinkError> {
+pub async fn on_same_l2(
+    nl: &dyn Kernel,
+    ip: Ipv4Addr,
+    underlay: u32,
+) -> Result<bool, NetlinkError> {
     Ok(matches!(
         nl.route_get(ip).await?,
         Some(l) if l.gateway.is_none() && l.oif == Some(underlay)

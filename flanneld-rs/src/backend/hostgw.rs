@@ -9,11 +9,12 @@ use lease_store::{Lease, NetworkConfig};
 use super::converge::{converge, on_same_l2, Desired};
 use super::ownership::Scope;
 use super::{Backend, BackendError, LocalNode, Peer, Prepared, ReconcileReport};
-use crate::netlink::Netlink;
-use crate::reconcile::{Route, State};
+use crate::model::Route;
+use crate::netlink::KernelRef;
+use crate::reconcile::State;
 
 pub struct HostGwBackend {
-    nl: Netlink,
+    nl: KernelRef,
     node: Option<LocalNode>,
     /// The cluster network and our subnet: gatewayed routes to peer
     /// subnets inside it are ours whoever made them (Go flanneld).
@@ -21,9 +22,9 @@ pub struct HostGwBackend {
 }
 
 impl HostGwBackend {
-    pub fn new(nl: Netlink) -> Self {
+    pub fn new(nl: impl Into<KernelRef>) -> Self {
         HostGwBackend {
-            nl,
+            nl: nl.into(),
             node: None,
             scope: Scope::default(),
         }
@@ -69,7 +70,7 @@ impl Backend for HostGwBackend {
                 ));
                 continue;
             }
-            if !on_same_l2(&self.nl, peer.public_ip, node.iface_index).await? {
+            if !on_same_l2(&*self.nl, peer.public_ip, node.iface_index).await? {
                 errors.push(format!(
                     "peer {} at {} is not on the same L2 as {}: host-gw needs all nodes on one L2 segment; use vxlan",
                     peer.subnet, peer.public_ip, node.iface_name
@@ -91,7 +92,7 @@ impl Backend for HostGwBackend {
                 },
             );
         }
-        let out = converge(&self.nl, &desired, self.scope).await?;
+        let out = converge(&*self.nl, &desired, self.scope).await?;
         errors.extend(out.errors);
         Ok(ReconcileReport {
             changes: out.changes,

@@ -17,65 +17,10 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+pub use crate::model::LocalNode;
+
 use ipnet::Ipv4Net;
 use lease_store::{Lease, NetworkConfig};
-
-/// The node this daemon runs on, as detected at start-up.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LocalNode {
-    /// The underlay interface (the one holding `public_ip`, or the one
-    /// chosen by `--iface`).
-    pub iface_name: String,
-    pub iface_index: u32,
-    pub iface_mtu: u32,
-    /// The address used as the tunnel source (`--iface` address);
-    /// 0.0.0.0 on an interface without IPv4 (IPv6 underlay only).
-    pub iface_addr: Ipv4Addr,
-    /// The address peers send to (`--public-ip`, default `iface_addr`).
-    pub public_ip: Ipv4Addr,
-    /// With an IPv6 underlay (`Backend.Underlay`): the interface's global
-    /// IPv6 address, the tunnel source; `None` otherwise.
-    pub iface_addr6: Option<Ipv6Addr>,
-    /// With an IPv6 underlay: the address peers send to (`--public-ipv6`,
-    /// default `iface_addr6`), published as the lease's `PublicIPv6`.
-    pub public_ipv6: Option<Ipv6Addr>,
-}
-
-impl LocalNode {
-    /// The tunnel source address for `underlay` (`None`: the node has none
-    /// of that family).
-    pub fn tunnel_source(&self, underlay: Underlay) -> Option<IpAddr> {
-        match underlay {
-            Underlay::Ipv4 => Some(IpAddr::V4(self.iface_addr)).filter(|a| !a.is_unspecified()),
-            Underlay::Ipv6 => self.iface_addr6.map(IpAddr::V6),
-        }
-    }
-
-    /// The address peers send to for `underlay`.
-    pub fn tunnel_endpoint(&self, underlay: Underlay) -> Option<IpAddr> {
-        match underlay {
-            Underlay::Ipv4 => Some(IpAddr::V4(self.public_ip)).filter(|a| !a.is_unspecified()),
-            Underlay::Ipv6 => self.public_ipv6.map(IpAddr::V6),
-        }
-    }
-
-    /// Both, or why not: the error names the flag that fixes it.
-    pub fn tunnel_addrs(&self, underlay: Underlay) -> Result<(IpAddr, IpAddr), BackendError> {
-        match (self.tunnel_source(underlay), self.tunnel_endpoint(underlay)) {
-            (Some(s), Some(e)) => Ok((s, e)),
-            _ => Err(BackendError::Config(match underlay {
-                Underlay::Ipv4 => format!(
-                    "interface {} has no IPv4 address for the tunnel: add one, or use Backend.Underlay \"ipv6\"",
-                    self.iface_name
-                ),
-                Underlay::Ipv6 => format!(
-                    "Backend.Underlay is \"ipv6\" but interface {} has no global IPv6 address: add one, choose the interface with --iface, or give --public-ipv6",
-                    self.iface_name
-                ),
-            })),
-        }
-    }
-}
 
 /// What `prepare` tells the daemon.
 #[derive(Debug, Clone, PartialEq)]
@@ -151,8 +96,10 @@ pub enum BackendError {
     Unsupported(String),
     #[error("invalid Backend options in net-conf.json: {0}")]
     Config(String),
-    #[error("{op}: {reason}")]
-    Netlink { op: String, reason: String },
+    #[error(transparent)]
+    Netlink(#[from] crate::netlink::NetlinkError),
+    #[error("invalid Backend options in net-conf.json: {0}")]
+    NoTunnelAddress(#[from] crate::model::NoTunnelAddress),
     #[error("{0}")]
     Other(String),
 }
@@ -185,6 +132,8 @@ pub trait Backend: Send {
 
 // Implementations (owner: "dp").
 mod converge;
+#[cfg(test)]
+mod fake_tests;
 pub mod hostgw;
 pub mod mac_memory;
 pub mod metadata;
@@ -218,7 +167,7 @@ pub fn underlay_of(config: &NetworkConfig, node: &NodeOverrides) -> Result<Under
 /// `netlink` is bound to (the daemon's own: `Netlink::connect()`).
 pub fn new(
     config: &NetworkConfig,
-    netlink: crate::netlink::Netlink,
+    netlink: impl Into<crate::netlink::KernelRef>,
     node: &NodeOverrides,
 ) -> Result<Box<dyn Backend>, BackendError> {
     new_with_mac_memory(config, netlink, node, None)
@@ -228,10 +177,11 @@ pub fn new(
 /// (`--vtep-mac-file`; see `mac_memory`).
 pub fn new_with_mac_memory(
     config: &NetworkConfig,
-    netlink: crate::netlink::Netlink,
+    netlink: impl Into<crate::netlink::KernelRef>,
     node: &NodeOverrides,
     mac_file: Option<mac_memory::MacMemory>,
 ) -> Result<Box<dyn Backend>, BackendError> {
+    let netlink = netlink.into();
     match BackendSpec::parse(&config.backend_type, &config.backend, node.mode)? {
         BackendSpec::HostGw => Ok(Box::new(hostgw::HostGwBackend::new(netlink))),
         BackendSpec::Tunnel(mut spec) => {

@@ -19,9 +19,7 @@ pub struct VxlanOptions {
     pub direct_routing: bool,
 }
 
-/// Linux's VXLAN default port (what `ip link add type vxlan` would pick and
-/// what every flannel node uses unless `Port` is set).
-pub const DEFAULT_VXLAN_PORT: u16 = 8472;
+pub use crate::model::DEFAULT_VXLAN_PORT;
 
 impl VxlanOptions {
     pub fn parse(backend: &Value) -> Result<Self, BackendError> {

@@ -16,36 +16,7 @@ use serde_json::Value;
 
 use super::options::VxlanOptions;
 use super::BackendError;
-
-/// The wire encapsulation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Encap {
-    /// RFC 7348, inner Ethernet frame, default UDP port 8472 (Linux's).
-    Vxlan,
-    /// RFC 8926, protocol type 0x6558 (inner Ethernet), UDP port 6081.
-    Geneve,
-}
-
-impl Encap {
-    /// The `BackendType` published with the lease.
-    pub fn backend_type(self) -> &'static str {
-        match self {
-            Encap::Vxlan => "vxlan",
-            Encap::Geneve => "geneve",
-        }
-    }
-
-    /// The UDP port used when the config says none (or 0).
-    pub fn default_port(self) -> u16 {
-        match self {
-            Encap::Vxlan => super::options::DEFAULT_VXLAN_PORT,
-            Encap::Geneve => GENEVE_PORT,
-        }
-    }
-}
-
-/// IANA's Geneve port.
-pub const GENEVE_PORT: u16 = 6081;
+pub use crate::model::{Encap, Underlay, GENEVE_PORT};
 
 /// How this node implements the encapsulation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,30 +42,6 @@ pub enum DatapathMode {
     Metadata,
     /// The userspace TUN datapath.
     Userspace,
-}
-
-/// The address family tunnels run over (`Backend.Underlay`). Cluster-wide:
-/// every node sends to the others' addresses of this family, so every node
-/// needs one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Underlay {
-    /// To peers' `PublicIP` (flannel's way).
-    Ipv4,
-    /// To peers' `PublicIPv6`; the pods stay IPv4.
-    Ipv6,
-}
-
-impl Underlay {
-    /// Outer IP + UDP + tunnel header + inner Ethernet: what the overlay
-    /// MTU gives up (Geneve without options has VXLAN's 8-byte header).
-    pub fn overhead(self) -> u32 {
-        let outer_ip = match self {
-            Underlay::Ipv4 => 20,
-            Underlay::Ipv6 => 40,
-        };
-        // + UDP + what the tunnel puts before the inner IPv4 packet.
-        outer_ip + 8 + crate::userspace::frame::ENCAP_LEN as u32
-    }
 }
 
 /// What to do when the kernel cannot create the device (no module).

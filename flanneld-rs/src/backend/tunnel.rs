@@ -4,20 +4,20 @@
 
 use ipnet::Ipv4Net;
 use netlink_packet_route::link::LinkMessage;
-use rtnetlink::LinkUnspec;
 
 use super::converge::{converge, on_same_l2, Desired};
 use super::options::data_field;
 use super::ownership::Scope;
 use super::{BackendError, LocalNode, Peer, ReconcileReport, Underlay};
+use crate::model::{Mac, Route};
 use crate::netlink::dump::LinkState;
-use crate::netlink::{Netlink, NetlinkError};
-use crate::reconcile::{Mac, Route, State};
+use crate::netlink::{Kernel, NetlinkError};
+use crate::reconcile::State;
 
 /// The index of link `name` when it exists and `check` accepts it (MTU and
 /// up/down are fixed in place); an incompatible link is deleted (`None`).
 pub async fn adopt_or_remove(
-    nl: &Netlink,
+    nl: &dyn Kernel,
     name: &str,
     mtu: u32,
     check: impl Fn(&LinkState) -> Result<(), String>,
@@ -29,7 +29,7 @@ pub async fn adopt_or_remove(
 
 /// The same, returning the adopted link as found (e.g. to keep its MAC).
 pub async fn adopt_link_or_remove(
-    nl: &Netlink,
+    nl: &dyn Kernel,
     name: &str,
     mtu: u32,
     check: impl Fn(&LinkState) -> Result<(), String>,
@@ -40,13 +40,8 @@ pub async fn adopt_link_or_remove(
     match check(&link) {
         Ok(()) => {
             if link.mtu != Some(mtu) || !link.up {
-                let msg = LinkUnspec::new_with_index(link.index).mtu(mtu).up().build();
-                nl.handle()
-                    .link()
-                    .set(msg)
-                    .execute()
-                    .await
-                    .map_err(|e| NetlinkError::request(format!("setting MTU/up on {name}"), e))?;
+                nl.set_link_mtu_up(link.index, mtu, &format!("setting MTU/up on {name}"))
+                    .await?;
             }
             Ok(Some(link))
         }
@@ -81,38 +76,27 @@ pub fn adoption_verdict(
 
 /// Sends a prepared RTM_NEWLINK; the raw netlink error is kept so a caller
 /// can tell a missing kernel module (EOPNOTSUPP) from other failures.
-pub async fn add_link(nl: &Netlink, msg: LinkMessage, what: String) -> Result<(), NetlinkError> {
-    nl.handle()
-        .link()
-        .add(msg)
-        .execute()
-        .await
-        .map_err(|e| NetlinkError::request(what, e))
+pub async fn add_link(nl: &dyn Kernel, msg: LinkMessage, what: String) -> Result<(), NetlinkError> {
+    nl.add_link(msg, &what).await
 }
 
 /// The index of a link just created.
-pub async fn created_index(nl: &Netlink, name: &str) -> Result<u32, BackendError> {
+pub async fn created_index(nl: &dyn Kernel, name: &str) -> Result<u32, BackendError> {
     let link = nl.link_by_name(name).await?.ok_or_else(|| {
         BackendError::Other(format!("{name} vanished right after it was created"))
     })?;
     Ok(link.index)
 }
 
-async fn delete_link(nl: &Netlink, index: u32, what: &str) -> Result<(), BackendError> {
-    nl.handle()
-        .link()
-        .del(index)
-        .execute()
-        .await
-        .map_err(|e| NetlinkError::request(what.to_string(), e))?;
-    Ok(())
+async fn delete_link(nl: &dyn Kernel, index: u32, what: &str) -> Result<(), BackendError> {
+    Ok(nl.del_link(index, what).await?)
 }
 
 /// Removes our device of the other VXLAN mode (`flannel.<VNI>` vs
 /// `flannel-vxlan`): both want the same UDP port. The kernel drops the
 /// routes through it with it. True when something was removed.
 pub async fn remove_other_mode_device(
-    nl: &Netlink,
+    nl: &dyn Kernel,
     name: &str,
     why: &str,
 ) -> Result<bool, BackendError> {
@@ -131,34 +115,22 @@ pub async fn remove_other_mode_device(
 /// Puts exactly `<lease .0>/32` on device `index` (an address from an
 /// older lease would make the kernel source packets from it).
 pub async fn ensure_lease_address(
-    nl: &Netlink,
+    nl: &dyn Kernel,
     index: u32,
     lease: Ipv4Net,
     dev: &str,
 ) -> Result<(), BackendError> {
     let want = Ipv4Net::new(lease.network(), 32).map_err(|e| BackendError::Other(e.to_string()))?;
     let mut present = false;
-    for (net, msg) in nl.ipv4_addrs(index).await? {
+    for net in nl.ipv4_addrs(index).await? {
         if net == want {
             present = true;
             continue;
         }
-        nl.handle()
-            .address()
-            .del(msg)
-            .execute()
-            .await
-            .map_err(|e| {
-                NetlinkError::request(format!("removing stale address {net} from {dev}"), e)
-            })?;
+        nl.del_ipv4_addr(index, net, dev).await?;
     }
     if !present {
-        nl.handle()
-            .address()
-            .add(index, want.addr().into(), 32)
-            .execute()
-            .await
-            .map_err(|e| NetlinkError::request(format!("adding {want} to {dev}"), e))?;
+        nl.add_ipv4_addr(index, want, dev).await?;
     }
     Ok(())
 }
@@ -210,7 +182,7 @@ pub fn direct_route(peer: &Peer, underlay: u32) -> State {
 /// family.
 #[allow(clippy::too_many_arguments)]
 pub async fn converge_peers(
-    nl: &Netlink,
+    nl: &dyn Kernel,
     node: &LocalNode,
     (lease, network): (Option<Ipv4Net>, Option<Ipv4Net>),
     peers: &[Peer],

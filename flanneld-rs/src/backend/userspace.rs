@@ -9,14 +9,14 @@ use std::sync::{Arc, RwLock};
 use async_trait::async_trait;
 use ipnet::Ipv4Net;
 use lease_store::{Lease, NetworkConfig};
-use rtnetlink::LinkUnspec;
 
 use super::{
     tunnel, vtep_mac, Backend, BackendError, Encap, LocalNode, Peer, Prepared, ReconcileReport,
     TunnelSpec, Underlay,
 };
-use crate::netlink::{Netlink, NetlinkError};
-use crate::reconcile::{Mac, Route, State};
+use crate::model::{Mac, Route};
+use crate::netlink::KernelRef;
+use crate::reconcile::State;
 use crate::userspace::counters::Counters;
 use crate::userspace::engine::{Engine, EngineConfig, EngineInfo, PeerSlot};
 use crate::userspace::frame::Framer;
@@ -28,12 +28,12 @@ pub const TUN_NAME: &str = "flannel-tun";
 pub const MAX_QUEUES: usize = 4;
 
 /// The userspace backend for `spec`.
-pub fn new(netlink: Netlink, spec: TunnelSpec) -> Result<Box<dyn Backend>, BackendError> {
+pub fn new(netlink: KernelRef, spec: TunnelSpec) -> Result<Box<dyn Backend>, BackendError> {
     Ok(Box::new(UserspaceBackend::new(netlink, spec)))
 }
 
 pub struct UserspaceBackend {
-    nl: Netlink,
+    nl: KernelRef,
     spec: TunnelSpec,
     node: Option<LocalNode>,
     mtu: u16,
@@ -48,11 +48,11 @@ pub struct UserspaceBackend {
 }
 
 impl UserspaceBackend {
-    pub fn new(nl: Netlink, spec: TunnelSpec) -> Self {
+    pub fn new(nl: impl Into<KernelRef>, spec: TunnelSpec) -> Self {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let queues = spec.queues.unwrap_or(cpus).clamp(1, MAX_QUEUES);
         UserspaceBackend {
-            nl,
+            nl: nl.into(),
             spec,
             node: None,
             mtu: 0,
@@ -104,19 +104,13 @@ impl UserspaceBackend {
         if let (Some(engine), Some(link)) = (&self.engine, &link) {
             if engine.is_alive() && Some(link.index) == self.index {
                 if !link.up || link.mtu != Some(u32::from(self.mtu)) {
-                    let msg = LinkUnspec::new_with_index(link.index)
-                        .mtu(u32::from(self.mtu))
-                        .up()
-                        .build();
                     self.nl
-                        .handle()
-                        .link()
-                        .set(msg)
-                        .execute()
-                        .await
-                        .map_err(|e| {
-                            NetlinkError::request(format!("setting MTU/up on {TUN_NAME}"), e)
-                        })?;
+                        .set_link_mtu_up(
+                            link.index,
+                            u32::from(self.mtu),
+                            &format!("setting MTU/up on {TUN_NAME}"),
+                        )
+                        .await?;
                 }
                 return Ok(false);
             }
@@ -128,12 +122,8 @@ impl UserspaceBackend {
             // Left by someone else (a persistent TUN, a crashed run's
             // namesake): ours must be created by this process.
             self.nl
-                .handle()
-                .link()
-                .del(stale.index)
-                .execute()
-                .await
-                .map_err(|e| NetlinkError::request(format!("deleting stale {TUN_NAME}"), e))?;
+                .del_link(stale.index, &format!("deleting stale {TUN_NAME}"))
+                .await?;
         }
         let node = self.node()?.clone();
         if self.spec.encap == Encap::Vxlan {
@@ -141,13 +131,13 @@ impl UserspaceBackend {
             // the same UDP port.
             let why = "the userspace datapath needs its UDP port";
             tunnel::remove_other_mode_device(
-                &self.nl,
+                &*self.nl,
                 &super::vxlan::device_name(self.spec.vni),
                 why,
             )
             .await?;
             tunnel::remove_other_mode_device(
-                &self.nl,
+                &*self.nl,
                 super::metadata::device::device_name(Encap::Vxlan),
                 why,
             )
@@ -186,7 +176,7 @@ impl UserspaceBackend {
             },
         );
         self.engine = Some(engine);
-        self.index = Some(tunnel::created_index(&self.nl, TUN_NAME).await?);
+        self.index = Some(tunnel::created_index(&*self.nl, TUN_NAME).await?);
         Ok(true)
     }
 }
@@ -274,7 +264,7 @@ impl Backend for UserspaceBackend {
         let index = self
             .index
             .ok_or_else(|| BackendError::Other("userspace: attach called before prepare".into()))?;
-        tunnel::ensure_lease_address(&self.nl, index, subnet, TUN_NAME).await
+        tunnel::ensure_lease_address(&*self.nl, index, subnet, TUN_NAME).await
     }
 
     async fn reconcile(&mut self, peers: &[Peer]) -> Result<ReconcileReport, BackendError> {
@@ -284,7 +274,7 @@ impl Backend for UserspaceBackend {
             .index
             .ok_or_else(|| BackendError::Other("userspace: no device index".into()))?;
         if let Some(lease) = self.lease {
-            tunnel::ensure_lease_address(&self.nl, dev, lease, TUN_NAME).await?;
+            tunnel::ensure_lease_address(&*self.nl, dev, lease, TUN_NAME).await?;
         }
         let table = peer_table(
             peers,
@@ -302,7 +292,7 @@ impl Backend for UserspaceBackend {
         }
         let ours = self.spec.encap.backend_type();
         tunnel::converge_peers(
-            &self.nl,
+            &*self.nl,
             &node,
             (self.lease, None),
             peers,

@@ -18,9 +18,10 @@ use super::options::VxlanOptions;
 use super::{
     tunnel, vtep_mac, Backend, BackendError, LocalNode, Peer, Prepared, ReconcileReport, Underlay,
 };
+use crate::model::{Fdb, Mac, Neigh, Route};
 use crate::netlink::dump::LinkState;
-use crate::netlink::Netlink;
-use crate::reconcile::{Fdb, Mac, Neigh, Route, State};
+use crate::netlink::KernelRef;
+use crate::reconcile::State;
 
 /// What the device must look like; anything else is recreated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,7 +160,7 @@ pub fn peer_entries(peer: &Peer, dev: u32, direct: Option<u32>) -> Result<State,
 }
 
 pub struct VxlanBackend {
-    nl: Netlink,
+    nl: KernelRef,
     opts: VxlanOptions,
     node: Option<LocalNode>,
     spec: Option<DeviceSpec>,
@@ -175,7 +176,7 @@ pub struct VxlanBackend {
 }
 
 impl VxlanBackend {
-    pub fn new(nl: Netlink, config: &NetworkConfig) -> Result<Self, BackendError> {
+    pub fn new(nl: impl Into<KernelRef>, config: &NetworkConfig) -> Result<Self, BackendError> {
         Ok(Self::with_options(
             nl,
             VxlanOptions::parse(&config.backend)?,
@@ -183,9 +184,9 @@ impl VxlanBackend {
     }
 
     /// A backend for options already parsed (by `spec::BackendSpec`).
-    pub fn with_options(nl: Netlink, opts: VxlanOptions) -> Self {
+    pub fn with_options(nl: impl Into<KernelRef>, opts: VxlanOptions) -> Self {
         VxlanBackend {
-            nl,
+            nl: nl.into(),
             opts,
             node: None,
             spec: None,
@@ -225,7 +226,7 @@ impl VxlanBackend {
     async fn ensure_device(&mut self) -> Result<bool, BackendError> {
         let mut spec = self.spec()?.clone();
         let published = self.mac_published;
-        let adopted = tunnel::adopt_link_or_remove(&self.nl, &spec.name, spec.mtu, |l| {
+        let adopted = tunnel::adopt_link_or_remove(&*self.nl, &spec.name, spec.mtu, |l| {
             if published {
                 spec.check_adoptable(l)
             } else {
@@ -262,8 +263,8 @@ impl VxlanBackend {
             "creating {} (vni {} local {} port {})",
             spec.name, spec.vni, spec.local, spec.port
         );
-        tunnel::add_link(&self.nl, msg, what).await?;
-        self.index = Some(tunnel::created_index(&self.nl, &spec.name).await?);
+        tunnel::add_link(&*self.nl, msg, what).await?;
+        self.index = Some(tunnel::created_index(&*self.nl, &spec.name).await?);
         Ok(true)
     }
 
@@ -314,7 +315,7 @@ impl VxlanBackend {
         let (Some(lease), Some(index)) = (self.lease, self.index) else {
             return Ok(());
         };
-        tunnel::ensure_lease_address(&self.nl, index, lease, "the vxlan device").await
+        tunnel::ensure_lease_address(&*self.nl, index, lease, "the vxlan device").await
     }
 }
 
@@ -332,7 +333,7 @@ impl Backend for VxlanBackend {
         self.network = config.network;
         self.mac_published = false;
         tunnel::remove_other_mode_device(
-            &self.nl,
+            &*self.nl,
             super::metadata::VXLAN_DEVICE,
             "this node now runs VXLAN in FDB mode, which needs the UDP port it holds",
         )
@@ -370,7 +371,7 @@ impl Backend for VxlanBackend {
             .ok_or_else(|| BackendError::Other("vxlan: no device index".into()))?;
 
         tunnel::converge_peers(
-            &self.nl,
+            &*self.nl,
             &node,
             (self.lease, self.network),
             peers,

@@ -28,6 +28,7 @@ use crate::backend::{Backend, BackendError, LocalNode, Prepared};
 use crate::masq::go_chains::GoChains;
 use crate::masq::Masquerade;
 use crate::netlink::events::{self, KernelEvents};
+use crate::netlink::KernelRef;
 
 /// What the loop needs from the command line.
 #[derive(Debug, Clone)]
@@ -136,6 +137,9 @@ pub struct LeaseLoop {
     /// Kernel notifications of deletions of what we own (`None`: could not
     /// subscribe; the resync alone repairs then).
     kernel_events: Option<KernelEvents>,
+    /// Where to subscribe for them (`None`: this namespace, over a
+    /// connection of its own).
+    kernel: Option<KernelRef>,
     /// Go flanneld's iptables chains still to retire (`None`: done, or
     /// `--keep-go-iptables`).
     go_chains: Option<GoChains>,
@@ -209,6 +213,7 @@ impl LeaseLoop {
             subnet_env_written: false,
             have_view: false,
             kernel_events: None,
+            kernel: None,
             go_chains: None,
             masq_ok: false,
             go_chains_kept_logged: false,
@@ -217,6 +222,13 @@ impl LeaseLoop {
             lost: None,
             held_reported: false,
         }
+    }
+
+    /// Subscribes to kernel notifications through `kernel` (the handle
+    /// the backend drives) instead of a connection of its own.
+    pub fn with_kernel(mut self, kernel: KernelRef) -> Self {
+        self.kernel = Some(kernel);
+        self
     }
 
     /// Retires Go flanneld's iptables chains once this daemon's own rules
@@ -420,7 +432,11 @@ impl LeaseLoop {
         self.metrics.set_datapath(self.backend.datapath_counters());
         // Deletions by hand are repaired on notice, not at the next resync.
         if self.settings.kernel_events {
-            match events::subscribe(network) {
+            let subscribed = match &self.kernel {
+                Some(k) => k.subscribe(network),
+                None => events::subscribe(network),
+            };
+            match subscribed {
                 Ok(k) => self.kernel_events = Some(k),
                 Err(e) => {
                     warn!(error = %logs::err(&e), "cannot watch the kernel for deletions; repairs wait for the resync")

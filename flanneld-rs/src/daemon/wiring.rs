@@ -15,7 +15,7 @@ use crate::backend::{self, Backend};
 use crate::cli::{KubeSubnetSource, StoreSettings};
 use crate::masq::nft::NftMasq;
 use crate::masq::Masquerade;
-use crate::netlink::Netlink;
+use crate::netlink::{KernelRef, Netlink};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WiringError {
@@ -148,25 +148,25 @@ pub async fn masquerade(ip_masq: bool) -> Result<Option<Arc<dyn Masquerade>>, Wi
     Ok(None)
 }
 
-/// The backend net-conf.json asks for (and `--datapath-mode`,
-/// `--userspace-busy-poll` adjust), driving this namespace.
-pub fn make_backend(
-    config: &NetworkConfig,
-    node: &backend::NodeOverrides,
-) -> Result<Box<dyn Backend>, WiringError> {
-    Ok(backend::new(config, Netlink::connect()?, node)?)
+/// The netlink seam for this namespace (one connection, shared by node
+/// detection, the backend and the kernel-event subscription).
+pub fn connect_kernel() -> Result<KernelRef, WiringError> {
+    Ok(Netlink::connect()?.into())
 }
 
-/// The same, remembering an adopted VTEP MAC in `vtep_mac_file`.
+/// The backend net-conf.json asks for (and `--datapath-mode`,
+/// `--userspace-busy-poll` adjust), driving `kernel`'s namespace and
+/// remembering an adopted VTEP MAC in `vtep_mac_file`.
 pub fn make_backend_with_mac_file(
     config: &NetworkConfig,
+    kernel: KernelRef,
     node: &backend::NodeOverrides,
     vtep_mac_file: &Path,
 ) -> Result<Box<dyn Backend>, WiringError> {
     let memory = backend::mac_memory::MacMemory::new(vtep_mac_file);
     Ok(backend::new_with_mac_memory(
         config,
-        Netlink::connect()?,
+        kernel,
         node,
         Some(memory),
     )?)

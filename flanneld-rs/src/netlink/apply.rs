@@ -14,7 +14,8 @@ use nix::errno::Errno;
 use rtnetlink::RouteMessageBuilder;
 
 use super::{Netlink, NetlinkError};
-use crate::reconcile::{Fdb, Neigh, Op, Route, TunnelEncap};
+use crate::model::{Fdb, Neigh, Route, TunnelEncap};
+use crate::reconcile::Op;
 
 impl Netlink {
     /// Applies one operation. Neighbour and FDB entries live on link
@@ -23,30 +24,24 @@ impl Netlink {
     /// the kernel when a device went away, got there first).
     pub async fn apply(&self, op: &Op, dev: u32, proto: u8) -> Result<(), NetlinkError> {
         let h = self.handle();
-        let result = match op {
-            Op::NeighAdd(n) | Op::NeighReplace(n) => h
-                .neighbours()
-                .add(dev, IpAddr::V4(n.ip))
-                .link_layer_address(&n.mac.0)
-                .state(NeighbourState::Permanent)
-                .replace()
-                .execute()
-                .await
-                .map_err(|e| {
+        // The messages come from the pure builders below (round-tripped
+        // against `dump`'s decoders in unit tests); the rtnetlink requests
+        // only add the create-or-replace flags.
+        match op {
+            Op::NeighAdd(n) | Op::NeighReplace(n) => {
+                let mut req = h.neighbours().add(dev, IpAddr::V4(n.ip)).replace();
+                *req.message_mut() = neigh_add_message(n, dev);
+                req.execute().await.map_err(|e| {
                     NetlinkError::request(format!("setting neighbour {} lladdr {}", n.ip, n.mac), e)
-                }),
-            Op::FdbAdd(f) | Op::FdbReplace(f) => h
-                .neighbours()
-                .add_bridge(dev, &f.mac.0)
-                .destination(IpAddr::V4(f.dst))
-                .flags(NeighbourFlags::Own)
-                .state(NeighbourState::Permanent)
-                .replace()
-                .execute()
-                .await
-                .map_err(|e| {
+                })
+            }
+            Op::FdbAdd(f) | Op::FdbReplace(f) => {
+                let mut req = h.neighbours().add_bridge(dev, &f.mac.0).replace();
+                *req.message_mut() = fdb_message(f, dev);
+                req.execute().await.map_err(|e| {
                     NetlinkError::request(format!("setting FDB entry {} dst {}", f.mac, f.dst), e)
-                }),
+                })
+            }
             Op::RouteAdd(r) | Op::RouteReplace(r) => h
                 .route()
                 .add(route_message(r, proto))
@@ -82,8 +77,7 @@ impl Netlink {
                     .await
                     .map_err(|e| NetlinkError::request(format!("deleting route {}", r.dst), e)),
             ),
-        };
-        result
+        }
     }
 }
 
@@ -140,7 +134,18 @@ pub fn route_message(r: &Route, proto: u8) -> RouteMessage {
     msg
 }
 
-fn neigh_message(n: &Neigh, dev: u32) -> NeighbourMessage {
+/// A permanent neighbour `n.ip lladdr n.mac` on link `dev` (what
+/// `ip neigh replace ... nud permanent` sends).
+pub fn neigh_add_message(n: &Neigh, dev: u32) -> NeighbourMessage {
+    let mut m = neigh_message(n, dev);
+    m.header.state = NeighbourState::Permanent;
+    m.attributes
+        .push(NeighbourAttribute::LinkLayerAddress(n.mac.0.to_vec()));
+    m
+}
+
+/// The key of neighbour `n.ip` on link `dev` (enough to delete it).
+pub fn neigh_message(n: &Neigh, dev: u32) -> NeighbourMessage {
     let mut m = NeighbourMessage::default();
     m.header.family = AddressFamily::Inet;
     m.header.ifindex = dev;
@@ -151,7 +156,9 @@ fn neigh_message(n: &Neigh, dev: u32) -> NeighbourMessage {
     m
 }
 
-fn fdb_message(f: &Fdb, dev: u32) -> NeighbourMessage {
+/// A permanent FDB entry `f.mac dst f.dst` on link `dev` (`NTF_SELF`:
+/// the VXLAN device's own table), used to add and to delete it.
+pub fn fdb_message(f: &Fdb, dev: u32) -> NeighbourMessage {
     let mut m = NeighbourMessage::default();
     m.header.family = AddressFamily::Bridge;
     m.header.ifindex = dev;
@@ -169,7 +176,7 @@ fn fdb_message(f: &Fdb, dev: u32) -> NeighbourMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reconcile::TunnelEncap;
+    use netlink_packet_route::neighbour::NeighbourMessage;
     use rtnetlink::packet_core::{Emitable, Parseable};
 
     fn encap_route() -> Route {
@@ -258,6 +265,72 @@ mod tests {
             RouteLwTunnelEncap::Ip6(RouteIp6Tunnel::Destination(dst)),
         ];
         assert_eq!(super::super::dump::ip_encap(&no_csum), None);
+    }
+
+    /// Bytes out and back in, as the kernel would see and echo them.
+    fn wire<M: Emitable>(m: &M) -> Vec<u8> {
+        let mut buf = vec![0u8; m.buffer_len()];
+        m.emit(&mut buf);
+        buf
+    }
+
+    #[test]
+    fn every_message_built_here_decodes_back_to_its_entry() {
+        use super::super::dump::{decode_fdb, decode_neigh, decode_route};
+        use crate::model::Mac;
+        let mac = Mac([0x0a, 0, 0, 0, 0, 7]);
+        let n = Neigh {
+            ip: Ipv4Addr::new(10, 244, 7, 0),
+            mac,
+        };
+        let f = Fdb {
+            mac,
+            dst: Ipv4Addr::new(198, 51, 100, 7),
+        };
+        let back = NeighbourMessage::parse(wire(&neigh_add_message(&n, 11)).as_slice()).unwrap();
+        assert_eq!(decode_neigh(&back, 11), Some(n));
+        // Another link's or a learned entry is not ours.
+        assert_eq!(decode_neigh(&back, 12), None);
+        let mut learned = back.clone();
+        learned.header.state = NeighbourState::Reachable;
+        assert_eq!(decode_neigh(&learned, 11), None);
+        let back = NeighbourMessage::parse(wire(&fdb_message(&f, 11)).as_slice()).unwrap();
+        assert_eq!(decode_fdb(&back, 11), Some(f));
+        assert_eq!(back.header.family, AddressFamily::Bridge);
+        assert!(back.header.flags.contains(NeighbourFlags::Own));
+        // The delete key carries no MAC: the kernel matches by address.
+        let key = neigh_message(&n, 11);
+        assert!(!key
+            .attributes
+            .iter()
+            .any(|a| matches!(a, NeighbourAttribute::LinkLayerAddress(_))));
+        for r in [
+            encap_route(),
+            Route {
+                encap: None,
+                onlink: false,
+                ..encap_route()
+            },
+        ] {
+            let back = RouteMessage::parse(wire(&route_message(&r, 70)).as_slice()).unwrap();
+            assert_eq!(decode_route(&back), Some((r, 70)));
+        }
+    }
+
+    #[test]
+    fn routes_of_other_tables_and_types_are_never_decoded_as_ours() {
+        use super::super::dump::decode_route;
+        use netlink_packet_route::route::{RouteHeader, RouteType};
+        let mut m = route_message(&encap_route(), 70);
+        m.header.table = 200;
+        assert_eq!(decode_route(&m), None);
+        let mut m = route_message(&encap_route(), 70);
+        m.header.kind = RouteType::BlackHole;
+        assert_eq!(decode_route(&m), None);
+        let mut m = route_message(&encap_route(), 70);
+        m.header.table = RouteHeader::RT_TABLE_MAIN;
+        m.header.address_family = AddressFamily::Inet6;
+        assert_eq!(decode_route(&m), None);
     }
 
     #[test]

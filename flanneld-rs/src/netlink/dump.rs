@@ -6,9 +6,11 @@ use futures::TryStreamExt;
 use ipnet::Ipv4Net;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
-    InfoData, InfoGeneve, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo,
+    InfoData, InfoGeneve, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
+use netlink_packet_route::neighbour::NeighbourMessage;
 use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourState};
+use netlink_packet_route::route::RouteMessage;
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteIp6Tunnel, RouteIp6TunnelFlags,
     RouteIpTunnel, RouteLwTunnelEncap, RouteType,
@@ -18,7 +20,7 @@ use nix::errno::Errno;
 use rtnetlink::RouteMessageBuilder;
 
 use super::{Netlink, NetlinkError};
-use crate::reconcile::{Fdb, Mac, Neigh, Route, TunnelEncap};
+use crate::model::{Fdb, Mac, Neigh, Route, TunnelEncap};
 
 /// The VXLAN attributes that decide whether a device can be adopted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -74,11 +76,7 @@ impl Netlink {
             .match_name(name.to_string())
             .execute();
         match links.try_next().await {
-            Ok(Some(msg)) => Ok(Some(link_state(
-                msg.header.index,
-                msg.header.flags,
-                &msg.attributes,
-            ))),
+            Ok(Some(msg)) => Ok(Some(decode_link(&msg))),
             Ok(None) => Ok(None),
             Err(e) if super::errno(&e) == Some(Errno::ENODEV as i32) => Ok(None),
             Err(e) => Err(NetlinkError::request(format!("looking up link {name}"), e)),
@@ -107,37 +105,7 @@ impl Netlink {
             .await
             .map_err(|e| NetlinkError::request("dumping IPv4 routes", e))?
         {
-            let h = &msg.header;
-            if h.address_family != AddressFamily::Inet
-                || h.table != RouteHeader::RT_TABLE_MAIN
-                || h.kind != RouteType::Unicast
-            {
-                continue;
-            }
-            let mut dst = Ipv4Addr::UNSPECIFIED;
-            let mut gateway = Ipv4Addr::UNSPECIFIED;
-            let mut oif = 0;
-            let mut encap = None;
-            for attr in &msg.attributes {
-                match attr {
-                    RouteAttribute::Destination(RouteAddress::Inet(a)) => dst = *a,
-                    RouteAttribute::Gateway(RouteAddress::Inet(g)) => gateway = *g,
-                    RouteAttribute::Oif(i) => oif = *i,
-                    RouteAttribute::Encap(e) => encap = ip_encap(e),
-                    _ => {}
-                }
-            }
-            let Ok(dst) = Ipv4Net::new(dst, h.destination_prefix_length) else {
-                continue;
-            };
-            let route = Route {
-                dst,
-                gateway,
-                oif,
-                onlink: h.flags.contains(RouteFlags::Onlink),
-                encap,
-            };
-            out.push((route, u8::from(h.protocol)));
+            out.extend(decode_route(&msg));
         }
         Ok(out)
     }
@@ -164,13 +132,7 @@ impl Netlink {
             .await
             .map_err(|e| NetlinkError::request("dumping IPv4 neighbours", e))?
         {
-            if msg.header.ifindex != index || msg.header.state != NeighbourState::Permanent {
-                continue;
-            }
-            let (ip, mac) = neigh_fields(&msg.attributes);
-            if let (Some(IpAddr::V4(ip)), Some(mac)) = (ip, mac) {
-                out.push(Neigh { ip, mac });
-            }
+            out.extend(decode_neigh(&msg, index));
         }
         Ok(out)
     }
@@ -184,13 +146,7 @@ impl Netlink {
             .await
             .map_err(|e| NetlinkError::request("dumping bridge FDB entries", e))?
         {
-            if msg.header.ifindex != index {
-                continue;
-            }
-            let (ip, mac) = neigh_fields(&msg.attributes);
-            if let (Some(IpAddr::V4(dst)), Some(mac)) = (ip, mac) {
-                out.push(Fdb { mac, dst });
-            }
+            out.extend(decode_fdb(&msg, index));
         }
         Ok(out)
     }
@@ -202,20 +158,7 @@ impl Netlink {
             .build();
         let mut replies = self.handle().route().get(query).execute();
         match replies.try_next().await {
-            Ok(Some(msg)) => {
-                let mut found = RouteLookup {
-                    gateway: None,
-                    oif: None,
-                };
-                for attr in &msg.attributes {
-                    match attr {
-                        RouteAttribute::Gateway(RouteAddress::Inet(g)) => found.gateway = Some(*g),
-                        RouteAttribute::Oif(i) => found.oif = Some(*i),
-                        _ => {}
-                    }
-                }
-                Ok(Some(found))
-            }
+            Ok(Some(msg)) => Ok(Some(decode_lookup(&msg))),
             Ok(None) => Ok(None),
             Err(e) if matches!(super::errno(&e), Some(n) if n == Errno::ENETUNREACH as i32 || n == Errno::EHOSTUNREACH as i32) => {
                 Ok(None)
@@ -244,20 +187,113 @@ impl Netlink {
             .await
             .map_err(|e| NetlinkError::request(format!("dumping addresses of link {index}"), e))?
         {
-            if msg.header.family != AddressFamily::Inet || msg.header.index != index {
-                continue;
-            }
-            let addr = msg.attributes.iter().find_map(|a| match a {
-                AddressAttribute::Local(IpAddr::V4(v4))
-                | AddressAttribute::Address(IpAddr::V4(v4)) => Some(*v4),
-                _ => None,
-            });
-            if let Some(net) = addr.and_then(|a| Ipv4Net::new(a, msg.header.prefix_len).ok()) {
+            if let Some(net) = decode_ipv4_addr(&msg, index) {
                 out.push((net, msg));
             }
         }
         Ok(out)
     }
+}
+
+/// A main-table IPv4 unicast route with its protocol; `None` for anything
+/// else (other tables, families or types: never ours).
+pub fn decode_route(msg: &RouteMessage) -> Option<(Route, u8)> {
+    let h = &msg.header;
+    if h.address_family != AddressFamily::Inet
+        || h.table != RouteHeader::RT_TABLE_MAIN
+        || h.kind != RouteType::Unicast
+    {
+        return None;
+    }
+    let mut dst = Ipv4Addr::UNSPECIFIED;
+    let mut gateway = Ipv4Addr::UNSPECIFIED;
+    let mut oif = 0;
+    let mut encap = None;
+    for attr in &msg.attributes {
+        match attr {
+            RouteAttribute::Destination(RouteAddress::Inet(a)) => dst = *a,
+            RouteAttribute::Gateway(RouteAddress::Inet(g)) => gateway = *g,
+            RouteAttribute::Oif(i) => oif = *i,
+            RouteAttribute::Encap(e) => encap = ip_encap(e),
+            _ => {}
+        }
+    }
+    let dst = Ipv4Net::new(dst, h.destination_prefix_length).ok()?;
+    let route = Route {
+        dst,
+        gateway,
+        oif,
+        onlink: h.flags.contains(RouteFlags::Onlink),
+        encap,
+    };
+    Some((route, u8::from(h.protocol)))
+}
+
+/// A permanent IPv4 neighbour on link `index`; `None` for other links,
+/// states (entries the kernel learned itself) or families.
+pub fn decode_neigh(msg: &NeighbourMessage, index: u32) -> Option<Neigh> {
+    if msg.header.ifindex != index || msg.header.state != NeighbourState::Permanent {
+        return None;
+    }
+    match neigh_fields(&msg.attributes) {
+        (Some(IpAddr::V4(ip)), Some(mac)) => Some(Neigh { ip, mac }),
+        _ => None,
+    }
+}
+
+/// An FDB entry with an IPv4 remote on link `index`.
+pub fn decode_fdb(msg: &NeighbourMessage, index: u32) -> Option<Fdb> {
+    if msg.header.ifindex != index {
+        return None;
+    }
+    match neigh_fields(&msg.attributes) {
+        (Some(IpAddr::V4(dst)), Some(mac)) => Some(Fdb { mac, dst }),
+        _ => None,
+    }
+}
+
+/// The gateway and output link of an `ip route get` reply.
+pub fn decode_lookup(msg: &RouteMessage) -> RouteLookup {
+    let mut found = RouteLookup {
+        gateway: None,
+        oif: None,
+    };
+    for attr in &msg.attributes {
+        match attr {
+            RouteAttribute::Gateway(RouteAddress::Inet(g)) => found.gateway = Some(*g),
+            RouteAttribute::Oif(i) => found.oif = Some(*i),
+            _ => {}
+        }
+    }
+    found
+}
+
+/// An IPv4 address of link `index` with its prefix.
+pub fn decode_ipv4_addr(msg: &AddressMessage, index: u32) -> Option<Ipv4Net> {
+    if msg.header.family != AddressFamily::Inet || msg.header.index != index {
+        return None;
+    }
+    let addr = msg.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Local(IpAddr::V4(v4)) | AddressAttribute::Address(IpAddr::V4(v4)) => {
+            Some(*v4)
+        }
+        _ => None,
+    })?;
+    Ipv4Net::new(addr, msg.header.prefix_len).ok()
+}
+
+/// A link's name (when the message carries one) and state.
+pub fn decode_link_named(msg: &LinkMessage) -> (Option<String>, LinkState) {
+    let name = msg.attributes.iter().find_map(|a| match a {
+        LinkAttribute::IfName(n) => Some(n.clone()),
+        _ => None,
+    });
+    (name, decode_link(msg))
+}
+
+/// A link as far as the datapath cares.
+pub fn decode_link(msg: &LinkMessage) -> LinkState {
+    link_state(msg.header.index, msg.header.flags, &msg.attributes)
 }
 
 fn neigh_fields(attrs: &[NeighbourAttribute]) -> (Option<IpAddr>, Option<Mac>) {

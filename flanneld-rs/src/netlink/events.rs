@@ -12,6 +12,9 @@
 //! any permanent neighbour removal): a spurious wake-up costs one idempotent
 //! reconcile pass, a missed one costs a resync period.
 
+use std::os::fd::AsFd;
+use std::path::Path;
+
 use futures::StreamExt;
 use ipnet::Ipv4Net;
 use netlink_packet_route::neighbour::NeighbourState;
@@ -62,15 +65,54 @@ impl KernelEvents {
     }
 }
 
+impl KernelEvents {
+    /// Wake-ups fed by hand (the fake kernel's `wake`).
+    pub fn channel() -> (mpsc::Sender<()>, KernelEvents) {
+        let (tx, rx) = mpsc::channel(1);
+        (tx, KernelEvents { rx })
+    }
+}
+
 /// Subscribes to the caller's network namespace. Call inside a runtime.
 pub fn subscribe(cluster: Ipv4Net) -> Result<KernelEvents, NetlinkError> {
-    tokio::runtime::Handle::try_current().map_err(|_| NetlinkError::NoRuntime)?;
-    let (conn, _handle, mut messages) = rtnetlink::new_multicast_connection(&[
-        MulticastGroup::Link,
-        MulticastGroup::Neigh,
-        MulticastGroup::Ipv4Route,
-    ])
-    .map_err(NetlinkError::Open)?;
+    subscribe_in(None, cluster)
+}
+
+/// Subscribes to the namespace at `netns` (`None`: the caller's). As in
+/// `Netlink::connect_in_netns`, the socket is opened on a short-lived
+/// thread, so no caller thread changes namespace.
+pub fn subscribe_in(netns: Option<&Path>, cluster: Ipv4Net) -> Result<KernelEvents, NetlinkError> {
+    let rt = tokio::runtime::Handle::try_current().map_err(|_| NetlinkError::NoRuntime)?;
+    let open = move || {
+        rtnetlink::new_multicast_connection(&[
+            MulticastGroup::Link,
+            MulticastGroup::Neigh,
+            MulticastGroup::Ipv4Route,
+        ])
+    };
+    let (conn, _handle, mut messages) = match netns {
+        None => open().map_err(NetlinkError::Open)?,
+        Some(path) => {
+            let shown = path.display().to_string();
+            let path = path.to_owned();
+            std::thread::spawn(move || {
+                let _rt = rt.enter();
+                let file = std::fs::File::open(&path).map_err(|e| e.to_string())?;
+                nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(|e| e.to_string())?;
+                open().map_err(|e| e.to_string())
+            })
+            .join()
+            .map_err(|_| NetlinkError::Netns {
+                path: shown.clone(),
+                reason: "the thread opening the socket panicked".into(),
+            })?
+            .map_err(|reason| NetlinkError::Netns {
+                path: shown,
+                reason,
+            })?
+        }
+    };
     tokio::spawn(conn);
     // Capacity 1: a wake-up already pending covers every later message.
     let (tx, rx) = mpsc::channel(1);

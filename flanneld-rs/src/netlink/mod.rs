@@ -1,6 +1,9 @@
-//! Netlink access for the datapath: a connection bound to one network
-//! namespace (`conn`), typed dumps of what the kernel has (`dump`), and the
-//! reconciler's operations sent to the kernel (`apply`).
+//! Netlink access for the datapath and node detection, behind one seam:
+//! the `Kernel` trait (`kernel`), implemented over rtnetlink by `Netlink`
+//! (a connection bound to one network namespace, `conn`) and in memory by
+//! `fake::FakeKernel` for unit tests. Messages are built by pure functions
+//! in `apply` and decoded by pure functions in `dump` (and `detect` for
+//! node detection), so both implementations share them.
 //!
 //! A netlink socket stays in the namespace it was opened in, whatever thread
 //! later uses it; so a test opens one per "node" namespace and drives all of
@@ -8,10 +11,15 @@
 
 pub mod apply;
 pub mod conn;
+pub mod detect;
 pub mod dump;
 pub mod events;
+#[cfg(any(test, feature = "fake-netlink"))]
+pub mod fake;
+pub mod kernel;
 
 pub use conn::Netlink;
+pub use kernel::{Family, Kernel, KernelRef};
 
 /// The `proto` number on every route we install (`ip route` shows it as
 /// `proto 70`). 70 is unassigned in iproute2's rt_protos and in the kernel's
@@ -43,6 +51,14 @@ impl NetlinkError {
         }
     }
 
+    /// A kernel refusal of `op` with `errno` (positive), shaped exactly
+    /// like the one rtnetlink reports (the fake kernel uses it).
+    pub fn refused(op: impl Into<String>, errno: i32) -> Self {
+        let mut msg = rtnetlink::packet_core::ErrorMessage::default();
+        msg.code = std::num::NonZeroI32::new(-errno);
+        Self::request(op, rtnetlink::Error::NetlinkError(msg))
+    }
+
     /// The errno of a kernel refusal (positive, e.g. `libc::ENODEV` = 19).
     pub fn errno(&self) -> Option<i32> {
         match self {
@@ -57,17 +73,5 @@ pub fn errno(e: &rtnetlink::Error) -> Option<i32> {
     match e {
         rtnetlink::Error::NetlinkError(msg) => msg.code.map(|c| -c.get()),
         _ => None,
-    }
-}
-
-impl From<NetlinkError> for crate::backend::BackendError {
-    fn from(e: NetlinkError) -> Self {
-        match e {
-            NetlinkError::Request { op, source } => crate::backend::BackendError::Netlink {
-                op,
-                reason: source.to_string(),
-            },
-            other => crate::backend::BackendError::Other(other.to_string()),
-        }
     }
 }

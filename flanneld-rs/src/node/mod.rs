@@ -6,4 +6,5 @@ pub mod mtu;
 pub mod netlink;
 pub mod select;
 
+pub use netlink::DetectError;
 pub use select::{select_iface, Iface, NodeError, PublicAddrs, RouteHint};

@@ -8,31 +8,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ipnet::{Ipv4Net, Ipv6Net};
-
-use crate::backend::{LocalNode, Underlay};
-use crate::cli::IfaceSpec;
-
-/// One interface as the selection needs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Iface {
-    pub name: String,
-    pub index: u32,
-    pub mtu: u32,
-    pub loopback: bool,
-    /// IPv4 addresses with their prefix, in the kernel's order.
-    pub addrs: Vec<Ipv4Net>,
-    /// Usable IPv6 addresses (DAD done), in the kernel's order.
-    pub addrs6: Vec<Ipv6Net>,
-}
-
-/// The kernel's answer to "which route reaches X" (or the default route).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RouteHint {
-    pub oif: u32,
-    /// The route's preferred source address, when it has one.
-    pub prefsrc: Option<IpAddr>,
-}
+pub use crate::model::{Iface, RouteHint};
+use crate::model::{IfaceSpec, LocalNode, Underlay};
 
 /// `--public-ip` and `--public-ipv6`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -61,8 +38,6 @@ pub enum NodeError {
     PublicIpv6WithoutUnderlay,
     #[error("the route chosen for the underlay leaves through interface index {0}, which has disappeared; retry")]
     RouteIfaceGone(u32),
-    #[error("reading interfaces over netlink ({op}): {reason}")]
-    Netlink { op: &'static str, reason: String },
 }
 
 /// Picks the interface and addresses. `route` is the kernel's route to the

@@ -3,8 +3,7 @@
 //! receipt. Pure: no I/O, every rejection is a `Drop` reason the engine
 //! counts.
 
-use crate::backend::Encap;
-use crate::reconcile::Mac;
+use crate::model::{Encap, Mac};
 
 /// Inner Ethernet header: dst MAC, src MAC, EtherType.
 pub const ETH_LEN: usize = 14;
@@ -12,6 +11,8 @@ pub const ETH_LEN: usize = 14;
 pub const TUNNEL_LEN: usize = 8;
 /// What we put in front of an inner IPv4 packet (we send no Geneve options).
 pub const ENCAP_LEN: usize = TUNNEL_LEN + ETH_LEN;
+// The MTU rule (`model::Underlay::overhead`) counts the same bytes.
+const _: () = assert!(ENCAP_LEN == crate::model::ENCAP_HEADER_LEN as usize);
 
 const ETHERTYPE_IPV4: u16 = 0x0800;
 /// Geneve protocol type "Transparent Ethernet Bridging".

@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use ipnet::Ipv4Net;
 
-use crate::reconcile::Mac;
+use crate::model::Mac;
 
 /// Where to send packets for one peer subnet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,17 +1,17 @@
 //! Shared scaffolding for the datapath kernel tests: "node" namespaces on a
 //! veth underlay (198.51.100.0/24), a netlink handle bound to each, and
-//! `ip -j` readers. Every namespace is an `e2e::netns::Netns` guard named
+//! `ip -j` readers. Every namespace is an `testkit::Netns` guard named
 //! `fct-dp-...`, deleted on drop even when a test panics.
 
 #![allow(dead_code)]
 
 use std::net::Ipv4Addr;
 
-use e2e::netns::Netns;
 use flanneld::backend::{LocalNode, Peer};
 use flanneld::netlink::Netlink;
 use lease_store::{Lease, LeaseAttrs, NetworkConfig};
 use serde_json::{json, Value};
+use testkit::Netns;
 
 pub struct Node {
     pub ns: Netns,
@@ -21,10 +21,7 @@ pub struct Node {
 
 /// A namespace (`fct-dp-<what>-...`), failing loudly when not root.
 pub fn netns(what: &str) -> Netns {
-    match Netns::create(&format!("dp-{what}")) {
-        Ok(ns) => ns,
-        Err(e) => panic!("{e}"),
-    }
+    Netns::new(&format!("dp-{what}"))
 }
 
 pub fn sh(ns: &Netns, cmd: &str) -> String {
@@ -117,6 +114,29 @@ pub async fn nodes_ipv6(what: &str, n: u8, keep_ipv4: bool) -> Vec<Node> {
         node.local.public_ipv6 = Some(v6);
     }
     out
+}
+
+/// A pod namespace (`fct-dp-<what>-...`) at 10.244.k.2/24 with MTU `mtu`,
+/// its eth0 a port of the bridge `cni0` (10.244.k.1/24, the default route)
+/// that this creates in the node namespace, which also forwards.
+pub fn bridged_pod(node: &Netns, what: &str, k: usize, mtu: u32) -> Netns {
+    let pod = netns(what);
+    sh(node, "sysctl -qw net.ipv4.ip_forward=1");
+    sh(node, "ip link add cni0 type bridge");
+    sh(node, &format!("ip addr add 10.244.{k}.1/24 dev cni0"));
+    sh(node, "ip link set cni0 up");
+    sh(
+        node,
+        &format!(
+            "ip link add veth0 type veth peer name eth0 netns {}",
+            pod.name()
+        ),
+    );
+    sh(node, "ip link set veth0 master cni0 up");
+    sh(&pod, &format!("ip addr add 10.244.{k}.2/24 dev eth0"));
+    sh(&pod, &format!("ip link set eth0 mtu {mtu} up"));
+    sh(&pod, &format!("ip route add default via 10.244.{k}.1"));
+    pod
 }
 
 pub fn config(backend: Value) -> NetworkConfig {

@@ -17,11 +17,11 @@ use super::{
     tunnel, vxlan, Backend, BackendError, Datapath, Encap, Fallback, LocalNode, Peer, Prepared,
     ReconcileReport, TunnelSpec,
 };
-use crate::netlink::Netlink;
+use crate::netlink::KernelRef;
 pub use device::{DeviceSpec, GENEVE_DEVICE, VXLAN_DEVICE};
 
 /// The metadata-mode backend for `spec` (with its userspace fallback).
-pub fn new(netlink: Netlink, spec: TunnelSpec) -> Result<Box<dyn Backend>, BackendError> {
+pub fn new(netlink: KernelRef, spec: TunnelSpec) -> Result<Box<dyn Backend>, BackendError> {
     Ok(Box::new(MetadataBackend::new(netlink, spec)))
 }
 
@@ -34,7 +34,7 @@ enum Ensured {
 }
 
 pub struct MetadataBackend {
-    nl: Netlink,
+    nl: KernelRef,
     spec: TunnelSpec,
     node: Option<LocalNode>,
     dev: Option<DeviceSpec>,
@@ -42,19 +42,32 @@ pub struct MetadataBackend {
     lease: Option<Ipv4Net>,
     /// The userspace datapath, once the fallback took over.
     fallback: Option<Box<dyn Backend>>,
+    /// Builds the fallback datapath (the userspace backend; a test puts a
+    /// recording one here, since the real one opens a TUN device).
+    make_fallback: FallbackFactory,
 }
 
+/// Builds the datapath that runs when the kernel lacks the device's module.
+pub type FallbackFactory = fn(KernelRef, TunnelSpec) -> Result<Box<dyn Backend>, BackendError>;
+
 impl MetadataBackend {
-    pub fn new(nl: Netlink, spec: TunnelSpec) -> Self {
+    pub fn new(nl: impl Into<KernelRef>, spec: TunnelSpec) -> Self {
         MetadataBackend {
-            nl,
+            nl: nl.into(),
             spec,
             node: None,
             dev: None,
             index: None,
             lease: None,
             fallback: None,
+            make_fallback: super::userspace::new,
         }
+    }
+
+    /// Uses `factory` for the fallback datapath instead of the userspace one.
+    pub fn with_fallback_factory(mut self, factory: FallbackFactory) -> Self {
+        self.make_fallback = factory;
+        self
     }
 
     /// The device as wanted (after `prepare`; `None` when the fallback runs).
@@ -77,7 +90,8 @@ impl MetadataBackend {
             .clone()
             .ok_or_else(|| BackendError::Other(format!("{}: used before prepare", self.what())))?;
         if let Some(index) =
-            tunnel::adopt_or_remove(&self.nl, dev.name, dev.mtu, |l| dev.check_adoptable(l)).await?
+            tunnel::adopt_or_remove(&*self.nl, dev.name, dev.mtu, |l| dev.check_adoptable(l))
+                .await?
         {
             self.index = Some(index);
             return Ok(Ensured::Adopted);
@@ -88,7 +102,7 @@ impl MetadataBackend {
             self.what(),
             dev.port
         );
-        match tunnel::add_link(&self.nl, dev.link_message(), what).await {
+        match tunnel::add_link(&*self.nl, dev.link_message(), what).await {
             Ok(()) => {}
             Err(e) if device::is_missing_kind(e.errno()) => {
                 let cause = e
@@ -99,7 +113,7 @@ impl MetadataBackend {
             }
             Err(e) => return Err(e.into()),
         }
-        self.index = Some(tunnel::created_index(&self.nl, dev.name).await?);
+        self.index = Some(tunnel::created_index(&*self.nl, dev.name).await?);
         Ok(Ensured::Created)
     }
 
@@ -108,7 +122,7 @@ impl MetadataBackend {
         let (Some(lease), Some(index), Some(dev)) = (self.lease, self.index, &self.dev) else {
             return Ok(());
         };
-        tunnel::ensure_lease_address(&self.nl, index, lease, dev.name).await
+        tunnel::ensure_lease_address(&*self.nl, index, lease, dev.name).await
     }
 }
 
@@ -130,7 +144,7 @@ impl Backend for MetadataBackend {
         self.node = Some(node.clone());
         if self.spec.encap == Encap::Vxlan {
             tunnel::remove_other_mode_device(
-                &self.nl,
+                &*self.nl,
                 &vxlan::device_name(self.spec.vni),
                 "this node now runs VXLAN in metadata mode, which needs the UDP port it holds",
             )
@@ -150,7 +164,7 @@ impl Backend for MetadataBackend {
                 datapath: Datapath::Userspace,
                 ..self.spec
             };
-            let mut fb = super::userspace::new(self.nl.clone(), spec)?;
+            let mut fb = (self.make_fallback)(self.nl.clone(), spec)?;
             let prepared = fb.prepare(node, config).await;
             self.fallback = Some(fb);
             self.dev = None;
@@ -203,7 +217,7 @@ impl Backend for MetadataBackend {
 
         let (encap, vni, underlay) = (self.spec.encap, self.spec.vni, self.spec.underlay);
         tunnel::converge_peers(
-            &self.nl,
+            &*self.nl,
             &node,
             (self.lease, None),
             peers,

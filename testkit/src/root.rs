@@ -1,10 +1,12 @@
-//! The root check: kernel and runtime tests need root and must fail loudly
-//! without it, never pass by skipping.
+//! The root check. Kernel and runtime tests need root and fail loudly
+//! without it ([`require_root`], [`assert_root`]); they never pass by
+//! skipping. [`is_root`] is for the few tests whose documented behaviour is
+//! to check something else when not root.
 
 #[derive(Debug, thiserror::Error)]
 #[error(
     "{what} needs root (creates network namespaces, bridges, containers): \
-     run it as root, e.g. `sudo -E cargo test -p e2e`"
+     run it as root, e.g. `sudo -E cargo test --workspace`"
 )]
 pub struct NotRoot {
     pub what: String,
@@ -23,6 +25,13 @@ pub fn require_root(what: &str) -> Result<(), NotRoot> {
         Err(NotRoot {
             what: what.to_string(),
         })
+    }
+}
+
+/// [`require_root`] for test bodies: panics with the message.
+pub fn assert_root(what: &str) {
+    if let Err(e) = require_root(what) {
+        panic!("{e}");
     }
 }
 

@@ -6,6 +6,10 @@ use std::process::Command;
 
 use crate::cmd::{self, CmdError};
 
+/// Where the reference CNI plugins (bridge, host-local, portmap, ...) are
+/// installed: the default CNI_PATH.
+pub const REFERENCE_PLUGIN_DIR: &str = "/usr/lib/cni";
+
 #[derive(Debug, thiserror::Error)]
 pub enum CniError {
     #[error(transparent)]
@@ -52,7 +56,7 @@ impl CniEnv {
             container_id: container_id.to_string(),
             netns: netns.map(Path::to_path_buf),
             ifname: ifname.to_string(),
-            cni_path: crate::bins::REFERENCE_PLUGIN_DIR.to_string(),
+            cni_path: REFERENCE_PLUGIN_DIR.to_string(),
             args: String::new(),
         }
     }
@@ -110,6 +114,65 @@ pub fn invoke(
         plugin: plugin.to_string(),
         command: env.command.clone(),
         stdout,
+    })
+}
+
+/// What a plugin run by [`run_raw`] printed and whether it exited 0.
+#[derive(Debug)]
+pub struct Reply {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Reply {
+    /// Stdout as JSON; panics showing both streams when it is not.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}): {:?} / stderr {:?}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+
+    /// The CNI error code of a failed run; panics on success.
+    pub fn code(&self) -> u64 {
+        assert!(
+            !self.success,
+            "expected failure, got success: {}",
+            self.stdout
+        );
+        self.json()["code"].as_u64().expect("error has a code")
+    }
+
+    /// Panics unless the run succeeded.
+    pub fn ok(self) -> Self {
+        assert!(
+            self.success,
+            "plugin failed: {} / {}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+/// Runs `cmd` (the plugin, perhaps started in a namespace with
+/// [`crate::netns::command_in`]) with exactly the environment a runtime
+/// gives: nothing inherited but `PATH`, `CNI_PATH` the reference plugins,
+/// then `env` as given (which may leave out or garble any CNI_* variable),
+/// and `stdin` as the config. For tests of bad input; [`invoke`] is the
+/// typed path.
+pub fn run_raw(mut cmd: Command, env: &[(&str, &str)], stdin: &[u8]) -> Result<Reply, CmdError> {
+    cmd.env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("CNI_PATH", REFERENCE_PLUGIN_DIR)
+        .envs(env.iter().copied());
+    let out = cmd::output_with_stdin(&mut cmd, Some(stdin))?;
+    Ok(Reply {
+        success: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     })
 }
 
@@ -175,6 +238,18 @@ mod tests {
             v,
             serde_json::json!({"c":"DEL","id":"cid-9","ns":"","if":"eth1"})
         );
+    }
+
+    #[test]
+    fn run_raw_gives_only_the_listed_environment() {
+        let mut cmd = Command::new("sh");
+        cmd.args([
+            "-c",
+            r#"cat; printf ' %s %s %s' "$CNI_COMMAND" "$CNI_PATH" "${HOME:-nohome}""#,
+        ]);
+        let r = run_raw(cmd, &[("CNI_COMMAND", "VERSION")], b"{}").unwrap();
+        assert!(r.success);
+        assert_eq!(r.stdout, "{} VERSION /usr/lib/cni nohome");
     }
 
     #[test]
