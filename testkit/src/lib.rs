@@ -11,6 +11,7 @@
 //! | [`cmd`] | running `ip`, `nft`, ... with errors that show the command and its output |
 //! | [`wait`] | [`wait_for`] / [`wait::try_wait_for`]: poll with a deadline and a clear timeout |
 //! | [`daemon`] | [`Daemon`]: a process with a log file, SIGTERM with a deadline, SIGKILL on drop |
+//! | [`etcd`] | [`etcd::EtcdProcess`]: a real etcd on free loopback ports (restartable, TLS), [`etcd::TestPki`] |
 //! | [`http`] | GET on 127.0.0.1 inside a namespace (health and metrics endpoints) |
 //! | [`cni`] | calling a CNI plugin as a runtime does: typed ([`cni::invoke`]) or raw ([`cni::run_raw`]) |
 //! | [`procs`] | finding and stopping stray processes by command line |
@@ -23,6 +24,7 @@
 pub mod cmd;
 pub mod cni;
 pub mod daemon;
+pub mod etcd;
 pub mod http;
 pub mod names;
 pub mod netns;
