@@ -8,7 +8,6 @@
 //! the harness or the machine. Needs root.
 
 use std::path::{Path, PathBuf};
-use std::thread::sleep;
 use std::time::Duration;
 
 use e2e::bins;
@@ -83,21 +82,15 @@ fn setup(kind: FirstPlugin, state: &Path) -> anyhow::Result<Setup> {
     }
 }
 
-/// Retries `f` a few times: a freshly started server or a new bridge port may
-/// need a moment.
+/// Retries `f` until it succeeds: a freshly started server or a new bridge
+/// port may need a moment.
 fn eventually<T>(what: &str, mut f: impl FnMut() -> anyhow::Result<T>) -> anyhow::Result<T> {
-    let mut last = None;
-    for _ in 0..10 {
-        match f() {
-            Ok(v) => return Ok(v),
-            Err(e) => last = Some(e),
-        }
-        sleep(Duration::from_millis(300));
-    }
-    let last = last.map(|e| format!("{e:#}")).unwrap_or_default();
-    Err(anyhow::anyhow!(
-        "{what}: still failing after 10 tries: {last}"
-    ))
+    // Long enough for ten tries of a check that waits 3 s itself (nc -w 3).
+    testkit::wait::try_wait_for(what, Duration::from_secs(40), || {
+        f().map_err(|e| format!("{e:#}"))
+    })
+    .map(|(v, _)| v)
+    .map_err(|t| anyhow::anyhow!("{t}"))
 }
 
 /// IP reservation files (named by address) in host-local's layout.
