@@ -140,6 +140,7 @@ async fn run(settings: Settings) -> Result<(), Fatal> {
             &config,
             kernel.clone(),
             &settings.datapath,
+            &node,
             &settings.vtep_mac_file,
         )?;
         let masq = wiring::masquerade(settings.ip_masq).await?;

@@ -1,7 +1,8 @@
 //! The datapath seam: from the desired set of peers, make the kernel match.
 //!
-//! A backend is chosen at runtime from net-conf.json's `Backend.Type`. The
-//! daemon drives it in three steps:
+//! A backend is chosen at runtime from net-conf.json's `Backend.Type` and
+//! built for the node detected at start-up (`new`). The daemon drives it in
+//! three steps:
 //! 1. `prepare` before the lease is acquired: create or adopt the device and
 //!    say what to publish with the lease (backend type and data, e.g. the
 //!    VTEP MAC) and the overlay MTU;
@@ -104,12 +105,9 @@ pub struct ReconcileReport {
 #[async_trait::async_trait]
 pub trait Backend: Send {
     /// Creates or adopts the device (reusing a compatible one left by a
-    /// previous run, so pod traffic never stops across restarts).
-    async fn prepare(
-        &mut self,
-        node: &LocalNode,
-        config: &NetworkConfig,
-    ) -> Result<Prepared, BackendError>;
+    /// previous run, so pod traffic never stops across restarts). The
+    /// backend was built for the detected node (`backend::new`).
+    async fn prepare(&mut self) -> Result<Prepared, BackendError>;
 
     /// Configures the device for this node's lease.
     async fn attach(&mut self, lease: &Lease) -> Result<(), BackendError>;
@@ -164,14 +162,16 @@ pub fn underlay_of(config: &NetworkConfig, node: &NodeOverrides) -> Result<Under
 }
 
 /// The backend net-conf.json asks for (with this node's overrides:
-/// `--datapath-mode`, `--userspace-busy-poll`), driving the namespace
-/// `netlink` is bound to (the daemon's own: `Netlink::connect()`).
+/// `--datapath-mode`, `--userspace-busy-poll`) on the detected `local`
+/// node, driving the namespace `netlink` is bound to (the daemon's own:
+/// `Netlink::connect()`).
 pub fn new(
     config: &NetworkConfig,
     netlink: impl Into<crate::netlink::KernelRef>,
     node: &NodeOverrides,
+    local: &LocalNode,
 ) -> Result<Box<dyn Backend>, BackendError> {
-    new_with_mac_memory(config, netlink, node, None)
+    new_with_mac_memory(config, netlink, node, local, None)
 }
 
 /// The same, remembering an adopted VTEP MAC in `mac_file`
@@ -180,21 +180,26 @@ pub fn new_with_mac_memory(
     config: &NetworkConfig,
     netlink: impl Into<crate::netlink::KernelRef>,
     node: &NodeOverrides,
+    local: &LocalNode,
     mac_file: Option<mac_memory::MacMemory>,
 ) -> Result<Box<dyn Backend>, BackendError> {
     let netlink = netlink.into();
     match BackendSpec::parse(&config.backend_type, &config.backend, node.mode)? {
-        BackendSpec::HostGw => Ok(Box::new(hostgw::HostGwBackend::new(netlink))),
+        BackendSpec::HostGw => Ok(Box::new(hostgw::HostGwBackend::new(
+            netlink,
+            local,
+            config.network,
+        ))),
         BackendSpec::Tunnel(mut spec) => {
             spec.busy_poll = node.busy_poll;
             spec.queues = node.queues;
             match spec.datapath {
                 Datapath::KernelFdb => Ok(Box::new(
-                    vxlan::VxlanBackend::with_options(netlink, spec.vxlan)
+                    vxlan::VxlanBackend::with_options(netlink, spec.vxlan, local, config.network)?
                         .with_mac_memory(mac_file),
                 )),
-                Datapath::KernelMetadata => metadata::new(netlink, spec),
-                Datapath::Userspace => userspace::new(netlink, spec),
+                Datapath::KernelMetadata => metadata::new(netlink, spec, local),
+                Datapath::Userspace => userspace::new(netlink, spec, local),
             }
         }
     }

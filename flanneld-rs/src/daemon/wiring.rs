@@ -161,6 +161,7 @@ pub fn make_backend_with_mac_file(
     config: &NetworkConfig,
     kernel: KernelRef,
     node: &backend::NodeOverrides,
+    local: &backend::LocalNode,
     vtep_mac_file: &Path,
 ) -> Result<Box<dyn Backend>, WiringError> {
     let memory = backend::mac_memory::MacMemory::new(vtep_mac_file);
@@ -168,6 +169,7 @@ pub fn make_backend_with_mac_file(
         config,
         kernel,
         node,
+        local,
         Some(memory),
     )?)
 }

@@ -11,7 +11,7 @@ pub mod entries;
 
 use async_trait::async_trait;
 use ipnet::Ipv4Net;
-use lease_store::{Lease, NetworkConfig};
+use lease_store::Lease;
 
 use super::devices::{self, OwnedDevice};
 use super::{
@@ -21,9 +21,14 @@ use super::{
 use crate::netlink::KernelRef;
 pub use device::{DeviceSpec, GENEVE_DEVICE, VXLAN_DEVICE};
 
-/// The metadata-mode backend for `spec` (with its userspace fallback).
-pub fn new(netlink: KernelRef, spec: TunnelSpec) -> Result<Box<dyn Backend>, BackendError> {
-    Ok(Box::new(MetadataBackend::new(netlink, spec)))
+/// The metadata-mode backend for `spec` on `node` (with its userspace
+/// fallback).
+pub fn new(
+    netlink: KernelRef,
+    spec: TunnelSpec,
+    node: &LocalNode,
+) -> Result<Box<dyn Backend>, BackendError> {
+    Ok(Box::new(MetadataBackend::new(netlink, spec, node)?))
 }
 
 /// What making sure the device exists came to.
@@ -38,8 +43,8 @@ enum Ensured {
 pub struct MetadataBackend {
     nl: KernelRef,
     spec: TunnelSpec,
-    node: Option<LocalNode>,
-    dev: Option<DeviceSpec>,
+    node: LocalNode,
+    dev: DeviceSpec,
     index: Option<u32>,
     lease: Option<Ipv4Net>,
     /// The userspace datapath, once the fallback took over.
@@ -50,20 +55,27 @@ pub struct MetadataBackend {
 }
 
 /// Builds the datapath that runs when the kernel lacks the device's module.
-pub type FallbackFactory = fn(KernelRef, TunnelSpec) -> Result<Box<dyn Backend>, BackendError>;
+pub type FallbackFactory =
+    fn(KernelRef, TunnelSpec, &LocalNode) -> Result<Box<dyn Backend>, BackendError>;
 
 impl MetadataBackend {
-    pub fn new(nl: impl Into<KernelRef>, spec: TunnelSpec) -> Self {
-        MetadataBackend {
+    /// The backend for `spec` on `node`; fails when the node has no
+    /// address of the underlay's family or the MTU rule refuses it.
+    pub fn new(
+        nl: impl Into<KernelRef>,
+        spec: TunnelSpec,
+        node: &LocalNode,
+    ) -> Result<Self, BackendError> {
+        Ok(MetadataBackend {
             nl: nl.into(),
+            dev: DeviceSpec::new(&spec, node)?,
             spec,
-            node: None,
-            dev: None,
+            node: node.clone(),
             index: None,
             lease: None,
             fallback: None,
             make_fallback: super::userspace::new,
-        }
+        })
     }
 
     /// Uses `factory` for the fallback datapath instead of the userspace one.
@@ -72,9 +84,9 @@ impl MetadataBackend {
         self
     }
 
-    /// The device as wanted (after `prepare`; `None` when the fallback runs).
+    /// The device as wanted (`None` when the fallback runs).
     pub fn device(&self) -> Option<&DeviceSpec> {
-        self.dev.as_ref()
+        (!self.fell_back()).then_some(&self.dev)
     }
 
     /// True when the userspace fallback is running instead of the kernel.
@@ -87,9 +99,7 @@ impl MetadataBackend {
     }
 
     async fn ensure_device(&mut self) -> Result<Ensured, BackendError> {
-        let dev = self.dev.clone().ok_or(BackendError::NotPrepared {
-            backend: self.what(),
-        })?;
+        let dev = self.dev.clone();
         if let Some(index) =
             tunnel::adopt_or_remove(&*self.nl, dev.name, dev.mtu, |l| dev.check_adoptable(l))
                 .await?
@@ -117,29 +127,23 @@ impl MetadataBackend {
 
     // `&mut self`: the fallback `Box<dyn Backend>` is Send but not Sync.
     async fn ensure_address(&mut self) -> Result<(), BackendError> {
-        let (Some(lease), Some(index), Some(dev)) = (self.lease, self.index, &self.dev) else {
+        let (Some(lease), Some(index)) = (self.lease, self.index) else {
             return Ok(());
         };
-        tunnel::ensure_lease_address(&*self.nl, index, lease, dev.name).await
+        tunnel::ensure_lease_address(&*self.nl, index, lease, self.dev.name).await
     }
 }
 
 #[async_trait]
 impl Backend for MetadataBackend {
-    async fn prepare(
-        &mut self,
-        node: &LocalNode,
-        config: &NetworkConfig,
-    ) -> Result<Prepared, BackendError> {
+    async fn prepare(&mut self) -> Result<Prepared, BackendError> {
         if let Some(fb) = self.fallback.as_mut() {
-            return fb.prepare(node, config).await;
+            return fb.prepare().await;
         }
-        let dev = DeviceSpec::new(&self.spec, node)?;
+        let dev = &self.dev;
         let data = serde_json::json!({ "VNI": self.spec.vni, "VtepMAC": dev.mac.to_string() });
         let mtu = dev.mtu;
         let device_name = dev.name;
-        self.dev = Some(dev);
-        self.node = Some(node.clone());
         let me = OwnedDevice::Metadata {
             encap: self.spec.encap,
             vni: self.spec.vni,
@@ -162,10 +166,9 @@ impl Backend for MetadataBackend {
                 datapath: Datapath::Userspace,
                 ..self.spec
             };
-            let mut fb = (self.make_fallback)(self.nl.clone(), spec)?;
-            let prepared = fb.prepare(node, config).await;
+            let mut fb = (self.make_fallback)(self.nl.clone(), spec, &self.node)?;
+            let prepared = fb.prepare().await;
             self.fallback = Some(fb);
-            self.dev = None;
             return prepared;
         }
         Ok(Prepared {
@@ -195,9 +198,7 @@ impl Backend for MetadataBackend {
         if let Some(fb) = self.fallback.as_mut() {
             return fb.reconcile(peers).await;
         }
-        let node = self.node.clone().ok_or(BackendError::NotPrepared {
-            backend: self.what(),
-        })?;
+        let node = self.node.clone();
         let (dev, recreated) = match self.ensure_device().await? {
             Ensured::Adopted(index) => (index, false),
             Ensured::Created(index) => (index, true),
