@@ -120,7 +120,7 @@ async fn metadata_vxlan_device_entries_and_reconcile() {
     let n = nodes("mdvx", 1).await;
     let node = &n[0];
     let backend = json!({"Type": "vxlan", "Mode": "metadata", "VNI": 7});
-    let mut b = metadata(&node, &backend);
+    let mut b = metadata(node, &backend);
     let p = b.prepare().await.unwrap();
     let mac = vtep_mac::derive(ip(1), 7).to_string();
     assert_eq!(p.backend_type, "vxlan");
@@ -261,7 +261,7 @@ async fn metadata_vxlan_restart_adopts_or_recreates_and_leaves_others_alone() {
     let backend = json!({"Type": "vxlan", "Mode": "metadata"});
     let peers: Vec<Peer> = (2..=4).map(numbered_peer).collect();
     {
-        let mut first = metadata(&node, &backend);
+        let mut first = metadata(node, &backend);
         let p = first.prepare().await.unwrap();
         first
             .attach(&lease("10.244.1.0/24", ip(1), "vxlan", p.backend_data))
@@ -274,7 +274,7 @@ async fn metadata_vxlan_restart_adopts_or_recreates_and_leaves_others_alone() {
     assert_eq!(routes(&node.ns).len(), 3, "everything stays in place");
     sh(&node.ns, &format!("ip link set {VXLAN_DEVICE} mtu 1300"));
 
-    let mut second = metadata(&node, &backend);
+    let mut second = metadata(node, &backend);
     let p = second.prepare().await.unwrap();
     second
         .attach(&lease("10.244.1.0/24", ip(1), "vxlan", p.backend_data))
@@ -294,7 +294,7 @@ async fn metadata_vxlan_restart_adopts_or_recreates_and_leaves_others_alone() {
 
     // Other port: not adoptable, recreated.
     let other = json!({"Type": "vxlan", "Mode": "metadata", "Port": 4789});
-    let mut third = metadata(&node, &other);
+    let mut third = metadata(node, &other);
     third.prepare().await.unwrap();
     let l = link(&node.ns, VXLAN_DEVICE);
     assert_ne!(l["ifindex"], index, "an incompatible device is recreated");
@@ -323,7 +323,7 @@ async fn mode_switch_removes_the_other_vxlan_device() {
         .unwrap();
     f.reconcile(&peer).await.unwrap();
     assert!(has_link(&node.ns, "flannel.1"));
-    let mut m = metadata(&node, &md);
+    let mut m = metadata(node, &md);
     let p = m.prepare().await.unwrap();
     assert!(!has_link(&node.ns, "flannel.1"), "FDB device removed");
     assert!(has_link(&node.ns, VXLAN_DEVICE));
@@ -464,7 +464,7 @@ async fn metadata_vxlan_three_nodes_carry_pod_traffic() {
     let backend = json!({"Type": "vxlan", "Mode": "metadata"});
     let mut backends: Vec<Box<dyn Backend>> = n
         .iter()
-        .map(|node| Box::new(metadata(&node, &backend)) as Box<dyn Backend>)
+        .map(|node| Box::new(metadata(node, &backend)) as Box<dyn Backend>)
         .collect();
     mesh(&n, &mut backends).await;
     let pods: Vec<Netns> = n
@@ -577,7 +577,7 @@ async fn geneve_link_creation_fails_with_eopnotsupp_on_this_kernel() {
 
     // Without Fallback: one clear line.
     let backend = json!({"Type": "geneve"});
-    let mut b = metadata(&node, &backend);
+    let mut b = metadata(node, &backend);
     let e = b
         .prepare()
         .await
@@ -598,7 +598,7 @@ async fn geneve_fallback_runs_the_userspace_datapath() {
     let n = nodes("mdfb", 1).await;
     let node = &n[0];
     let backend = json!({"Type": "geneve", "Fallback": "userspace"});
-    let mut b = metadata(&node, &backend);
+    let mut b = metadata(node, &backend);
     let p = b
         .prepare()
         .await
