@@ -142,7 +142,8 @@ async fn run(settings: Settings) -> Result<(), Fatal> {
             &settings.datapath,
             &node,
             &settings.vtep_mac_file,
-        )?;
+        )
+        .await?;
         let masq = wiring::masquerade(settings.ip_masq).await?;
         let loop_settings = LoopSettings {
             subnet_file: settings.subnet_file.clone(),

@@ -415,6 +415,19 @@ async fn geneve_metadata_routes_carry_the_encap_and_have_no_fdb() {
 }
 
 #[tokio::test]
+async fn the_factory_keeps_the_kernel_device_when_the_module_is_there() {
+    let (k, node) = kernel();
+    let cfg = config(json!({"Type": "geneve", "Fallback": "userspace"}));
+    let overrides = super::NodeOverrides::default();
+    let mut b = super::open_with_fallback(&cfg, shared(&k), &overrides, &node, None, standin)
+        .await
+        .unwrap();
+    let p = b.prepare().await.unwrap();
+    assert_eq!(p.mtu, 1450, "the kernel device, not the stand-in");
+    assert!(k.link("flannel-geneve").is_some());
+}
+
+#[tokio::test]
 async fn missing_module_without_fallback_fails_with_one_line() {
     let (k, node) = kernel();
     k.state().missing_kinds.push(InfoKind::Geneve);
@@ -467,12 +480,14 @@ fn standin(
 async fn missing_module_with_fallback_hands_over_to_the_userspace_datapath() {
     let (k, node) = kernel();
     k.state().missing_kinds.push(InfoKind::Geneve);
-    let spec = tunnel_spec("geneve", json!({"Fallback": "userspace"}));
-    let mut b = MetadataBackend::new(shared(&k), spec, &node)
-        .unwrap()
-        .with_fallback_factory(standin);
+    let cfg = config(json!({"Type": "geneve", "Fallback": "userspace"}));
+    let overrides = super::NodeOverrides::default();
+    // The factory tries the device, sees no module, and hands out the
+    // fallback (the stand-in: its MTU says it is the one running).
+    let mut b = super::open_with_fallback(&cfg, shared(&k), &overrides, &node, None, standin)
+        .await
+        .unwrap();
     let p = b.prepare().await.unwrap();
-    assert!(b.fell_back());
     assert_eq!(p.mtu, 1234);
     b.attach(&lease("10.244.1.0/24", &p)).await.unwrap();
     let r = b
