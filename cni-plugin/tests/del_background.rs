@@ -25,19 +25,6 @@ fn host_veth(result: &Value) -> String {
         .to_string()
 }
 
-fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    loop {
-        if done() {
-            return true;
-        }
-        if start.elapsed() > limit {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn tombstones(ns: &Netns) -> Vec<String> {
     ns.links()
         .lines()
@@ -63,7 +50,7 @@ fn del_frees_both_names_at_once_and_the_pair_goes_soon() {
 
     // And the tombstones do not stay.
     assert!(
-        wait_until(GONE_WITHIN, || tombstones(&node.ns).is_empty()
+        testkit::wait::until(GONE_WITHIN, || tombstones(&node.ns).is_empty()
             && tombstones(&p).is_empty()),
         "tombstones left after {GONE_WITHIN:?}: node {:?} pod {:?}",
         tombstones(&node.ns),
@@ -103,7 +90,7 @@ fn del_then_immediate_add_of_the_same_attachment_works() {
     }
     node.del("bgr-1", p.path_str(), &conf);
     assert!(
-        wait_until(GONE_WITHIN, || tombstones(&node.ns).is_empty()
+        testkit::wait::until(GONE_WITHIN, || tombstones(&node.ns).is_empty()
             && tombstones(&p).is_empty()),
         "node {:?} pod {:?}",
         tombstones(&node.ns),
@@ -142,7 +129,7 @@ fn del_with_another_pods_netns_leaves_that_pod_alone() {
     assert!(ok, "{out}");
     // a's pair still goes (through its host end), and only a's address.
     assert!(
-        wait_until(GONE_WITHIN, || !a.has_link("eth0")
+        testkit::wait::until(GONE_WITHIN, || !a.has_link("eth0")
             && tombstones(&a).is_empty()),
         "{}",
         a.links()
@@ -207,7 +194,7 @@ fn timed_del(
         let status = child.wait().expect("wait plugin");
         assert!(status.success(), "DEL failed: {out} / {err}");
         assert!(
-            wait_until(GONE_WITHIN, || !exists()),
+            testkit::wait::until(GONE_WITHIN, || !exists()),
             "{host} (#{index}) still there {GONE_WITHIN:?} after DEL"
         );
         (eof, alive_at_eof, start.elapsed())

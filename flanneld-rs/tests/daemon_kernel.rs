@@ -54,31 +54,8 @@ fn read_env(dir: &Path, node: &str) -> Option<SubnetEnv> {
 
 /// Two node namespaces with a veth underlay: node1 198.51.100.1, node2 .2.
 fn two_nodes() -> (Netns, Netns) {
-    let n1 = Netns::create("dmn-node").expect("create node namespace (needs root)");
-    let n2 = Netns::create("dmn-node").expect("create node namespace (needs root)");
-    n1.run(
-        "ip",
-        &[
-            "link",
-            "add",
-            "veth0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "veth0",
-            "netns",
-            n2.name(),
-        ],
-    )
-    .expect("veth pair between the node namespaces");
-    for (ns, ip) in [(&n1, "198.51.100.1/24"), (&n2, "198.51.100.2/24")] {
-        ns.run("ip", &["addr", "add", ip, "dev", "veth0"])
-            .expect("underlay address");
-        ns.run("ip", &["link", "set", "veth0", "up"])
-            .expect("underlay up");
-    }
-    (n1, n2)
+    testkit::netns::linked_pair("dmn-node", "veth0", ["198.51.100.1/24", "198.51.100.2/24"])
+        .unwrap_or_else(|e| panic!("node namespaces with a veth underlay: {e}"))
 }
 
 #[test]

@@ -228,16 +228,7 @@ fn daemon_in_kube_mode_publishes_its_node_and_follows_peers() {
     );
 
     // /readyz.
-    wait_for(
-        "/readyz 200",
-        Duration::from_secs(15),
-        || {
-            testkit::http::status(&ns, HEALTH_PORT, "/readyz")
-                .ok()
-                .filter(|c| *c == 200)
-        },
-        &logs,
-    );
+    daemon.wait_ready(&ns, HEALTH_PORT, Duration::from_secs(15));
 
     // A peer joins and one leaves, through the API.
     fake.put_node(peer("peer-4", "10.244.4.0/24", 4));

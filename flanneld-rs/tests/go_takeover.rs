@@ -43,29 +43,9 @@ fn etcdctl(ns: &Netns, args: &[&str]) -> String {
 /// The two nodes, the underlay, and etcd inside node1 (reachable from node2
 /// over the underlay).
 fn lab(dir: &Path) -> (Netns, Netns, Daemon) {
-    let n1 = Netns::create("gotk").expect("namespace (needs root)");
-    let n2 = Netns::create("gotk").expect("namespace (needs root)");
-    n1.run(
-        "ip",
-        &[
-            "link",
-            "add",
-            "veth0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "veth0",
-            "netns",
-            n2.name(),
-        ],
-    )
-    .expect("veth pair");
-    for (ns, ip) in [(&n1, "198.51.100.1/24"), (&n2, "198.51.100.2/24")] {
-        ns.run("ip", &["addr", "add", ip, "dev", "veth0"])
-            .expect("address");
-        ns.run("ip", &["link", "set", "veth0", "up"]).expect("up");
-    }
+    let (n1, n2) =
+        testkit::netns::linked_pair("gotk", "veth0", ["198.51.100.1/24", "198.51.100.2/24"])
+            .unwrap_or_else(|e| panic!("node namespaces with a veth underlay: {e}"));
     let mut cmd = n1.exec("/usr/bin/etcd");
     cmd.arg("--name=gotk")
         .arg(format!("--data-dir={}", dir.join("etcd").display()))

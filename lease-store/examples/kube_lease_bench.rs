@@ -1,8 +1,11 @@
 //! The Lease-object store (`--kube-subnet-source lease`) against a real API
-//! server holding N subnet Leases: time to write them, `list` time, time to
-//! a watch's first snapshot, acquire latency with N Leases in the table, and
-//! this process's memory (the store's view of the table). Run it where the
-//! API server is reachable, e.g. on a Kubernetes lab:
+//! server holding N subnet Leases: time to write them, `list` time (and how
+//! much of it is the server's answer, fetched as raw text without
+//! decoding), time to a watch's first snapshot, acquire latency with N
+//! Leases in the table for a new node and for a restarted one (its own
+//! Lease present), acquire on an empty table, and this process's memory
+//! (the store's view of the table). Run it where the API server is
+//! reachable, e.g. on a Kubernetes lab:
 //!
 //! ```sh
 //! flannelctl lab up --kubernetes --no-node-cidrs --name b --nodes 2 ...
@@ -76,6 +79,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let conf = r#"{"Network":"10.0.0.0/8","SubnetLen":24,"Backend":{"Type":"vxlan"}}"#;
     let prefix = lease_store::kube::DEFAULT_PREFIX;
 
+    // Acquire on an empty table (its own namespace).
+    let empty_ns = format!("{ns}-empty");
+    nss.create(
+        &PostParams::default(),
+        &serde_json::from_value(serde_json::json!({"metadata": {"name": empty_ns}}))?,
+    )
+    .await?;
+    let empty = KubeLeaseStore::new(
+        client.clone(),
+        KubeLeaseOptions::new(&empty_ns, NetworkConfig::parse(conf)?),
+    );
+    let (fresh, again) = acquire_runs(&empty, 1_000_000, 20).await?;
+    println!(
+        "acquire, empty table (20 runs): new node p50 {}, max {}; restarted node p50 {}, max {}",
+        ms(fresh[10]),
+        ms(fresh[19]),
+        ms(again[10]),
+        ms(again[19])
+    );
+
     // N Leases written directly, 32 at a time.
     let leases: Api<KLease> = Api::namespaced(client.clone(), &ns);
     let t = Instant::now();
@@ -133,6 +156,33 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     let rss_list = rss_kib();
+    // The server's share: the same pages fetched as text, not decoded.
+    let t = Instant::now();
+    let mut bytes = 0usize;
+    let mut token: Option<String> = None;
+    loop {
+        let mut url = format!(
+            "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases?labelSelector={}&limit=500",
+            lease_map::label_selector(prefix).replace('/', "%2F")
+        );
+        if let Some(t) = &token {
+            url.push_str(&format!("&continue={t}"));
+        }
+        let text = client
+            .request_text(http::Request::get(url).body(Vec::new())?)
+            .await?;
+        bytes += text.len();
+        let v: serde_json::Value = serde_json::from_str(&text)?;
+        match v["metadata"]["continue"].as_str().filter(|t| !t.is_empty()) {
+            Some(t) => token = Some(t.to_string()),
+            None => break,
+        }
+    }
+    println!(
+        "the same list as raw JSON text (server + transfer, no decoding): {} ({} KiB)",
+        ms(t.elapsed()),
+        bytes / 1024
+    );
     let t = Instant::now();
     let mut w = store.watch(0, None).await?;
     match w.next().await {
@@ -144,23 +194,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         other => return Err(format!("expected a snapshot, got {other:?}").into()),
     }
     let rss_watch = rss_kib();
-    let mut lat = Vec::new();
-    for i in 0..20u32 {
-        let t = Instant::now();
-        store
-            .acquire(&AcquireRequest {
-                attrs: attrs(count + i),
-                previous_subnet: None,
-                previous_ipv6_subnet: None,
-            })
-            .await?;
-        lat.push(t.elapsed());
-    }
-    lat.sort();
+    let (fresh, again) = acquire_runs(&store, count, 20).await?;
     println!(
-        "acquire with {count}+ Leases in the table (20 runs): p50 {}, max {}",
-        ms(lat[lat.len() / 2]),
-        ms(lat[lat.len() - 1])
+        "acquire with {count}+ Leases in the table (20 runs): new node p50 {}, max {}; restarted node (own Lease present) p50 {}, max {}",
+        ms(fresh[10]),
+        ms(fresh[19]),
+        ms(again[10]),
+        ms(again[19])
     );
     // The watcher sees the 20 new leases as events.
     let t = Instant::now();
@@ -180,4 +220,46 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         rss0, rss_list, rss_watch
     );
     Ok(())
+}
+
+/// `runs` new nodes acquire one after the other, then each acquires again
+/// as its restarted daemon does (previous subnet from subnet.env, its own
+/// Lease in the table). Sorted latencies of both.
+async fn acquire_runs(
+    store: &KubeLeaseStore,
+    first: u32,
+    runs: u32,
+) -> Result<(Vec<Duration>, Vec<Duration>), Box<dyn std::error::Error>> {
+    let mut fresh = Vec::new();
+    let mut held = Vec::new();
+    for i in 0..runs {
+        let t = Instant::now();
+        let l = store
+            .acquire(&AcquireRequest {
+                attrs: attrs(first + i),
+                previous_subnet: None,
+                previous_ipv6_subnet: None,
+            })
+            .await?;
+        fresh.push(t.elapsed());
+        held.push(l);
+    }
+    let mut again = Vec::new();
+    for (i, l) in (0..runs).zip(&held) {
+        let t = Instant::now();
+        let back = store
+            .acquire(&AcquireRequest {
+                attrs: attrs(first + i),
+                previous_subnet: l.subnet,
+                previous_ipv6_subnet: None,
+            })
+            .await?;
+        again.push(t.elapsed());
+        if back.subnet != l.subnet {
+            return Err(format!("a restart moved {:?} to {:?}", l.subnet, back.subnet).into());
+        }
+    }
+    fresh.sort();
+    again.sort();
+    Ok((fresh, again))
 }

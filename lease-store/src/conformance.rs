@@ -82,6 +82,7 @@ macro_rules! conformance_tests {
             compacted_revision_gives_a_snapshot,
             release_frees_the_subnet,
             reservations_are_respected,
+            reservations_can_be_removed,
             own_lease_is_reused,
             previous_subnet_is_honoured_when_free,
             renew_recreates_a_vanished_lease_or_reports_it_lost,
@@ -109,10 +110,37 @@ pub async fn run_all(f: &dyn Fixture) {
     compacted_revision_gives_a_snapshot(f).await;
     release_frees_the_subnet(f).await;
     reservations_are_respected(f).await;
+    reservations_can_be_removed(f).await;
     own_lease_is_reused(f).await;
     previous_subnet_is_honoured_when_free(f).await;
     renew_recreates_a_vanished_lease_or_reports_it_lost(f).await;
     dual_stack_leases(f).await;
+}
+
+/// Runs every check, the independent ones at once (each on its own table):
+/// for a backend where each call waits on a remote server (a real API
+/// server), so that the suite takes about as long as its slowest check.
+/// The compaction check runs alone first: compacting a shared backend
+/// (one etcd under every table) would turn the other checks' watches into
+/// snapshots.
+pub async fn run_all_concurrently(f: &dyn Fixture) {
+    compacted_revision_gives_a_snapshot(f).await;
+    tokio::join!(
+        network_config_round_trips(f),
+        concurrent_acquirers_get_distinct_subnets(f),
+        exhaustion_gives_a_clear_error(f),
+        renewal_keeps_a_lease_past_its_ttl(f),
+        expiry_frees_the_subnet(f),
+        watcher_sees_peers_but_not_itself(f),
+        watch_resumes_from_a_revision(f),
+        release_frees_the_subnet(f),
+        reservations_are_respected(f),
+        reservations_can_be_removed(f),
+        own_lease_is_reused(f),
+        previous_subnet_is_honoured_when_free(f),
+        renew_recreates_a_vanished_lease_or_reports_it_lost(f),
+        dual_stack_leases(f),
+    );
 }
 
 // ---------------------------------------------------------------- helpers
@@ -625,6 +653,76 @@ pub async fn reservations_are_respected(f: &dyn Fixture) {
     );
 }
 
+/// `unreserve` removes exactly an operator's reservation (flannel's
+/// `RemoveReservation`): watchers see it go, its node takes the subnet
+/// back as an ordinary lease, and it is free for others once that lease
+/// is released. It refuses an ordinary lease (`NotReserved`, left in
+/// place) and a subnet without a key (`NotFound`).
+pub async fn reservations_can_be_removed(f: &dyn Fixture) {
+    let t = table(f, TINY_NET_CONF, LONG_TTL).await;
+    let s = open(t.as_ref()).await;
+    let owner = node_attrs(200);
+    let sn = net("10.0.0.32/28");
+    s.reserve(Some(sn), None, &owner)
+        .await
+        .unwrap_or_else(|e| panic!("reserve {sn}: {e}"));
+    match s.unreserve(Some(net("10.0.0.48/28")), None).await {
+        Err(StoreError::NotFound(_)) => {}
+        other => panic!("removing a reservation nobody wrote: expected NotFound, got {other:?}"),
+    }
+    let l1 = acquire(s.as_ref(), req(node_attrs(1))).await;
+    assert_ne!(l1.subnet, Some(sn));
+    match s.unreserve(l1.subnet, None).await {
+        Err(StoreError::NotReserved { holder, .. }) => assert_eq!(holder, l1.attrs.public_ip),
+        other => panic!(
+            "removing an ordinary lease as a reservation: expected NotReserved, got {other:?}"
+        ),
+    }
+    let (leases, rev) = list(s.as_ref()).await;
+    assert!(
+        find(&leases, &l1).is_some_and(|l| !l.is_reservation()),
+        "a refused unreserve changed the lease: {leases:?}"
+    );
+    let mut w = watch(s.as_ref(), rev, None).await;
+    let removed_r = s
+        .unreserve(Some(sn), None)
+        .await
+        .unwrap_or_else(|e| panic!("unreserve {sn}: {e}"));
+    assert_eq!(removed_r.subnet, Some(sn));
+    assert_eq!(removed_r.attrs.public_ip, owner.public_ip, "{removed_r:?}");
+    assert!(removed_r.is_reservation(), "{removed_r:?}");
+    let (events, _) = events_until(&mut w, |ev| ev.iter().any(|e| removed(e, &removed_r))).await;
+    assert!(
+        !events.iter().any(|e| removed(e, &l1)),
+        "only the reservation goes: {events:?}"
+    );
+    assert!(
+        gone(s.as_ref(), &removed_r).await,
+        "the reservation is still listed"
+    );
+    match s.unreserve(Some(sn), None).await {
+        Err(StoreError::NotFound(_)) => {}
+        other => panic!("removing a reservation twice: expected NotFound, got {other:?}"),
+    }
+    // Its node (a daemon that saw its lease deleted) takes the subnet back
+    // as an ordinary lease, with a TTL.
+    let mut back = req(owner.clone());
+    back.previous_subnet = Some(sn);
+    let mine = acquire(s.as_ref(), back).await;
+    assert_eq!(mine.subnet, Some(sn), "{mine:?}");
+    assert!(
+        !mine.is_reservation(),
+        "after unreserve the node's lease must expire unless renewed: {mine:?}"
+    );
+    // Once that lease is given back, anyone may have the subnet.
+    s.release(&mine)
+        .await
+        .unwrap_or_else(|e| panic!("release: {e}"));
+    let mut other = req(node_attrs(2));
+    other.previous_subnet = Some(sn);
+    assert_eq!(acquire(s.as_ref(), other).await.subnet, Some(sn));
+}
+
 /// A node acquiring again (a restarted daemon, a new client) gets its own
 /// lease back, with its new attributes, and no second lease.
 pub async fn own_lease_is_reused(f: &dyn Fixture) {
@@ -764,4 +862,46 @@ pub async fn dual_stack_leases(f: &dyn Fixture) {
         .await
         .unwrap_or_else(|e| panic!("release: {e}"));
     assert!(gone(s.as_ref(), &l).await);
+}
+
+#[cfg(test)]
+mod tests {
+    /// The names of the checks a runner's body calls.
+    fn calls(src: &str, runner: &str) -> Vec<String> {
+        let start = src
+            .find(&format!("pub async fn {runner}("))
+            .unwrap_or_else(|| panic!("{runner} not found"));
+        let body = &src[start..];
+        let body = &body[..body.find("\n}\n").unwrap_or(body.len())];
+        let mut names: Vec<String> = body
+            .lines()
+            .skip(1)
+            .filter_map(|l| {
+                let l = l.trim();
+                let name = l.split('(').next()?;
+                (l.contains("(f)") && !name.contains(' ')).then(|| name.to_string())
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn both_runners_run_every_check() {
+        let src = include_str!("conformance.rs");
+        let seq = calls(src, "run_all");
+        assert!(seq.len() >= 15, "{seq:?}");
+        assert_eq!(seq, calls(src, "run_all_concurrently"));
+        // And the per-test macro's list.
+        let start = src.find("@each $fixture;").expect("macro list");
+        let list = &src[start..];
+        let mut listed: Vec<String> = list[..list.find(");").expect("end of list")]
+            .lines()
+            .skip(1)
+            .map(|l| l.trim().trim_end_matches(',').to_string())
+            .filter(|l| !l.is_empty())
+            .collect();
+        listed.sort();
+        assert_eq!(seq, listed);
+    }
 }

@@ -59,6 +59,10 @@ pub enum StoreError {
         "subnet {key} is held by {holder}: release that lease first or reserve another subnet"
     )]
     SubnetTaken { key: String, holder: Ipv4Addr },
+    /// `unreserve` found an ordinary lease (with a TTL) on the subnet,
+    /// not an operator's reservation.
+    #[error("subnet {key} is not reserved: it is an ordinary lease of {holder}; release the lease instead")]
+    NotReserved { key: String, holder: Ipv4Addr },
     #[error("{op}: {source}")]
     Io {
         op: &'static str,
@@ -177,6 +181,19 @@ pub trait LeaseStore: Send + Sync {
         subnet: Option<Ipv4Net>,
         ipv6_subnet: Option<Ipv6Net>,
         attrs: &LeaseAttrs,
+    ) -> Result<Lease>;
+
+    /// Removes the operator's reservation on exactly these subnets (the key
+    /// as `reserve` wrote it) and returns it, as flannel's
+    /// `RemoveReservation` does: the subnet is free again. A daemon still
+    /// running on the reserved node sees its lease deleted and takes the
+    /// same subnet back as an ordinary lease (with a TTL, renewed while it
+    /// runs; freed when the node is gone). `NotFound` when there is no key,
+    /// `NotReserved` when the key is an ordinary lease (left in place).
+    async fn unreserve(
+        &self,
+        subnet: Option<Ipv4Net>,
+        ipv6_subnet: Option<Ipv6Net>,
     ) -> Result<Lease>;
 
     /// Every lease and reservation, with the revision the list was read at.

@@ -279,3 +279,77 @@ async fn a_node_takes_back_its_own_lease_edited_into_garbage() {
         "192.0.2.1"
     );
 }
+
+/// `public-ip-overwrite` (with the configured prefix) wins over the
+/// detected public IP, as with the podCIDR source: in the Lease, in the
+/// Node's annotations, and for peers. Pinned later, the node keeps its
+/// subnet under the new IP (one Lease, no second one); a bad value is
+/// refused with the annotation named and nothing written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_ip_overwrite_is_honoured() {
+    const P: &str = "flannel.alpha.coreos.com/";
+    let fake = FakeApi::start(Duration::from_secs(60)).await;
+    fake.put_node(node_json(
+        "n1",
+        &[],
+        &[
+            (&format!("{P}node-public-ip"), "198.51.100.7"),
+            (&format!("{P}public-ip-overwrite"), "198.51.100.9"),
+        ],
+    ));
+    fake.put_node(node_json("n2", &[], &[]));
+    let daemon = |node: &str| {
+        let mut opts = KubeLeaseOptions::new(NS, NetworkConfig::parse(NET).unwrap());
+        opts.node_name = Some(node.into());
+        opts.publish_node = true;
+        KubeLeaseStore::new(fake.client(), opts)
+    };
+    let l1 = daemon("n1").acquire(&req(1)).await.unwrap();
+    assert_eq!(l1.attrs.public_ip.to_string(), "198.51.100.9");
+    let name = lease_map::object_name(l1.subnet, None);
+    let obj = fake.lease(NS, &name).expect("the Lease object");
+    assert_eq!(
+        obj["metadata"]["annotations"][format!("{P}public-ip")],
+        "198.51.100.9"
+    );
+    assert_eq!(
+        fake.node("n1").unwrap()["metadata"]["annotations"][format!("{P}public-ip")],
+        "198.51.100.9"
+    );
+    // A node without an overwrite keeps what it detected; peers see n1's
+    // overwrite.
+    let s2 = daemon("n2");
+    let l2 = s2.acquire(&req(2)).await.unwrap();
+    assert_eq!(l2.attrs.public_ip, node_attrs(2).public_ip);
+    let (peers, _) = s2.list().await.unwrap();
+    assert!(
+        peers
+            .iter()
+            .any(|l| l.subnet == l1.subnet && l.attrs.public_ip.to_string() == "198.51.100.9"),
+        "{peers:?}"
+    );
+    // The operator pins another address; the restarted daemon keeps its
+    // subnet and publishes the new address.
+    fake.update_node("n1", |n| {
+        n["metadata"]["annotations"][format!("{P}public-ip-overwrite")] = json!("198.51.100.10");
+    });
+    let again = daemon("n1").acquire(&req(1)).await.unwrap();
+    assert_eq!(again.subnet, l1.subnet);
+    assert_eq!(again.attrs.public_ip.to_string(), "198.51.100.10");
+    let held: Vec<_> = fake
+        .leases(NS)
+        .into_values()
+        .filter(|o| o["spec"]["holderIdentity"] == "n1")
+        .collect();
+    assert_eq!(held.len(), 1, "{held:?}");
+    // Garbage in the annotation: named, and nothing changes.
+    fake.update_node("n1", |n| {
+        n["metadata"]["annotations"][format!("{P}public-ip-overwrite")] = json!("nope");
+    });
+    let e = daemon("n1").acquire(&req(1)).await.unwrap_err();
+    assert!(e.to_string().contains("public-ip-overwrite"), "{e}");
+    assert_eq!(
+        fake.lease(NS, &name).unwrap()["metadata"]["annotations"][format!("{P}public-ip")],
+        "198.51.100.10"
+    );
+}

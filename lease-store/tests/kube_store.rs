@@ -130,7 +130,8 @@ async fn acquire_publishes_annotations_and_condition() {
     assert_eq!(leases.len(), 1);
     assert_eq!(leases[0].attrs, attrs(1));
 
-    // renew and release are no-ops; reserve is refused with a reason.
+    // renew and release are no-ops; reserve and unreserve are refused
+    // with a reason.
     assert_eq!(s.renew(&lease).await.unwrap(), lease);
     s.release(&lease).await.unwrap();
     assert!(fake.node("n1").is_some());
@@ -139,6 +140,15 @@ async fn acquire_publishes_annotations_and_condition() {
         .await
         .unwrap_err();
     assert!(e.to_string().contains("podCIDR"), "{e}");
+    let e = s
+        .unreserve(Some("10.244.1.0/24".parse().unwrap()), None)
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("no reservations") && e.to_string().contains("podCIDR"),
+        "{e}"
+    );
+    assert!(fake.node("n1").is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

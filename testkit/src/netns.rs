@@ -267,6 +267,38 @@ impl Netns {
     }
 }
 
+/// Two namespaces `fct-<what>-...` joined by a veth pair named `ifname` on
+/// both sides, with the addresses `addrs` (CIDR, e.g. `198.51.100.1/24`)
+/// and up: the smallest underlay two nodes can share.
+pub fn linked_pair(
+    what: &str,
+    ifname: &str,
+    addrs: [&str; 2],
+) -> Result<(Netns, Netns), NetnsError> {
+    let a = Netns::create(what)?;
+    let b = Netns::create(what)?;
+    a.run(
+        "ip",
+        &[
+            "link",
+            "add",
+            ifname,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            ifname,
+            "netns",
+            b.name(),
+        ],
+    )?;
+    for (ns, addr) in [(&a, addrs[0]), (&b, addrs[1])] {
+        ns.run("ip", &["addr", "add", addr, "dev", ifname])?;
+        ns.run("ip", &["link", "set", ifname, "up"])?;
+    }
+    Ok((a, b))
+}
+
 impl AsRef<Path> for Netns {
     fn as_ref(&self) -> &Path {
         &self.path

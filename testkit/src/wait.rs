@@ -47,6 +47,12 @@ pub fn try_wait_for<T>(
     }
 }
 
+/// Whether `check` turned true within `within` (polled every [`POLL`]), for
+/// tests that assert with a message of their own.
+pub fn until(within: Duration, mut check: impl FnMut() -> bool) -> bool {
+    try_wait_for("", within, || check().then_some(()).ok_or_else(String::new)).is_ok()
+}
+
 /// For test bodies: polls `check` until it gives `Some`, and panics after
 /// `within` with what was awaited and `logs()` (e.g. the daemons' logs).
 pub fn wait_for<T>(
@@ -113,6 +119,18 @@ mod tests {
             err.to_string(),
             "timed out after 200ms waiting for the moon; last seen: still cheese"
         );
+    }
+
+    #[test]
+    fn until_reports_success_and_timeout() {
+        let start = Instant::now();
+        let mut n = 0;
+        assert!(until(Duration::from_secs(5), || {
+            n += 1;
+            n == 2
+        }));
+        assert!(!until(Duration::from_millis(100), || false));
+        assert!(start.elapsed() >= Duration::from_millis(100));
     }
 
     #[test]

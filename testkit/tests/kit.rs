@@ -159,3 +159,14 @@ fn http_get_reaches_a_server_inside_only() {
     );
     server.join().unwrap();
 }
+
+#[test]
+fn linked_pair_pings_across() {
+    testkit::assert_root("testkit linked_pair test");
+    let (a, b) =
+        testkit::netns::linked_pair("kit-pair", "veth0", ["198.51.100.1/24", "198.51.100.2/24"])
+            .unwrap();
+    a.run("ping", &["-c", "1", "-W", "5", "198.51.100.2"])
+        .unwrap();
+    assert!(b.has_link("veth0") && a.has_link("veth0"));
+}

@@ -16,7 +16,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use testkit::cmd::{self, CmdError};
 use testkit::netns::Netns;
@@ -123,12 +123,8 @@ impl<'a> Containerd<'a> {
     }
 
     fn wait_ready(&self, timeout: Duration) -> Result<(), ContainerdError> {
-        let start = Instant::now();
-        while start.elapsed() < timeout {
-            if cmd::run(self.ctr().arg("version")).is_ok() {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(100));
+        if testkit::wait::until(timeout, || cmd::run(self.ctr().arg("version")).is_ok()) {
+            return Ok(());
         }
         let log =
             std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default();
@@ -239,22 +235,16 @@ impl<'a> Containerd<'a> {
             return killed.map(|_| ()).map_err(ContainerdError::from);
         };
         let (_, mut child) = runs.remove(pos);
-        let start = Instant::now();
-        loop {
-            if let Ok(Some(_)) = child.try_wait() {
-                return Ok(());
-            }
-            if start.elapsed() > timeout {
-                let _ = child.kill();
-                let _ = child.wait();
-                killed?;
-                return Err(ContainerdError::Timeout {
-                    what: format!("`ctr run` of {id} exiting after its task was killed"),
-                    timeout,
-                });
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if testkit::wait::until(timeout, || matches!(child.try_wait(), Ok(Some(_)))) {
+            return Ok(());
         }
+        let _ = child.kill();
+        let _ = child.wait();
+        killed?;
+        Err(ContainerdError::Timeout {
+            what: format!("`ctr run` of {id} exiting after its task was killed"),
+            timeout,
+        })
     }
 }
 
@@ -277,14 +267,9 @@ impl Drop for Containerd<'_> {
         unsafe {
             libc::kill(self.daemon.id() as i32, libc::SIGTERM);
         }
-        let start = Instant::now();
-        let mut exited = false;
-        while !exited && start.elapsed() < Duration::from_secs(5) {
-            exited = matches!(self.daemon.try_wait(), Ok(Some(_)));
-            if !exited {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
+        let exited = testkit::wait::until(Duration::from_secs(5), || {
+            matches!(self.daemon.try_wait(), Ok(Some(_)))
+        });
         if !exited {
             let _ = self.daemon.kill();
             let _ = self.daemon.wait();

@@ -4,7 +4,7 @@
 //! iperf3 and read routes inside the lab's namespaces.
 
 use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -497,9 +497,9 @@ pub fn link_mac(ns: &str, dev: &str) -> Option<String> {
     v.get(0)?.get("address")?.as_str().map(str::to_string)
 }
 
-/// True when `path` names a namespace that exists.
+/// True when a namespace called `name` exists.
 pub fn netns_exists(name: &str) -> bool {
-    Path::new("/run/netns").join(name).exists()
+    testkit::netns::path_of(name).exists()
 }
 
 #[cfg(test)]

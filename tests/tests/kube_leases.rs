@@ -73,6 +73,13 @@ fn setup(e: impl std::fmt::Display) -> StoreError {
 #[async_trait::async_trait]
 impl Fixture for RealApi {
     async fn table(&self, net_conf: &str, ttl: Duration) -> StoreResult<Box<dyn Table>> {
+        Ok(Box::new(self.real_table(net_conf, ttl).await?))
+    }
+}
+
+impl RealApi {
+    /// A table in a fresh namespace of its own.
+    async fn real_table(&self, net_conf: &str, ttl: Duration) -> StoreResult<RealTable> {
         let n = self.tables.fetch_add(1, Ordering::Relaxed);
         let namespace = format!("i16-conf-{n}");
         let kubectl = self.kubectl.clone();
@@ -81,13 +88,13 @@ impl Fixture for RealApi {
             .await
             .map_err(setup)?
             .map_err(setup)?;
-        Ok(Box::new(RealTable {
+        Ok(RealTable {
             client: self.client.clone(),
             namespace,
             net_conf: net_conf.to_string(),
             ttl,
             etcd: self.etcd.clone(),
-        }))
+        })
     }
 }
 
@@ -142,6 +149,125 @@ async fn race_for_the_last_subnet(f: &RealApi) {
             .await
             .unwrap_or_else(|e| panic!("release: {e}"));
     }
+}
+
+/// `flannelctl leases` with `--store kube-lease` against the real API
+/// server, as an operator runs it (from the infra namespace, where the API
+/// server listens): list shows leases and reservations, reserve of a held
+/// subnet names the holder and what to do, release frees a lease and
+/// removes a reservation (the subnet is then free), an unknown subnet is
+/// named. `store` plays the nodes' daemons on the same namespace.
+async fn leases_cli(f: &RealApi, flannelctl: PathBuf, kubeconfig: PathBuf) {
+    let t = f
+        .real_table(conformance::TINY_NET_CONF, conformance::LONG_TTL)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let store = t.open().await.unwrap_or_else(|e| panic!("{e}"));
+    let namespace = t.namespace.clone();
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let net_conf = dir.path().join("net-conf.json");
+    std::fs::write(&net_conf, conformance::TINY_NET_CONF).unwrap_or_else(|e| panic!("{e}"));
+    let ctl = |args: &[&str]| -> (bool, String) {
+        let out = Command::new(&flannelctl)
+            .arg("leases")
+            .args(args)
+            .args(["--store", "kube-lease", "--namespace", &namespace])
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .arg("--net-config-path")
+            .arg(&net_conf)
+            .output()
+            .unwrap_or_else(|e| panic!("run {}: {e}", flannelctl.display()));
+        let text = String::from_utf8_lossy(if out.status.success() {
+            &out.stdout
+        } else {
+            &out.stderr
+        })
+        .into_owned();
+        (out.status.success(), text)
+    };
+    let acquire = |n: u8, previous: &str| {
+        let mut r = req(n);
+        r.previous_subnet = Some(previous.parse().unwrap_or_else(|e| panic!("{e}")));
+        let s = store.clone();
+        async move {
+            s.acquire(&r)
+                .await
+                .unwrap_or_else(|e| panic!("acquire {n}: {e}"))
+        }
+    };
+    let row = |table: &str, subnet: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(subnet))
+            .map(str::to_string)
+    };
+    let l1 = acquire(1, "10.0.0.16/28").await;
+    assert_eq!(
+        l1.subnet.map(|s| s.to_string()).as_deref(),
+        Some("10.0.0.16/28")
+    );
+    let (ok, out) = ctl(&[
+        "reserve",
+        "--subnet",
+        "10.0.0.32/28",
+        "--public-ip",
+        "192.0.2.9",
+    ]);
+    assert!(ok && out.contains("10.0.0.32-28"), "{out}");
+    let (ok, out) = ctl(&["list"]);
+    assert!(ok, "{out}");
+    let r16 = row(&out, "10.0.0.16/28").unwrap_or_else(|| panic!("{out}"));
+    let r32 = row(&out, "10.0.0.32/28").unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        r16.contains("192.0.2.1") && !r16.contains("reserved"),
+        "{out}"
+    );
+    assert!(
+        r32.contains("192.0.2.9") && r32.contains("reserved"),
+        "{out}"
+    );
+    let (ok, out) = ctl(&[
+        "reserve",
+        "--subnet",
+        "10.0.0.16/28",
+        "--public-ip",
+        "192.0.2.9",
+    ]);
+    assert!(
+        !ok && out.contains("192.0.2.1") && out.contains("flannelctl leases release"),
+        "{out}"
+    );
+    let l2 = acquire(2, "10.0.0.32/28").await;
+    assert_eq!(
+        l2.subnet.map(|s| s.to_string()).as_deref(),
+        Some("10.0.0.48/28")
+    );
+    let (ok, out) = ctl(&["release", "--subnet", "10.0.0.32/28"]);
+    assert!(ok && out.contains("removed the reservation"), "{out}");
+    let (ok, out) = ctl(&["release", "--subnet", "10.0.0.16/28"]);
+    assert!(
+        ok && out.contains("released") && out.contains("192.0.2.1"),
+        "{out}"
+    );
+    let (ok, out) = ctl(&["list"]);
+    assert!(
+        ok && row(&out, "10.0.0.16/28").is_none() && row(&out, "10.0.0.32/28").is_none(),
+        "{out}"
+    );
+    let (ok, out) = ctl(&["release", "--subnet", "10.0.0.16/28"]);
+    assert!(!ok && out.contains("not found"), "{out}");
+    // Both freed subnets are free for the next nodes.
+    let l3 = acquire(3, "10.0.0.32/28").await;
+    assert_eq!(
+        l3.subnet.map(|s| s.to_string()).as_deref(),
+        Some("10.0.0.32/28")
+    );
+    let l4 = acquire(4, "10.0.0.16/28").await;
+    assert_eq!(
+        l4.subnet.map(|s| s.to_string()).as_deref(),
+        Some("10.0.0.16/28")
+    );
 }
 
 fn pods(lab: &KubeLab, selector: &str) -> Result<Vec<PodInfo>> {
@@ -321,9 +447,12 @@ fn lease_subnet_source_on_a_cluster_without_pod_cidrs() -> Result<()> {
         );
     }
 
-    // 2. The whole conformance suite and the race, against the real API
-    //    server (from the infra namespace, where it listens).
+    // 2. The whole conformance suite, the race and the operator tool,
+    //    against the real API server (from the infra namespace, where it
+    //    listens).
     let (flannelctl, _, _) = e2e::lab::binaries()?;
+    let ctl_bin = flannelctl.clone();
+    let kc_cli = kubeconfig.clone();
     let name = lab.name.clone();
     let kubectl: Kubectl = Arc::new(move |args: &[&str]| {
         let out = Command::new(&flannelctl)
@@ -360,14 +489,19 @@ fn lease_subnet_source_on_a_cluster_without_pod_cidrs() -> Result<()> {
                     etcd: "http://198.51.100.254:2379".into(),
                     tables: AtomicU32::new(0),
                 };
-                conformance::run_all(&f).await;
-                race_for_the_last_subnet(&f).await;
+                // Each on tables of its own; none of them watches, so the
+                // suite's compaction of the lab's etcd does not disturb them.
+                tokio::join!(
+                    conformance::run_all_concurrently(&f),
+                    race_for_the_last_subnet(&f),
+                    leases_cli(&f, ctl_bin, kc_cli),
+                );
                 Ok::<_, anyhow::Error>(())
             })
         },
     )??;
     eprintln!(
-        "conformance suite + race on the real API server: {:.1} s",
+        "conformance suite + race + flannelctl leases on the real API server: {:.1} s",
         took.elapsed().as_secs_f64()
     );
 

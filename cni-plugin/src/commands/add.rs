@@ -249,6 +249,12 @@ fn configure_pod(
     pool: &Pool,
 ) -> Result<Link, CniError> {
     let mut pnl = netns.netlink()?;
+    // Looked up here, by name, while the pod end is still down. The index
+    // is also the host end's IFLA_LINK, but a RTM_GETLINK first runs the
+    // pending linkwatch event of the link it reads: cheap for this down
+    // end, while the host end (up, no carrier yet) would go through
+    // dev_deactivate and wait for an RCU grace period on every ADD
+    // (measured: docs/PERFORMANCE.md, CNI section).
     let link = pnl.link(&att.ifname)?;
     let mut reqs = vec![
         messages::set_link_up(link.index),

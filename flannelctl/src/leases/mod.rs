@@ -1,9 +1,11 @@
 //! `flannelctl leases list|reserve|release`: the operator's view of the
 //! lease table of any store (etcd, the embedded file, Kubernetes Node
 //! podCIDRs, Kubernetes Lease objects), through the same `LeaseStore` the
-//! daemon uses. The table formatting is pure and unit-tested; the store
-//! calls are tested against the embedded store (tests/leases_cli.rs) and
-//! the Kubernetes Lease store (lease-store's tests).
+//! daemon uses. `release` frees a lease or removes a reservation
+//! (`LeaseStore::unreserve`). The table formatting and the choice of entry
+//! are pure and unit-tested; the commands run against the embedded store,
+//! a real etcd and the fake API server (tests/leases_cli.rs) and against
+//! the real API server (tests/tests/kube_leases.rs).
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -107,8 +109,10 @@ enum LeasesCommand {
         #[arg(long)]
         public_ip: Ipv4Addr,
     },
-    /// Frees a node's lease on a subnet (its daemon, if it still runs,
-    /// acquires again). Reservations stay: they belong to the operator.
+    /// Frees the lease or removes the reservation on a subnet. A node's
+    /// daemon that still runs takes the same subnet back (as an ordinary
+    /// lease, with a TTL): stop the node first to free the subnet for
+    /// good.
     Release {
         #[command(flatten)]
         store: StoreArgs,
@@ -265,6 +269,35 @@ fn need_subnet(v4: Option<Ipv4Net>, v6: Option<Ipv6Net>) -> Result<(), LeasesErr
     Ok(())
 }
 
+/// The one lease or reservation on the given subnet(s): each one given
+/// must match (`--subnet` alone finds a dual-stack lease too).
+fn the_one(
+    leases: &[Lease],
+    v4: Option<Ipv4Net>,
+    v6: Option<Ipv6Net>,
+) -> Result<&Lease, LeasesError> {
+    let wanted = |l: &&Lease| {
+        v4.is_none_or(|s| l.subnet == Some(s)) && v6.is_none_or(|s| l.ipv6_subnet == Some(s))
+    };
+    let found: Vec<&Lease> = leases.iter().filter(wanted).collect();
+    let asked = [v4.map(|s| s.to_string()), v6.map(|s| s.to_string())]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" + ");
+    match found.as_slice() {
+        [one] => Ok(one),
+        [] => Err(LeasesError::Usage(format!(
+            "no lease or reservation on {asked} (not found): `flannelctl leases list` shows the table"
+        ))),
+        many => Err(LeasesError::Usage(format!(
+            "{} entries match {asked} ({}): give both --subnet and --ipv6-subnet",
+            many.len(),
+            many.iter().map(|l| l.key()).collect::<Vec<_>>().join(", ")
+        ))),
+    }
+}
+
 async fn run_async(a: &LeasesArgs) -> Result<ExitCode, LeasesError> {
     match &a.command {
         LeasesCommand::List { store, json } => {
@@ -296,7 +329,15 @@ async fn run_async(a: &LeasesArgs) -> Result<ExitCode, LeasesError> {
                 backend_data: None,
                 backend_v6_data: None,
             };
-            let l = s.reserve(*subnet, *ipv6_subnet, &attrs).await?;
+            let l = match s.reserve(*subnet, *ipv6_subnet, &attrs).await {
+                Ok(l) => l,
+                Err(StoreError::SubnetTaken { key, holder }) => {
+                    return Err(LeasesError::Usage(format!(
+                        "cannot reserve {key}: the node {holder} holds it (a lease or its reservation); reserve another subnet, or free this one first: stop or remove that node, then `flannelctl leases release --subnet ...` (`flannelctl leases list` shows the table)"
+                    )))
+                }
+                Err(e) => return Err(e.into()),
+            };
             println!("reserved {} for {}", l.key(), public_ip);
         }
         LeasesCommand::Release {
@@ -312,21 +353,22 @@ async fn run_async(a: &LeasesArgs) -> Result<ExitCode, LeasesError> {
             }
             let s = open(store, None).await?;
             let (leases, _) = s.list().await?;
-            let l = leases
-                .iter()
-                .find(|l| l.subnet == *subnet && l.ipv6_subnet == *ipv6_subnet)
-                .ok_or_else(|| {
-                    StoreError::NotFound(lease_store::key::encode(*subnet, *ipv6_subnet))
-                })?;
+            let l = the_one(&leases, *subnet, *ipv6_subnet)?;
             if l.is_reservation() {
-                return Err(LeasesError::Usage(format!(
-                    "{} is a reservation (for {}); release frees leases only",
+                let r = s.unreserve(l.subnet, l.ipv6_subnet).await?;
+                println!(
+                    "removed the reservation {} (for {}); a daemon still running with that public IP keeps the subnet as an ordinary lease",
+                    r.key(),
+                    r.attrs.public_ip
+                );
+            } else {
+                s.release(l).await?;
+                println!(
+                    "released {} (was held by {}); a daemon still running there takes it back",
                     l.key(),
                     l.attrs.public_ip
-                )));
+                );
             }
-            s.release(l).await?;
-            println!("released {} (was held by {})", l.key(), l.attrs.public_ip);
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -377,8 +419,46 @@ mod tests {
         assert!(lines[2].contains("expired"), "{t}");
         assert!(lines[3].contains("600s") && lines[3].contains("vtep=0a:58:00:00:00:01"));
         let j = json_lines(&[lease("10.244.2.0/24", 2, None)]);
+        assert!(j.ends_with('\n'));
         let v: serde_json::Value = serde_json::from_str(j.trim()).unwrap();
         assert_eq!(v["reservation"], true);
         assert_eq!(v["attrs"]["PublicIP"], "192.0.2.2");
+    }
+
+    #[test]
+    fn release_finds_exactly_one_entry_and_names_mistakes() {
+        let mut dual = lease("10.244.3.0/24", 3, Some(10));
+        dual.ipv6_subnet = Some("fd00:10:244:3::/64".parse().unwrap());
+        let all = [lease("10.244.2.0/24", 2, None), dual.clone()];
+        let v4 = |s: &str| Some(s.parse::<Ipv4Net>().unwrap());
+        let got = the_one(&all, v4("10.244.2.0/24"), None).unwrap();
+        assert!(got.is_reservation());
+        // --subnet alone finds a dual-stack entry; a wrong v6 part does not.
+        assert_eq!(the_one(&all, v4("10.244.3.0/24"), None).unwrap(), &dual);
+        let e = the_one(
+            &all,
+            v4("10.244.3.0/24"),
+            Some("fd00::/64".parse().unwrap()),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("not found") && e.contains("10.244.3.0/24 + fd00::/64"),
+            "{e}"
+        );
+        let e = the_one(&all, v4("10.244.9.0/24"), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("flannelctl leases list"), "{e}");
+        // Two entries on one v4 subnet (a hand-made store): say which.
+        let mut twin = dual.clone();
+        twin.ipv6_subnet = Some("fd00:10:244:4::/64".parse().unwrap());
+        let e = the_one(&[dual, twin], v4("10.244.3.0/24"), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("2 entries") && e.contains("--ipv6-subnet"),
+            "{e}"
+        );
     }
 }

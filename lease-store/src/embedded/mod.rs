@@ -295,6 +295,35 @@ impl LeaseStore for EmbeddedStore {
         .await
     }
 
+    async fn unreserve(
+        &self,
+        subnet: Option<Ipv4Net>,
+        ipv6_subnet: Option<Ipv6Net>,
+    ) -> Result<Lease> {
+        self.update(move |s, ctx| {
+            let key = crate::key::encode(subnet, ipv6_subnet);
+            let Some(r) = s.leases.get(&key) else {
+                return Err(StoreError::NotFound(key));
+            };
+            if r.expires_ms.is_some() {
+                return Err(StoreError::NotReserved {
+                    key,
+                    holder: r.attrs.public_ip,
+                });
+            }
+            let removed = Lease {
+                subnet,
+                ipv6_subnet,
+                attrs: r.attrs.clone(),
+                expiration: None,
+                revision: r.revision,
+            };
+            s.delete(&key, ctx.log_limit);
+            Ok(removed)
+        })
+        .await
+    }
+
     async fn list(&self) -> Result<(Vec<Lease>, Revision)> {
         let path = self.path.clone();
         self.update(move |s, _| Ok((leases_of(s, &path)?, s.revision)))

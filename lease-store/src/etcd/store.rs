@@ -699,6 +699,41 @@ impl EtcdStore {
         })
     }
 
+    async fn unreserve_here(
+        &self,
+        subnet: Option<Ipv4Net>,
+        ipv6_subnet: Option<Ipv6Net>,
+    ) -> Result<Lease> {
+        let full = self.keys.subnet(&crate::key::encode(subnet, ipv6_subnet));
+        let Some(kv) = self.get_one(&full).await? else {
+            return Err(StoreError::NotFound(full));
+        };
+        if kv.lease() != 0 {
+            return Err(StoreError::NotReserved {
+                key: full,
+                holder: holder_of(&kv),
+            });
+        }
+        let attrs: LeaseAttrs =
+            serde_json::from_slice(kv.value()).map_err(|e| StoreError::Decode {
+                key: full.clone(),
+                reason: e.to_string(),
+            })?;
+        if !self.delete_if_unchanged(&full, kv.mod_revision()).await? {
+            return Err(StoreError::Unavailable {
+                op: "remove reservation",
+                reason: format!("{full} changed while removing it; retry"),
+            });
+        }
+        Ok(Lease {
+            subnet,
+            ipv6_subnet,
+            attrs,
+            expiration: None,
+            revision: kv.mod_revision(),
+        })
+    }
+
     async fn list_here(&self) -> Result<(Vec<Lease>, Revision)> {
         let (kvs, rev) = self.range_subnets().await?;
         Ok((self.decode_all(&kvs, true).await?, rev))
@@ -730,6 +765,15 @@ impl LeaseStore for EtcdStore {
         attrs: &LeaseAttrs,
     ) -> Result<Lease> {
         self.failover(|| self.reserve_here(subnet, ipv6_subnet, attrs))
+            .await
+    }
+
+    async fn unreserve(
+        &self,
+        subnet: Option<Ipv4Net>,
+        ipv6_subnet: Option<Ipv6Net>,
+    ) -> Result<Lease> {
+        self.failover(|| self.unreserve_here(subnet, ipv6_subnet))
             .await
     }
 

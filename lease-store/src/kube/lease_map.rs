@@ -23,6 +23,9 @@ pub const NAME_PREFIX: &str = "flannel-";
 /// lists and watches select on it, so other Leases in the namespace (leader
 /// elections) cost nothing.
 pub const LEASE_LABEL: &str = "subnet-lease";
+/// The label (after the prefix) with the lease's public address (see
+/// [`address_label`]).
+pub const ADDRESS_LABEL: &str = "subnet-lease-address";
 /// The annotations (after the prefix) holding the subnets.
 pub const SUBNET: &str = "subnet";
 pub const IPV6_SUBNET: &str = "ipv6-subnet";
@@ -99,6 +102,58 @@ pub fn key_of_name(name: &str) -> Option<(Option<Ipv4Net>, Option<Ipv6Net>)> {
 /// The label selector of our objects.
 pub fn label_selector(prefix: &str) -> String {
     format!("{prefix}{LEASE_LABEL}=true")
+}
+
+/// A node's address as text: its public IPv4, else its public IPv6 with
+/// `:` as `-` (the holder of a reservation, and of leases written without
+/// a node name).
+pub fn address_of(attrs: &LeaseAttrs) -> String {
+    if attrs.public_ip.is_unspecified() {
+        attrs
+            .public_ipv6
+            .map(|ip| ip.to_string().replace(':', "-"))
+            .unwrap_or_default()
+    } else {
+        attrs.public_ip.to_string()
+    }
+}
+
+/// A lease's address as a label value, so that a node finds its own Leases
+/// (flannel's rule: same public IP) with a label selector instead of
+/// listing the whole table. A label value is at most 63 characters of
+/// `[A-Za-z0-9._-]`, alphanumeric at both ends; text that is not one is
+/// hashed (64-bit FNV-1a, `h-<hex>`). Only a hint: the annotations are
+/// what counts, so a collision costs a wasted read, never a wrong owner.
+pub fn address_label(attrs: &LeaseAttrs) -> String {
+    label_value(&address_of(attrs))
+}
+
+fn label_value(text: &str) -> String {
+    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    let valid = text.len() <= 63
+        && alnum(text.chars().next())
+        && alnum(text.chars().last())
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if valid {
+        return text.to_string();
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("h-{h:016x}")
+}
+
+/// The selector of our Leases labelled with `attrs`' address.
+pub fn address_selector(prefix: &str, attrs: &LeaseAttrs) -> String {
+    format!(
+        "{},{prefix}{ADDRESS_LABEL}={}",
+        label_selector(prefix),
+        address_label(attrs)
+    )
 }
 
 /// True when the object carries our label (others are not ours to judge).
@@ -360,10 +415,10 @@ pub fn encode(lease: &Lease, w: &Write<'_>) -> KLease {
         metadata: ObjectMeta {
             name: Some(object_name(lease.subnet, lease.ipv6_subnet)),
             namespace: Some(w.namespace.to_string()),
-            labels: Some(BTreeMap::from([(
-                format!("{p}{LEASE_LABEL}"),
-                "true".to_string(),
-            )])),
+            labels: Some(BTreeMap::from([
+                (format!("{p}{LEASE_LABEL}"), "true".to_string()),
+                (format!("{p}{ADDRESS_LABEL}"), address_label(&lease.attrs)),
+            ])),
             annotations: Some(ann),
             owner_references: w.owner.map(|(name, uid)| {
                 vec![OwnerReference {
@@ -411,6 +466,25 @@ pub fn placeholder(name: &str) -> Option<Lease> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn address_labels_are_valid_label_values() {
+        assert_eq!(label_value("192.0.2.9"), "192.0.2.9");
+        assert_eq!(label_value("2001-db8--9"), "2001-db8--9");
+        let long = "n".repeat(64);
+        let hashed = label_value(&long);
+        assert!(hashed.starts_with("h-") && hashed.len() == 18, "{hashed}");
+        assert_eq!(hashed, label_value(&long), "stable");
+        assert_ne!(hashed, label_value(&"n".repeat(65)));
+        // Not alphanumeric at an end, or a character labels refuse.
+        assert!(label_value("-1").starts_with("h-"));
+        assert!(label_value("").starts_with("h-"));
+        assert!(label_value("a:b").starts_with("h-"));
+        let mut a = node_attrs(9);
+        a.public_ip = Ipv4Addr::UNSPECIFIED;
+        a.public_ipv6 = Some("2001:db8::9".parse().unwrap());
+        assert_eq!(address_label(&a), "2001-db8--9");
+    }
+
     use super::*;
 
     fn node_attrs(n: u8) -> LeaseAttrs {

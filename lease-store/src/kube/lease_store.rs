@@ -153,7 +153,14 @@ impl Table {
     ///
     /// An unreadable object held by `holder` (this node's own lease, edited
     /// by hand) blocks nothing: this node takes it back and rewrites it.
-    fn for_allocation(&self, now: SystemTime, holder: &str) -> (Vec<Lease>, Vec<LeaseObjectError>) {
+    /// A lease `holder` holds under other public IPs (an overwrite pinned
+    /// or removed since) is still this node's own: it keeps its subnet.
+    fn for_allocation(
+        &self,
+        now: SystemTime,
+        holder: &str,
+        attrs: &LeaseAttrs,
+    ) -> (Vec<Lease>, Vec<LeaseObjectError>) {
         let live: Vec<Decoded> = self
             .decoded
             .iter()
@@ -168,7 +175,17 @@ impl Table {
             .filter(|d| !d.is_live(now))
             .map(|d| d.name.as_str())
             .collect();
-        let mut leases: Vec<Lease> = kept.iter().map(|d| d.lease.clone()).collect();
+        let mut leases: Vec<Lease> = kept
+            .iter()
+            .map(|d| {
+                let mut l = d.lease.clone();
+                if d.holder == holder && !l.is_reservation() {
+                    l.attrs.public_ip = attrs.public_ip;
+                    l.attrs.public_ipv6 = attrs.public_ipv6;
+                }
+                l
+            })
+            .collect();
         // Objects that are neither usable nor expired (unreadable, or a
         // duplicate) keep their subnet: handing it out would put two nodes
         // on one subnet as soon as the object is repaired.
@@ -255,44 +272,49 @@ impl KubeLeaseStore {
     fn holder(&self, attrs: &LeaseAttrs) -> String {
         match &self.opts.node_name {
             Some(n) => n.clone(),
-            None if !attrs.public_ip.is_unspecified() => attrs.public_ip.to_string(),
-            None => attrs
-                .public_ipv6
-                .map(|ip| ip.to_string().replace(':', "-"))
-                .unwrap_or_default(),
+            None => lease_map::address_of(attrs),
         }
     }
 
-    /// Our Node's uid, for the ownerReference. Read on every write, not
-    /// cached: a Node deleted and registered again has a new uid, and a
-    /// deleted Node's daemon must not claim a subnet (the garbage collector
-    /// would delete a Lease owned by a gone uid at once).
-    async fn owner_uid(&self) -> Result<Option<String>> {
+    /// Our Node, read on every write, not cached: a Node deleted and
+    /// registered again has a new uid (the ownerReference), a deleted
+    /// Node's daemon must not claim a subnet (the garbage collector would
+    /// delete a Lease owned by a gone uid at once), and the operator may
+    /// pin another public IP on it at any time.
+    async fn own_node(&self) -> Result<Option<Node>> {
         let Some(name) = &self.opts.node_name else {
             return Ok(None);
         };
-        let node = match self.nodes.get(name).await {
-            Ok(n) => n,
-            Err(e) if is_status(&e, 404) => {
-                return Err(StoreError::NotFound(format!(
-                    "node {name} (is NODE_NAME this node's name?)"
-                )))
-            }
-            Err(e) => return Err(api_error("get own node", e)),
-        };
-        Ok(Some(node.metadata.uid.unwrap_or_default()))
+        match self.nodes.get(name).await {
+            Ok(n) => Ok(Some(n)),
+            Err(e) if is_status(&e, 404) => Err(StoreError::NotFound(format!(
+                "node {name} (is NODE_NAME this node's name?)"
+            ))),
+            Err(e) => Err(api_error("get own node", e)),
+        }
+    }
+
+    /// Our Node's uid, for the ownerReference.
+    async fn owner_uid(&self) -> Result<Option<String>> {
+        Ok(self
+            .own_node()
+            .await?
+            .map(|n| n.metadata.uid.unwrap_or_default()))
     }
 
     /// Every object of ours, paginated; a continue token that expired
     /// mid-way (410) starts the list over.
     async fn list_objects(&self) -> Result<(Vec<KLease>, Revision)> {
+        self.list_selected(&lease_map::label_selector(&self.opts.prefix))
+            .await
+    }
+
+    /// The objects `sel` selects, paginated as [`Self::list_objects`].
+    async fn list_selected(&self, sel: &str) -> Result<(Vec<KLease>, Revision)> {
         const ATTEMPTS: usize = 3;
-        let sel = lease_map::label_selector(&self.opts.prefix);
         let mut attempt = 1;
         'list: loop {
-            let mut lp = ListParams::default()
-                .labels(&sel)
-                .limit(self.opts.page_size);
+            let mut lp = ListParams::default().labels(sel).limit(self.opts.page_size);
             let mut objs = Vec::new();
             let mut revision = None;
             loop {
@@ -421,12 +443,30 @@ impl KubeLeaseStore {
 
     /// One allocation attempt; `Ok(None)`: lost a race, choose again.
     async fn acquire_once(&self, req: &AcquireRequest) -> Result<Option<Lease>> {
-        let uid = self.owner_uid().await?;
+        let node = self.own_node().await?;
+        let uid = node
+            .as_ref()
+            .map(|n| n.metadata.uid.clone().unwrap_or_default());
+        // The public IPs an operator pinned on the Node
+        // (`public-ip-overwrite`, `node-public-ip`) win over the detected
+        // ones, as with the podCIDR source.
+        let req = match &node {
+            Some(n) => AcquireRequest {
+                attrs: super::mapping::own_attrs(n, &self.opts.prefix, &req.attrs)
+                    .map_err(super::store::map_error)?,
+                ..req.clone()
+            },
+            None => req.clone(),
+        };
+        let req = &req;
         let holder = self.holder(&req.attrs);
         let owner = self.opts.node_name.as_deref().zip(uid.as_deref());
+        if let Some(l) = self.reuse_own(req, &holder, owner).await? {
+            return Ok(Some(l));
+        }
         let table = self.read_table().await?;
         let now = SystemTime::now();
-        let (leases, dups) = table.for_allocation(now, &holder);
+        let (leases, dups) = table.for_allocation(now, &holder, &req.attrs);
         self.rejects.report(dups);
         let (choice, plan) = crate::alloc::choose_plan(&self.opts.net_conf, &leases, req)?;
         for stale in &plan.stale_own {
@@ -471,6 +511,52 @@ impl KubeLeaseStore {
             }
         }
         self.written(&done).map(Some)
+    }
+
+    /// A restarted daemon's own Lease, found by its address label instead
+    /// of a list of the whole table (the full path's cost grows with the
+    /// cluster: at 5,000 nodes a DaemonSet rollout would be 5,000 lists of
+    /// 5,000 Leases), renewed in place with the request's attributes. Only
+    /// when the choice is plain: of the Leases with this node's address
+    /// (flannel's "own lease"), exactly one, live, readable, held by this
+    /// holder, inside the network config, and no reservation (flannel
+    /// prefers that). Else, or on a lost race, `Ok(None)`: the full path
+    /// decides, as before.
+    async fn reuse_own(
+        &self,
+        req: &AcquireRequest,
+        holder: &str,
+        owner: Option<(&str, &str)>,
+    ) -> Result<Option<Lease>> {
+        let prefix = &self.opts.prefix;
+        let (objs, _) = self
+            .list_selected(&lease_map::address_selector(prefix, &req.attrs))
+            .await?;
+        let [obj] = objs.as_slice() else {
+            return Ok(None);
+        };
+        let Ok(d) = lease_map::decode(obj, prefix) else {
+            return Ok(None);
+        };
+        if d.holder != holder
+            || d.lease.is_reservation()
+            || !d.is_live(SystemTime::now())
+            || !crate::alloc::same_node(&d.lease.attrs, &req.attrs)
+            || !self.opts.net_conf.fits(d.lease.subnet, d.lease.ipv6_subnet)
+        {
+            return Ok(None);
+        }
+        let mut w = self.write(holder, owner, Some(self.opts.ttl));
+        w.acquired = obj.spec.as_ref().and_then(|s| s.acquire_time.clone());
+        w.resource_version = obj.metadata.resource_version.clone();
+        let lease = Lease {
+            attrs: req.attrs.clone(),
+            ..d.lease
+        };
+        match self.replace(&lease_map::encode(&lease, &w)).await? {
+            Some(done) => self.written(&done).map(Some),
+            None => Ok(None),
+        }
     }
 
     fn lost(&self, name: &str, current: &Decoded) -> StoreError {
@@ -615,14 +701,7 @@ impl LeaseStore for KubeLeaseStore {
         let name = lease_map::object_name(subnet, ipv6_subnet);
         // The holder of a reservation is its node's address: the operator
         // writing it may not know the node's name.
-        let holder = if attrs.public_ip.is_unspecified() {
-            attrs
-                .public_ipv6
-                .map(|ip| ip.to_string().replace(':', "-"))
-                .unwrap_or_default()
-        } else {
-            attrs.public_ip.to_string()
-        };
+        let holder = lease_map::address_of(attrs);
         let lease = Lease {
             subnet,
             ipv6_subnet,
@@ -666,6 +745,38 @@ impl LeaseStore for KubeLeaseStore {
             attempts: ACQUIRE_ATTEMPTS,
             reason: format!("Lease {name} kept changing; retry"),
         })
+    }
+
+    async fn unreserve(
+        &self,
+        subnet: Option<Ipv4Net>,
+        ipv6_subnet: Option<Ipv6Net>,
+    ) -> Result<Lease> {
+        let name = lease_map::object_name(subnet, ipv6_subnet);
+        let Some(obj) = self.get(&name).await? else {
+            return Err(StoreError::NotFound(name));
+        };
+        let d = lease_map::decode(&obj, &self.opts.prefix).map_err(|e| StoreError::Decode {
+            key: name.clone(),
+            reason: e.to_string(),
+        })?;
+        // An expired lease is no reservation either: it is free already.
+        if !d.lease.is_reservation() {
+            return Err(StoreError::NotReserved {
+                key: name,
+                holder: d.lease.attrs.public_ip,
+            });
+        }
+        if !self
+            .delete_if_unchanged(&name, obj.metadata.resource_version.clone())
+            .await?
+        {
+            return Err(StoreError::Unavailable {
+                op: "remove reservation",
+                reason: format!("Lease {name} changed while removing it; retry"),
+            });
+        }
+        Ok(d.lease)
     }
 
     /// Live leases (reservations included), one per node; unusable objects

@@ -278,6 +278,20 @@ impl LeaseStore for KubeStore {
         })
     }
 
+    async fn unreserve(
+        &self,
+        _subnet: Option<ipnet::Ipv4Net>,
+        _ipv6_subnet: Option<ipnet::Ipv6Net>,
+    ) -> Result<Lease> {
+        Err(StoreError::Io {
+            op: "remove reservation",
+            source: std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "Kubernetes mode with podCIDRs (--kube-subnet-source node) has no reservations to remove: a node's subnet is its spec.podCIDR, freed when the Node is deleted",
+            ),
+        })
+    }
+
     /// Paginated; the result is also kept so that a `watch` from its
     /// revision can start from it.
     async fn list(&self) -> Result<(Vec<Lease>, Revision)> {
