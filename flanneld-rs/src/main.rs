@@ -140,8 +140,10 @@ async fn run(settings: Settings) -> Result<(), Fatal> {
             &config,
             kernel.clone(),
             &settings.datapath,
+            &node,
             &settings.vtep_mac_file,
-        )?;
+        )
+        .await?;
         let masq = wiring::masquerade(settings.ip_masq).await?;
         let loop_settings = LoopSettings {
             subnet_file: settings.subnet_file.clone(),

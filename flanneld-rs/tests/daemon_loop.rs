@@ -20,7 +20,7 @@ use flanneld::daemon::{LeaseLoop, LoopSettings, Metrics, Parts, Readiness};
 use ipnet::Ipv4Net;
 use lease_store::embedded::EmbeddedStore;
 use lease_store::subnet_env::SubnetEnv;
-use lease_store::{AcquireRequest, LeaseAttrs, LeaseStore, NetworkConfig};
+use lease_store::{AcquireRequest, LeaseAttrs, LeaseStore};
 use testkit::wait::wait_for_async;
 
 const NET_CONF: &str = r#"{"Network":"10.0.0.0/8","SubnetLen":24,"Backend":{"Type":"vxlan"}}"#;
@@ -48,11 +48,7 @@ struct Recording {
 
 #[async_trait::async_trait]
 impl Backend for Recording {
-    async fn prepare(
-        &mut self,
-        _node: &LocalNode,
-        _config: &NetworkConfig,
-    ) -> Result<Prepared, BackendError> {
+    async fn prepare(&mut self) -> Result<Prepared, BackendError> {
         self.calls.lock().unwrap().push(Call::Prepare);
         Ok(Prepared {
             backend_type: "vxlan".into(),

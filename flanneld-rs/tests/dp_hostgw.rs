@@ -30,8 +30,8 @@ async fn hostgw_routes_l2_peers_and_explains_the_others() {
         "ip route add 192.0.2.0/24 via 198.51.100.254 dev eth0",
     );
     let cfg = config(json!({"Type": "host-gw"}));
-    let mut b = HostGwBackend::new(node.nl.clone());
-    let p = b.prepare(&node.local, &cfg).await.unwrap();
+    let mut b = HostGwBackend::new(node.nl.clone(), &node.local, cfg.network);
+    let p = b.prepare().await.unwrap();
     assert_eq!(
         (p.backend_type.as_str(), p.backend_data.clone(), p.mtu),
         ("host-gw", None, 1500)
@@ -87,8 +87,8 @@ async fn hostgw_routes_carry_traffic_between_nodes() {
         sh(&node.ns, "ip link add cni0 type bridge");
         sh(&node.ns, &format!("ip addr add 10.244.{k}.1/24 dev cni0"));
         sh(&node.ns, "ip link set cni0 up");
-        let mut b = HostGwBackend::new(node.nl.clone());
-        b.prepare(&node.local, &cfg).await.unwrap();
+        let mut b = HostGwBackend::new(node.nl.clone(), &node.local, cfg.network);
+        b.prepare().await.unwrap();
         bs.push(b);
     }
     let r1 = bs[0]
@@ -140,8 +140,8 @@ async fn hostgw_owns_go_made_peer_routes_and_nothing_else() {
         sh(&node.ns, &format!("ip route add {r}"));
     }
     let cfg = config(json!({"Type": "host-gw"}));
-    let mut b = HostGwBackend::new(node.nl.clone());
-    b.prepare(&node.local, &cfg).await.unwrap();
+    let mut b = HostGwBackend::new(node.nl.clone(), &node.local, cfg.network);
+    b.prepare().await.unwrap();
     b.attach(&lease(
         "10.244.1.0/24",
         Ipv4Addr::new(198, 51, 100, 1),

@@ -12,7 +12,6 @@ use dp_common::*;
 use flanneld::backend::metadata::{MetadataBackend, GENEVE_DEVICE, VXLAN_DEVICE};
 use flanneld::backend::vxlan::VxlanBackend;
 use flanneld::backend::{vtep_mac, Backend, BackendSpec, Peer, TunnelSpec};
-use flanneld::netlink::Netlink;
 use serde_json::{json, Value};
 use testkit::Netns;
 
@@ -34,8 +33,8 @@ fn tunnel(backend: &Value) -> TunnelSpec {
     }
 }
 
-fn metadata(nl: &Netlink, backend: &Value) -> MetadataBackend {
-    MetadataBackend::new(nl.clone(), tunnel(backend))
+fn metadata(node: &Node, backend: &Value) -> MetadataBackend {
+    MetadataBackend::new(node.nl.clone(), tunnel(backend), &node.local).unwrap()
 }
 
 /// One encapsulated route as `ip -d route` prints it (the JSON output
@@ -121,9 +120,8 @@ async fn metadata_vxlan_device_entries_and_reconcile() {
     let n = nodes("mdvx", 1).await;
     let node = &n[0];
     let backend = json!({"Type": "vxlan", "Mode": "metadata", "VNI": 7});
-    let cfg = config(backend.clone());
-    let mut b = metadata(&node.nl, &backend);
-    let p = b.prepare(&node.local, &cfg).await.unwrap();
+    let mut b = metadata(node, &backend);
+    let p = b.prepare().await.unwrap();
     let mac = vtep_mac::derive(ip(1), 7).to_string();
     assert_eq!(p.backend_type, "vxlan");
     assert_eq!(p.backend_data, Some(json!({"VNI": 7, "VtepMAC": mac})));
@@ -261,11 +259,10 @@ async fn metadata_vxlan_restart_adopts_or_recreates_and_leaves_others_alone() {
         sh(&node.ns, &format!("ip route add {r}"));
     }
     let backend = json!({"Type": "vxlan", "Mode": "metadata"});
-    let cfg = config(backend.clone());
     let peers: Vec<Peer> = (2..=4).map(numbered_peer).collect();
     {
-        let mut first = metadata(&node.nl, &backend);
-        let p = first.prepare(&node.local, &cfg).await.unwrap();
+        let mut first = metadata(node, &backend);
+        let p = first.prepare().await.unwrap();
         first
             .attach(&lease("10.244.1.0/24", ip(1), "vxlan", p.backend_data))
             .await
@@ -277,8 +274,8 @@ async fn metadata_vxlan_restart_adopts_or_recreates_and_leaves_others_alone() {
     assert_eq!(routes(&node.ns).len(), 3, "everything stays in place");
     sh(&node.ns, &format!("ip link set {VXLAN_DEVICE} mtu 1300"));
 
-    let mut second = metadata(&node.nl, &backend);
-    let p = second.prepare(&node.local, &cfg).await.unwrap();
+    let mut second = metadata(node, &backend);
+    let p = second.prepare().await.unwrap();
     second
         .attach(&lease("10.244.1.0/24", ip(1), "vxlan", p.backend_data))
         .await
@@ -297,11 +294,8 @@ async fn metadata_vxlan_restart_adopts_or_recreates_and_leaves_others_alone() {
 
     // Other port: not adoptable, recreated.
     let other = json!({"Type": "vxlan", "Mode": "metadata", "Port": 4789});
-    let mut third = metadata(&node.nl, &other);
-    third
-        .prepare(&node.local, &config(other.clone()))
-        .await
-        .unwrap();
+    let mut third = metadata(node, &other);
+    third.prepare().await.unwrap();
     let l = link(&node.ns, VXLAN_DEVICE);
     assert_ne!(l["ifindex"], index, "an incompatible device is recreated");
     assert_eq!(l["linkinfo"]["info_data"]["port"], 4789);
@@ -319,19 +313,18 @@ async fn mode_switch_removes_the_other_vxlan_device() {
     let node = &n[0];
     let fdb_cfg = config(json!({"Type": "vxlan"}));
     let md = json!({"Type": "vxlan", "Mode": "metadata"});
-    let md_cfg = config(md.clone());
     let peer = [vxlan_peer("10.244.2.0/24", ip(2), "0a:00:00:00:00:02")];
 
     // FDB -> metadata.
-    let mut f = VxlanBackend::new(node.nl.clone(), &fdb_cfg).unwrap();
-    let p = f.prepare(&node.local, &fdb_cfg).await.unwrap();
+    let mut f = VxlanBackend::new(node.nl.clone(), &fdb_cfg, &node.local).unwrap();
+    let p = f.prepare().await.unwrap();
     f.attach(&lease("10.244.1.0/24", ip(1), "vxlan", p.backend_data))
         .await
         .unwrap();
     f.reconcile(&peer).await.unwrap();
     assert!(has_link(&node.ns, "flannel.1"));
-    let mut m = metadata(&node.nl, &md);
-    let p = m.prepare(&node.local, &md_cfg).await.unwrap();
+    let mut m = metadata(node, &md);
+    let p = m.prepare().await.unwrap();
     assert!(!has_link(&node.ns, "flannel.1"), "FDB device removed");
     assert!(has_link(&node.ns, VXLAN_DEVICE));
     assert!(routes(&node.ns).is_empty(), "its routes went with it");
@@ -345,8 +338,8 @@ async fn mode_switch_removes_the_other_vxlan_device() {
     );
 
     // Metadata -> FDB.
-    let mut f = VxlanBackend::new(node.nl.clone(), &fdb_cfg).unwrap();
-    let p = f.prepare(&node.local, &fdb_cfg).await.unwrap();
+    let mut f = VxlanBackend::new(node.nl.clone(), &fdb_cfg, &node.local).unwrap();
+    let p = f.prepare().await.unwrap();
     assert!(!has_link(&node.ns, VXLAN_DEVICE), "metadata device removed");
     assert!(has_link(&node.ns, "flannel.1"));
     f.attach(&lease("10.244.1.0/24", ip(1), "vxlan", p.backend_data))
@@ -432,11 +425,11 @@ fn tcp(client: &Netns, server: &Netns, server_ip: &str) {
 
 /// Brings up `backends[i]` on node i+1 with lease 10.244.(i+1).0/24, then
 /// feeds every node the others' published leases.
-async fn mesh(n: &[Node], backends: &mut [Box<dyn Backend>], cfgs: &[lease_store::NetworkConfig]) {
+async fn mesh(n: &[Node], backends: &mut [Box<dyn Backend>]) {
     let mut published = Vec::new();
     for (i, (node, b)) in n.iter().zip(backends.iter_mut()).enumerate() {
         let subnet = format!("10.244.{}.0/24", i + 1);
-        let p = b.prepare(&node.local, &cfgs[i]).await.unwrap();
+        let p = b.prepare().await.unwrap();
         b.attach(&lease(
             &subnet,
             node.local.public_ip,
@@ -469,12 +462,11 @@ async fn mesh(n: &[Node], backends: &mut [Box<dyn Backend>], cfgs: &[lease_store
 async fn metadata_vxlan_three_nodes_carry_pod_traffic() {
     let n = nodes("mdmesh", 3).await;
     let backend = json!({"Type": "vxlan", "Mode": "metadata"});
-    let cfgs = vec![config(backend.clone()); 3];
     let mut backends: Vec<Box<dyn Backend>> = n
         .iter()
-        .map(|node| Box::new(metadata(&node.nl, &backend)) as Box<dyn Backend>)
+        .map(|node| Box::new(metadata(node, &backend)) as Box<dyn Backend>)
         .collect();
-    mesh(&n, &mut backends, &cfgs).await;
+    mesh(&n, &mut backends).await;
     let pods: Vec<Netns> = n
         .iter()
         .enumerate()
@@ -503,12 +495,11 @@ async fn metadata_node_and_fdb_node_interoperate() {
     let n = nodes("mdmix", 2).await;
     let md = json!({"Type": "vxlan", "Mode": "metadata"});
     let fdb_cfg = config(json!({"Type": "vxlan"}));
-    let cfgs = vec![config(md.clone()), fdb_cfg.clone()];
     let mut backends: Vec<Box<dyn Backend>> = vec![
-        Box::new(metadata(&n[0].nl, &md)),
-        Box::new(VxlanBackend::new(n[1].nl.clone(), &fdb_cfg).unwrap()),
+        Box::new(metadata(&n[0], &md)),
+        Box::new(VxlanBackend::new(n[1].nl.clone(), &fdb_cfg, &n[1].local).unwrap()),
     ];
-    mesh(&n, &mut backends, &cfgs).await;
+    mesh(&n, &mut backends).await;
     assert!(has_link(&n[0].ns, VXLAN_DEVICE) && has_link(&n[1].ns, "flannel.1"));
     let pods: Vec<Netns> = n
         .iter()
@@ -529,14 +520,13 @@ async fn metadata_node_and_fdb_node_interoperate() {
 async fn metadata_vxlan_over_an_ipv6_underlay_carries_pod_traffic() {
     let n = nodes_ipv6("md6", 2, false).await;
     let md = json!({"Type": "vxlan", "Mode": "metadata", "Underlay": "ipv6"});
-    let cfgs = vec![config(md.clone()), config(md.clone())];
     let mut backends: Vec<Box<dyn Backend>> = vec![
-        Box::new(metadata(&n[0].nl, &md)),
-        Box::new(metadata(&n[1].nl, &md)),
+        Box::new(metadata(&n[0], &md)),
+        Box::new(metadata(&n[1], &md)),
     ];
-    let p = backends[0].prepare(&n[0].local, &cfgs[0]).await.unwrap();
+    let p = backends[0].prepare().await.unwrap();
     assert_eq!(p.mtu, 1500 - 70);
-    mesh(&n, &mut backends, &cfgs).await;
+    mesh(&n, &mut backends).await;
     let l = link(&n[0].ns, VXLAN_DEVICE);
     let data = &l["linkinfo"]["info_data"];
     assert_eq!(data["local6"], "2001:db8:100::1", "{l}");
@@ -587,9 +577,9 @@ async fn geneve_link_creation_fails_with_eopnotsupp_on_this_kernel() {
 
     // Without Fallback: one clear line.
     let backend = json!({"Type": "geneve"});
-    let mut b = metadata(&node.nl, &backend);
+    let mut b = metadata(node, &backend);
     let e = b
-        .prepare(&node.local, &config(backend.clone()))
+        .prepare()
         .await
         .expect_err("no geneve support must fail prepare")
         .to_string();
@@ -608,13 +598,21 @@ async fn geneve_fallback_runs_the_userspace_datapath() {
     let n = nodes("mdfb", 1).await;
     let node = &n[0];
     let backend = json!({"Type": "geneve", "Fallback": "userspace"});
-    let cfg = config(backend.clone());
-    let mut b = metadata(&node.nl, &backend);
+    // The fallback is chosen by the factory, before a backend exists.
+    let mut b = flanneld::backend::open(
+        &config(backend.clone()),
+        node.nl.clone(),
+        &flanneld::backend::NodeOverrides::default(),
+        &node.local,
+        None,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("the userspace fallback must take over: {e}"));
     let p = b
-        .prepare(&node.local, &cfg)
+        .prepare()
         .await
         .unwrap_or_else(|e| panic!("the userspace fallback must take over: {e}"));
-    assert!(b.fell_back());
+    assert!(b.stats().is_some(), "the userspace datapath runs");
     assert_eq!(p.backend_type, "geneve");
     assert_eq!(
         p.backend_data,

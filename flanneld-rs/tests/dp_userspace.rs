@@ -56,9 +56,8 @@ fn published(subnet: &str, node: &Node, p: &Prepared) -> Peer {
 }
 
 async fn userspace(node: &Node, backend: Value, subnet: &str) -> (UserspaceBackend, Prepared) {
-    let cfg = config(backend.clone());
-    let mut b = UserspaceBackend::new(node.nl.clone(), tunnel_spec(&backend));
-    let p = b.prepare(&node.local, &cfg).await.unwrap();
+    let mut b = UserspaceBackend::new(node.nl.clone(), tunnel_spec(&backend), &node.local).unwrap();
+    let p = b.prepare().await.unwrap();
     b.attach(&lease(
         subnet,
         node.local.public_ip,
@@ -189,8 +188,8 @@ async fn userspace_and_kernel_vxlan(
     let backend = json!({"Type": "vxlan", "Mode": "userspace"});
     let (mut ua, pa) = userspace(&n[0], backend, "10.244.1.0/24").await;
     let kcfg = config(json!({"Type": "vxlan"}));
-    let mut kb = VxlanBackend::new(n[1].nl.clone(), &kcfg).unwrap();
-    let pb = kb.prepare(&n[1].local, &kcfg).await.unwrap();
+    let mut kb = VxlanBackend::new(n[1].nl.clone(), &kcfg, &n[1].local).unwrap();
+    let pb = kb.prepare().await.unwrap();
     pair(&n, &mut ua, &pa, &mut kb, &pb).await;
     let pod_a = add_pod(&n[0], 1, 1450);
     let pod_b = add_pod(&n[1], 2, 1450);
@@ -309,10 +308,13 @@ async fn userspace_vxlan_over_ipv6_interoperates_with_kernel_metadata_vxlan() {
     assert_eq!(pa.mtu, 1430);
 
     let md = json!({"Type": "vxlan", "Mode": "metadata", "Underlay": "ipv6"});
-    let kcfg = config(md.clone());
-    let mut kb =
-        flanneld::backend::metadata::MetadataBackend::new(n[1].nl.clone(), tunnel_spec(&md));
-    let pb = kb.prepare(&n[1].local, &kcfg).await.unwrap();
+    let mut kb = flanneld::backend::metadata::MetadataBackend::new(
+        n[1].nl.clone(),
+        tunnel_spec(&md),
+        &n[1].local,
+    )
+    .unwrap();
+    let pb = kb.prepare().await.unwrap();
     assert_eq!(pb.mtu, 1430);
     pair(&n, &mut ua, &pa, &mut kb, &pb).await;
     let pod_a = add_pod(&n[0], 1, 1430);

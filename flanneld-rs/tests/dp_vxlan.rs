@@ -25,8 +25,8 @@ async fn vxlan_device_has_flannel_attributes_and_is_reused_or_recreated() {
     let n = nodes("vxdev", 1).await;
     let node = &n[0];
     let cfg = config(json!({"Type": "vxlan"}));
-    let mut b = VxlanBackend::new(node.nl.clone(), &cfg).unwrap();
-    let prepared = b.prepare(&node.local, &cfg).await.unwrap();
+    let mut b = VxlanBackend::new(node.nl.clone(), &cfg, &node.local).unwrap();
+    let prepared = b.prepare().await.unwrap();
     let mac = vtep_mac::derive(ip(1), 1).to_string();
     assert_eq!(prepared.backend_type, "vxlan");
     assert_eq!(
@@ -69,16 +69,16 @@ async fn vxlan_device_has_flannel_attributes_and_is_reused_or_recreated() {
     // A restart with the same options adopts the device: same ifindex.
     let index = l["ifindex"].clone();
     sh(&node.ns, "ip link set flannel.1 mtu 1300");
-    let mut again = VxlanBackend::new(node.nl.clone(), &cfg).unwrap();
-    again.prepare(&node.local, &cfg).await.unwrap();
+    let mut again = VxlanBackend::new(node.nl.clone(), &cfg, &node.local).unwrap();
+    again.prepare().await.unwrap();
     let l2 = link(node, "flannel.1");
     assert_eq!(l2["ifindex"], index, "a compatible device must be reused");
     assert_eq!(l2["mtu"], 1450, "MTU is fixed in place");
 
     // A new port cannot be changed in place: the device is recreated.
     let cfg2 = config(json!({"Type": "vxlan", "port": 4789, "GBP": true}));
-    let mut other = VxlanBackend::new(node.nl.clone(), &cfg2).unwrap();
-    other.prepare(&node.local, &cfg2).await.unwrap();
+    let mut other = VxlanBackend::new(node.nl.clone(), &cfg2, &node.local).unwrap();
+    other.prepare().await.unwrap();
     let l3 = link(node, "flannel.1");
     assert_ne!(
         l3["ifindex"], index,
@@ -93,8 +93,8 @@ async fn vxlan_peers_added_removed_and_mac_changed() {
     let n = nodes("vxpeer", 1).await;
     let node = &n[0];
     let cfg = config(json!({"Type": "vxlan", "VNI": 7}));
-    let mut b = VxlanBackend::new(node.nl.clone(), &cfg).unwrap();
-    let p = b.prepare(&node.local, &cfg).await.unwrap();
+    let mut b = VxlanBackend::new(node.nl.clone(), &cfg, &node.local).unwrap();
+    let p = b.prepare().await.unwrap();
     b.attach(&lease("10.244.1.0/24", ip(1), "vxlan", p.backend_data))
         .await
         .unwrap();
@@ -216,8 +216,8 @@ async fn vxlan_second_instance_sweeps_stale_peers() {
         })
         .collect();
     {
-        let mut first = VxlanBackend::new(node.nl.clone(), &cfg).unwrap();
-        let p = first.prepare(&node.local, &cfg).await.unwrap();
+        let mut first = VxlanBackend::new(node.nl.clone(), &cfg, &node.local).unwrap();
+        let p = first.prepare().await.unwrap();
         first
             .attach(&lease("10.244.1.0/24", ip(1), "vxlan", p.backend_data))
             .await
@@ -227,8 +227,8 @@ async fn vxlan_second_instance_sweeps_stale_peers() {
     }
     assert_eq!(our_routes(&node.ns).len(), 3);
     // The "daemon" restarts; peers 3 and 4 left while it was down.
-    let mut second = VxlanBackend::new(node.nl.clone(), &cfg).unwrap();
-    let p = second.prepare(&node.local, &cfg).await.unwrap();
+    let mut second = VxlanBackend::new(node.nl.clone(), &cfg, &node.local).unwrap();
+    let p = second.prepare().await.unwrap();
     second
         .attach(&lease("10.244.1.0/24", ip(1), "vxlan", p.backend_data))
         .await
@@ -259,8 +259,8 @@ async fn vxlan_device_deleted_by_hand_comes_back_with_entries() {
     let n = nodes("vxdel", 1).await;
     let node = &n[0];
     let cfg = config(json!({"Type": "vxlan"}));
-    let mut b = VxlanBackend::new(node.nl.clone(), &cfg).unwrap();
-    let p = b.prepare(&node.local, &cfg).await.unwrap();
+    let mut b = VxlanBackend::new(node.nl.clone(), &cfg, &node.local).unwrap();
+    let p = b.prepare().await.unwrap();
     b.attach(&lease("10.244.1.0/24", ip(1), "vxlan", p.backend_data))
         .await
         .unwrap();
@@ -319,8 +319,8 @@ async fn vxlan_leaves_entries_it_does_not_own() {
     );
 
     let cfg = config(json!({"Type": "vxlan"}));
-    let mut b = VxlanBackend::new(node.nl.clone(), &cfg).unwrap();
-    let p = b.prepare(&node.local, &cfg).await.unwrap();
+    let mut b = VxlanBackend::new(node.nl.clone(), &cfg, &node.local).unwrap();
+    let p = b.prepare().await.unwrap();
     b.attach(&lease("10.244.1.0/24", ip(1), "vxlan", p.backend_data))
         .await
         .unwrap();
@@ -354,8 +354,8 @@ async fn vxlan_direct_routing_uses_underlay_for_l2_peers() {
         "ip route add 192.0.2.0/24 via 198.51.100.254 dev eth0",
     );
     let cfg = config(json!({"Type": "vxlan", "DirectRouting": true}));
-    let mut b = VxlanBackend::new(node.nl.clone(), &cfg).unwrap();
-    let p = b.prepare(&node.local, &cfg).await.unwrap();
+    let mut b = VxlanBackend::new(node.nl.clone(), &cfg, &node.local).unwrap();
+    let p = b.prepare().await.unwrap();
     b.attach(&lease("10.244.1.0/24", ip(1), "vxlan", p.backend_data))
         .await
         .unwrap();
@@ -401,8 +401,8 @@ async fn vxlan_overlay_carries_pod_to_pod_ping() {
     let mut pods = Vec::new();
     for (i, node) in n.iter().enumerate() {
         let k = i + 1;
-        let mut b = VxlanBackend::new(node.nl.clone(), &cfg).unwrap();
-        let p = b.prepare(&node.local, &cfg).await.unwrap();
+        let mut b = VxlanBackend::new(node.nl.clone(), &cfg, &node.local).unwrap();
+        let p = b.prepare().await.unwrap();
         let subnet = format!("10.244.{k}.0/24");
         b.attach(&lease(
             &subnet,
@@ -464,8 +464,8 @@ async fn vxlan_thousand_peers_converge_in_one_pass() {
     let n = nodes("vxk", 1).await;
     let node = &n[0];
     let cfg = config(json!({"Type": "vxlan"}));
-    let mut b = VxlanBackend::new(node.nl.clone(), &cfg).unwrap();
-    let p = b.prepare(&node.local, &cfg).await.unwrap();
+    let mut b = VxlanBackend::new(node.nl.clone(), &cfg, &node.local).unwrap();
+    let p = b.prepare().await.unwrap();
     b.attach(&lease("10.244.0.0/26", ip(1), "vxlan", p.backend_data))
         .await
         .unwrap();
@@ -535,10 +535,10 @@ async fn vxlan_adopts_go_device_with_its_random_mac() {
     let memory = flanneld::backend::mac_memory::MacMemory::new(dir.join("vtep-mac.json"));
 
     let cfg = config(json!({"Type": "vxlan"}));
-    let mut b = VxlanBackend::new(node.nl.clone(), &cfg)
+    let mut b = VxlanBackend::new(node.nl.clone(), &cfg, &node.local)
         .unwrap()
         .with_mac_memory(Some(memory.clone()));
-    let p = b.prepare(&node.local, &cfg).await.unwrap();
+    let p = b.prepare().await.unwrap();
     assert_eq!(p.backend_data, Some(json!({"VNI": 1, "VtepMAC": go_mac})));
     assert_eq!(
         link(node, "flannel.1")["ifindex"],
@@ -555,10 +555,10 @@ async fn vxlan_adopts_go_device_with_its_random_mac() {
     // Deleted while the daemon is down: the next run recreates it with
     // Go's MAC, so peers keep their entries.
     sh(&node.ns, "ip link del flannel.1");
-    let mut again = VxlanBackend::new(node.nl.clone(), &cfg)
+    let mut again = VxlanBackend::new(node.nl.clone(), &cfg, &node.local)
         .unwrap()
         .with_mac_memory(Some(memory.clone()));
-    let p = again.prepare(&node.local, &cfg).await.unwrap();
+    let p = again.prepare().await.unwrap();
     assert_eq!(p.backend_data, Some(json!({"VNI": 1, "VtepMAC": go_mac})));
     assert_eq!(link(node, "flannel.1")["address"], go_mac);
 
@@ -571,8 +571,8 @@ async fn vxlan_adopts_go_device_with_its_random_mac() {
 
     // No memory and no device: the derived MAC.
     sh(&node.ns, "ip link del flannel.1");
-    let mut fresh = VxlanBackend::new(node.nl.clone(), &cfg).unwrap();
-    let p = fresh.prepare(&node.local, &cfg).await.unwrap();
+    let mut fresh = VxlanBackend::new(node.nl.clone(), &cfg, &node.local).unwrap();
+    let p = fresh.prepare().await.unwrap();
     let derived = vtep_mac::derive(ip(1), 1).to_string();
     assert_eq!(p.backend_data, Some(json!({"VNI": 1, "VtepMAC": derived})));
     assert_eq!(link(node, "flannel.1")["address"], derived.as_str());

@@ -33,9 +33,6 @@ pub enum BackendError {
     Mtu(#[from] crate::node::mtu::MtuError),
     #[error("userspace datapath: {0}")]
     Userspace(#[from] EngineError),
-    /// A step called before `prepare` (a daemon bug, not an operator's).
-    #[error("{backend}: used before prepare")]
-    NotPrepared { backend: &'static str },
 }
 
 /// One peer that could not be programmed (or one stale entry that could

@@ -98,16 +98,15 @@ fn applied(calls: &[Call]) -> Vec<&'static str> {
         .collect()
 }
 
-fn vxlan(k: &Arc<FakeKernel>) -> VxlanBackend {
-    VxlanBackend::new(shared(k), &config(json!({"Type": "vxlan"}))).unwrap()
+fn vxlan(k: &Arc<FakeKernel>, node: &LocalNode) -> VxlanBackend {
+    VxlanBackend::new(shared(k), &config(json!({"Type": "vxlan"})), node).unwrap()
 }
 
 #[tokio::test]
 async fn vxlan_fresh_node_creates_the_device_then_the_address_then_neigh_fdb_route() {
     let (k, node) = kernel();
-    let cfg = config(json!({"Type": "vxlan"}));
-    let mut b = vxlan(&k);
-    let p = b.prepare(&node, &cfg).await.unwrap();
+    let mut b = vxlan(&k, &node);
+    let p = b.prepare().await.unwrap();
     let dev = k.link("flannel.1").expect("device created");
     assert_eq!(dev.kind, Some(InfoKind::Vxlan));
     assert_eq!((dev.mtu, dev.up), (Some(1450), true));
@@ -190,9 +189,8 @@ async fn vxlan_fresh_node_creates_the_device_then_the_address_then_neigh_fdb_rou
 #[tokio::test]
 async fn vxlan_adopts_a_compatible_device_fixing_only_its_mtu() {
     let (k, node) = kernel();
-    let cfg = config(json!({"Type": "vxlan"}));
-    let mut first = vxlan(&k);
-    first.prepare(&node, &cfg).await.unwrap();
+    let mut first = vxlan(&k, &node);
+    first.prepare().await.unwrap();
     let dev = k.link("flannel.1").unwrap();
     k.state().links.iter_mut().for_each(|l| {
         if l.name == "flannel.1" {
@@ -200,8 +198,8 @@ async fn vxlan_adopts_a_compatible_device_fixing_only_its_mtu() {
         }
     });
     k.take_calls();
-    let mut second = vxlan(&k);
-    second.prepare(&node, &cfg).await.unwrap();
+    let mut second = vxlan(&k, &node);
+    second.prepare().await.unwrap();
     assert_eq!(
         k.take_calls(),
         vec![Call::SetLink {
@@ -215,9 +213,8 @@ async fn vxlan_adopts_a_compatible_device_fixing_only_its_mtu() {
 #[tokio::test]
 async fn vxlan_adopts_go_flanneld_device_with_its_random_mac() {
     let (k, node) = kernel();
-    let cfg = config(json!({"Type": "vxlan"}));
-    let mut b = vxlan(&k);
-    b.prepare(&node, &cfg).await.unwrap();
+    let mut b = vxlan(&k, &node);
+    b.prepare().await.unwrap();
     let go_mac = Mac([0x6e, 1, 2, 3, 4, 5]);
     for l in k.state().links.iter_mut() {
         if l.name == "flannel.1" {
@@ -225,8 +222,8 @@ async fn vxlan_adopts_go_flanneld_device_with_its_random_mac() {
         }
     }
     k.take_calls();
-    let mut again = vxlan(&k);
-    let p = again.prepare(&node, &cfg).await.unwrap();
+    let mut again = vxlan(&k, &node);
+    let p = again.prepare().await.unwrap();
     assert!(k.take_calls().is_empty(), "adopted as is");
     assert_eq!(
         p.backend_data,
@@ -237,17 +234,17 @@ async fn vxlan_adopts_go_flanneld_device_with_its_random_mac() {
 #[tokio::test]
 async fn vxlan_recreates_an_incompatible_device_and_one_deleted_by_hand() {
     let (k, node) = kernel();
-    let mut other =
-        VxlanBackend::new(shared(&k), &config(json!({"Type": "vxlan", "Port": 4789}))).unwrap();
-    other
-        .prepare(&node, &config(json!({"Type": "vxlan", "Port": 4789})))
-        .await
-        .unwrap();
+    let mut other = VxlanBackend::new(
+        shared(&k),
+        &config(json!({"Type": "vxlan", "Port": 4789})),
+        &node,
+    )
+    .unwrap();
+    other.prepare().await.unwrap();
     let old = k.link("flannel.1").unwrap().index;
     k.take_calls();
-    let cfg = config(json!({"Type": "vxlan"}));
-    let mut b = vxlan(&k);
-    let p = b.prepare(&node, &cfg).await.unwrap();
+    let mut b = vxlan(&k, &node);
+    let p = b.prepare().await.unwrap();
     let calls = k.take_calls();
     assert_eq!(calls[0], Call::DelLink { index: old });
     assert!(matches!(&calls[1], Call::AddLink { name, .. } if name == "flannel.1"));
@@ -278,15 +275,14 @@ async fn vxlan_replaces_a_stale_lease_address_and_removes_the_metadata_device() 
     let mut m = MetadataBackend::new(
         shared(&k),
         tunnel_spec("vxlan", json!({"Mode": "metadata"})),
-    );
-    m.prepare(&node, &config(json!({"Type": "vxlan", "Mode": "metadata"})))
-        .await
-        .unwrap();
+        &node,
+    )
+    .unwrap();
+    m.prepare().await.unwrap();
     let meta = k.link("flannel-vxlan").unwrap().index;
     k.take_calls();
-    let cfg = config(json!({"Type": "vxlan"}));
-    let mut b = vxlan(&k);
-    let p = b.prepare(&node, &cfg).await.unwrap();
+    let mut b = vxlan(&k, &node);
+    let p = b.prepare().await.unwrap();
     assert_eq!(k.take_calls()[0], Call::DelLink { index: meta });
     assert!(k.link("flannel-vxlan").is_none());
     let dev = k.link("flannel.1").unwrap().index;
@@ -312,9 +308,8 @@ async fn vxlan_replaces_a_stale_lease_address_and_removes_the_metadata_device() 
 #[tokio::test]
 async fn a_refused_route_is_reported_against_its_peer_and_the_others_are_programmed() {
     let (k, node) = kernel();
-    let cfg = config(json!({"Type": "vxlan"}));
-    let mut b = vxlan(&k);
-    let p = b.prepare(&node, &cfg).await.unwrap();
+    let mut b = vxlan(&k, &node);
+    let p = b.prepare().await.unwrap();
     b.attach(&lease("10.244.1.0/24", &p)).await.unwrap();
     k.state().refused_routes.insert(
         "10.244.3.0/24".parse().unwrap(),
@@ -354,8 +349,8 @@ async fn a_refused_route_is_reported_against_its_peer_and_the_others_are_program
 async fn vxlan_direct_routing_uses_the_underlay_for_peers_on_the_same_l2() {
     let (k, node) = kernel();
     let cfg = config(json!({"Type": "vxlan", "DirectRouting": true}));
-    let mut b = VxlanBackend::new(shared(&k), &cfg).unwrap();
-    let p = b.prepare(&node, &cfg).await.unwrap();
+    let mut b = VxlanBackend::new(shared(&k), &cfg, &node).unwrap();
+    let p = b.prepare().await.unwrap();
     b.attach(&lease("10.244.1.0/24", &p)).await.unwrap();
     k.state().lookups.insert(
         ip(2),
@@ -397,9 +392,8 @@ fn tunnel_spec(kind: &str, backend: Value) -> TunnelSpec {
 #[tokio::test]
 async fn geneve_metadata_routes_carry_the_encap_and_have_no_fdb() {
     let (k, node) = kernel();
-    let cfg = config(json!({"Type": "geneve"}));
-    let mut b = MetadataBackend::new(shared(&k), tunnel_spec("geneve", json!({})));
-    let p = b.prepare(&node, &cfg).await.unwrap();
+    let mut b = MetadataBackend::new(shared(&k), tunnel_spec("geneve", json!({})), &node).unwrap();
+    let p = b.prepare().await.unwrap();
     let dev = k.link("flannel-geneve").expect("created");
     assert_eq!(dev.kind, Some(InfoKind::Geneve));
     assert!(dev.geneve.unwrap().external);
@@ -421,15 +415,24 @@ async fn geneve_metadata_routes_carry_the_encap_and_have_no_fdb() {
 }
 
 #[tokio::test]
+async fn the_factory_keeps_the_kernel_device_when_the_module_is_there() {
+    let (k, node) = kernel();
+    let cfg = config(json!({"Type": "geneve", "Fallback": "userspace"}));
+    let overrides = super::NodeOverrides::default();
+    let mut b = super::open_with_fallback(&cfg, shared(&k), &overrides, &node, None, standin)
+        .await
+        .unwrap();
+    let p = b.prepare().await.unwrap();
+    assert_eq!(p.mtu, 1450, "the kernel device, not the stand-in");
+    assert!(k.link("flannel-geneve").is_some());
+}
+
+#[tokio::test]
 async fn missing_module_without_fallback_fails_with_one_line() {
     let (k, node) = kernel();
     k.state().missing_kinds.push(InfoKind::Geneve);
-    let mut b = MetadataBackend::new(shared(&k), tunnel_spec("geneve", json!({})));
-    let e = b
-        .prepare(&node, &config(json!({"Type": "geneve"})))
-        .await
-        .unwrap_err()
-        .to_string();
+    let mut b = MetadataBackend::new(shared(&k), tunnel_spec("geneve", json!({})), &node).unwrap();
+    let e = b.prepare().await.unwrap_err().to_string();
     assert!(
         e.starts_with(
             "the kernel has no geneve support (creating flannel-geneve: Operation not supported)"
@@ -446,11 +449,7 @@ struct Standin;
 
 #[async_trait::async_trait]
 impl Backend for Standin {
-    async fn prepare(
-        &mut self,
-        _node: &LocalNode,
-        _config: &NetworkConfig,
-    ) -> Result<Prepared, BackendError> {
+    async fn prepare(&mut self) -> Result<Prepared, BackendError> {
         Ok(Prepared {
             backend_type: "geneve".into(),
             backend_data: Some(json!({"standin": true})),
@@ -468,7 +467,11 @@ impl Backend for Standin {
     }
 }
 
-fn standin(_: KernelRef, spec: TunnelSpec) -> Result<Box<dyn Backend>, BackendError> {
+fn standin(
+    _: KernelRef,
+    spec: TunnelSpec,
+    _: &LocalNode,
+) -> Result<Box<dyn Backend>, BackendError> {
     assert_eq!(spec.datapath, super::Datapath::Userspace);
     Ok(Box::new(Standin))
 }
@@ -477,16 +480,14 @@ fn standin(_: KernelRef, spec: TunnelSpec) -> Result<Box<dyn Backend>, BackendEr
 async fn missing_module_with_fallback_hands_over_to_the_userspace_datapath() {
     let (k, node) = kernel();
     k.state().missing_kinds.push(InfoKind::Geneve);
-    let spec = tunnel_spec("geneve", json!({"Fallback": "userspace"}));
-    let mut b = MetadataBackend::new(shared(&k), spec).with_fallback_factory(standin);
-    let p = b
-        .prepare(
-            &node,
-            &config(json!({"Type": "geneve", "Fallback": "userspace"})),
-        )
+    let cfg = config(json!({"Type": "geneve", "Fallback": "userspace"}));
+    let overrides = super::NodeOverrides::default();
+    // The factory tries the device, sees no module, and hands out the
+    // fallback (the stand-in: its MTU says it is the one running).
+    let mut b = super::open_with_fallback(&cfg, shared(&k), &overrides, &node, None, standin)
         .await
         .unwrap();
-    assert!(b.fell_back());
+    let p = b.prepare().await.unwrap();
     assert_eq!(p.mtu, 1234);
     b.attach(&lease("10.244.1.0/24", &p)).await.unwrap();
     let r = b
@@ -508,8 +509,8 @@ async fn missing_module_with_fallback_hands_over_to_the_userspace_datapath() {
 async fn host_gw_routes_peers_on_the_l2_and_explains_the_others() {
     let (k, node) = kernel();
     let cfg = config(json!({"Type": "host-gw"}));
-    let mut b = HostGwBackend::new(shared(&k));
-    let p = b.prepare(&node, &cfg).await.unwrap();
+    let mut b = HostGwBackend::new(shared(&k), &node, cfg.network);
+    let p = b.prepare().await.unwrap();
     assert_eq!((p.backend_type.as_str(), p.mtu), ("host-gw", 1500));
     b.attach(&lease("10.244.1.0/24", &p)).await.unwrap();
     k.state().lookups.insert(
@@ -573,35 +574,32 @@ async fn host_gw_routes_peers_on_the_l2_and_explains_the_others() {
 async fn every_backend_applies_the_checked_mtu_rule() {
     let (k, mut node) = kernel();
     node.iface_mtu = 600;
-    let e = VxlanBackend::new(shared(&k), &config(json!({"Type": "vxlan"})))
-        .unwrap()
-        .prepare(&node, &config(json!({"Type": "vxlan"})))
-        .await
-        .unwrap_err();
+    // The tunnel backends check it when built for the node.
+    let e = VxlanBackend::new(shared(&k), &config(json!({"Type": "vxlan"})), &node)
+        .err()
+        .unwrap();
     assert!(matches!(e, BackendError::Mtu(_)), "{e}");
-    let e = MetadataBackend::new(shared(&k), tunnel_spec("geneve", json!({})))
-        .prepare(&node, &config(json!({"Type": "geneve"})))
-        .await
-        .unwrap_err();
+    let e = MetadataBackend::new(shared(&k), tunnel_spec("geneve", json!({})), &node)
+        .err()
+        .unwrap();
     assert!(matches!(e, BackendError::Mtu(_)), "{e}");
-    let e = HostGwBackend::new(shared(&k))
-        .prepare(
-            &LocalNode {
-                iface_mtu: 500,
-                ..node.clone()
-            },
-            &config(json!({"Type": "host-gw"})),
-        )
+    // host-gw has no overhead: its floor applies to the underlay itself.
+    node.iface_mtu = 500;
+    let cfg = config(json!({"Type": "host-gw"}));
+    let e = HostGwBackend::new(shared(&k), &node, cfg.network)
+        .prepare()
         .await
         .unwrap_err();
     assert!(matches!(e, BackendError::Mtu(_)), "{e}");
     // Backend.MTU outside the range is refused; inside it, it wins.
     node.iface_mtu = 1500;
-    let e = VxlanBackend::new(shared(&k), &config(json!({"Type": "vxlan", "MTU": 100})))
-        .unwrap()
-        .prepare(&node, &config(json!({"Type": "vxlan", "MTU": 100})))
-        .await
-        .unwrap_err();
+    let e = VxlanBackend::new(
+        shared(&k),
+        &config(json!({"Type": "vxlan", "MTU": 100})),
+        &node,
+    )
+    .err()
+    .unwrap();
     assert!(e.to_string().contains("Backend.MTU 100"), "{e}");
     // Nothing was created for any of them.
     assert!(k.take_calls().is_empty());

@@ -1,7 +1,8 @@
 //! The datapath seam: from the desired set of peers, make the kernel match.
 //!
-//! A backend is chosen at runtime from net-conf.json's `Backend.Type`. The
-//! daemon drives it in three steps:
+//! A backend is chosen at runtime from net-conf.json's `Backend.Type` and
+//! built for the node detected at start-up (`new`). The daemon drives it in
+//! three steps:
 //! 1. `prepare` before the lease is acquired: create or adopt the device and
 //!    say what to publish with the lease (backend type and data, e.g. the
 //!    VTEP MAC) and the overlay MTU;
@@ -21,6 +22,8 @@ pub use crate::model::LocalNode;
 
 use ipnet::Ipv4Net;
 use lease_store::{Lease, NetworkConfig};
+
+use crate::netlink::KernelRef;
 
 /// What `prepare` tells the daemon.
 #[derive(Debug, Clone, PartialEq)]
@@ -104,12 +107,9 @@ pub struct ReconcileReport {
 #[async_trait::async_trait]
 pub trait Backend: Send {
     /// Creates or adopts the device (reusing a compatible one left by a
-    /// previous run, so pod traffic never stops across restarts).
-    async fn prepare(
-        &mut self,
-        node: &LocalNode,
-        config: &NetworkConfig,
-    ) -> Result<Prepared, BackendError>;
+    /// previous run, so pod traffic never stops across restarts). The
+    /// backend was built for the detected node (`backend::new`).
+    async fn prepare(&mut self) -> Result<Prepared, BackendError>;
 
     /// Configures the device for this node's lease.
     async fn attach(&mut self, lease: &Lease) -> Result<(), BackendError>;
@@ -164,38 +164,110 @@ pub fn underlay_of(config: &NetworkConfig, node: &NodeOverrides) -> Result<Under
 }
 
 /// The backend net-conf.json asks for (with this node's overrides:
-/// `--datapath-mode`, `--userspace-busy-poll`), driving the namespace
-/// `netlink` is bound to (the daemon's own: `Netlink::connect()`).
+/// `--datapath-mode`, `--userspace-busy-poll`) on the detected `local`
+/// node, driving the namespace `netlink` is bound to (the daemon's own:
+/// `Netlink::connect()`).
 pub fn new(
     config: &NetworkConfig,
     netlink: impl Into<crate::netlink::KernelRef>,
     node: &NodeOverrides,
+    local: &LocalNode,
 ) -> Result<Box<dyn Backend>, BackendError> {
-    new_with_mac_memory(config, netlink, node, None)
+    new_with_mac_memory(config, netlink, node, local, None)
+}
+
+/// Builds the datapath that runs instead of a metadata-mode device the
+/// kernel has no module for (`"Fallback": "userspace"`).
+pub type FallbackFactory =
+    fn(KernelRef, TunnelSpec, &LocalNode) -> Result<Box<dyn Backend>, BackendError>;
+
+/// What the daemon uses: `new_with_mac_memory`, except that a metadata
+/// mode whose Backend asks for `"Fallback": "userspace"` first tries to
+/// create its device, and on a kernel without the module gets the
+/// userspace datapath instead. The choice is made here, once, before the
+/// daemon holds a backend.
+pub async fn open(
+    config: &NetworkConfig,
+    netlink: impl Into<KernelRef>,
+    node: &NodeOverrides,
+    local: &LocalNode,
+    mac_file: Option<mac_memory::MacMemory>,
+) -> Result<Box<dyn Backend>, BackendError> {
+    open_with_fallback(config, netlink, node, local, mac_file, userspace::new).await
+}
+
+/// `open` with another fallback datapath (a test's stand-in: the real one
+/// opens a TUN device).
+pub async fn open_with_fallback(
+    config: &NetworkConfig,
+    netlink: impl Into<KernelRef>,
+    node: &NodeOverrides,
+    local: &LocalNode,
+    mac_file: Option<mac_memory::MacMemory>,
+    fallback: FallbackFactory,
+) -> Result<Box<dyn Backend>, BackendError> {
+    let netlink = netlink.into();
+    if let BackendSpec::Tunnel(spec) = resolve(config, node)? {
+        if spec.datapath == Datapath::KernelMetadata && spec.fallback == Fallback::Userspace {
+            let mut md = metadata::MetadataBackend::new(netlink.clone(), spec, local)?;
+            let Some(errno) = md.probe().await? else {
+                return Ok(Box::new(md));
+            };
+            tracing::warn!(
+                "the kernel has no {} support (creating {}: {}); \
+                 running the userspace datapath as Backend.Fallback asks",
+                spec.encap.backend_type(),
+                md.device().name,
+                error::errno_text(errno)
+            );
+            let spec = TunnelSpec {
+                datapath: Datapath::Userspace,
+                ..spec
+            };
+            return fallback(netlink, spec, local);
+        }
+    }
+    new_with_mac_memory(config, netlink, node, local, mac_file)
+}
+
+/// net-conf.json's Backend with this node's overrides applied.
+fn resolve(config: &NetworkConfig, node: &NodeOverrides) -> Result<BackendSpec, BackendError> {
+    Ok(
+        match BackendSpec::parse(&config.backend_type, &config.backend, node.mode)? {
+            BackendSpec::Tunnel(mut spec) => {
+                spec.busy_poll = node.busy_poll;
+                spec.queues = node.queues;
+                BackendSpec::Tunnel(spec)
+            }
+            other => other,
+        },
+    )
 }
 
 /// The same, remembering an adopted VTEP MAC in `mac_file`
-/// (`--vtep-mac-file`; see `mac_memory`).
+/// (`--vtep-mac-file`; see `mac_memory`). A metadata-mode device the
+/// kernel cannot create fails `prepare` (see `open` for the fallback).
 pub fn new_with_mac_memory(
     config: &NetworkConfig,
     netlink: impl Into<crate::netlink::KernelRef>,
     node: &NodeOverrides,
+    local: &LocalNode,
     mac_file: Option<mac_memory::MacMemory>,
 ) -> Result<Box<dyn Backend>, BackendError> {
     let netlink = netlink.into();
-    match BackendSpec::parse(&config.backend_type, &config.backend, node.mode)? {
-        BackendSpec::HostGw => Ok(Box::new(hostgw::HostGwBackend::new(netlink))),
-        BackendSpec::Tunnel(mut spec) => {
-            spec.busy_poll = node.busy_poll;
-            spec.queues = node.queues;
-            match spec.datapath {
-                Datapath::KernelFdb => Ok(Box::new(
-                    vxlan::VxlanBackend::with_options(netlink, spec.vxlan)
-                        .with_mac_memory(mac_file),
-                )),
-                Datapath::KernelMetadata => metadata::new(netlink, spec),
-                Datapath::Userspace => userspace::new(netlink, spec),
-            }
-        }
+    match resolve(config, node)? {
+        BackendSpec::HostGw => Ok(Box::new(hostgw::HostGwBackend::new(
+            netlink,
+            local,
+            config.network,
+        ))),
+        BackendSpec::Tunnel(spec) => match spec.datapath {
+            Datapath::KernelFdb => Ok(Box::new(
+                vxlan::VxlanBackend::with_options(netlink, spec.vxlan, local, config.network)?
+                    .with_mac_memory(mac_file),
+            )),
+            Datapath::KernelMetadata => metadata::new(netlink, spec, local),
+            Datapath::Userspace => userspace::new(netlink, spec, local),
+        },
     }
 }

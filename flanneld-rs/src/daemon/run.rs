@@ -416,7 +416,7 @@ impl LeaseLoop {
         );
         let prepared = self
             .backend
-            .prepare(&self.node, &config)
+            .prepare()
             .await
             .map_err(|source| DaemonError::Backend {
                 step: "prepare",

@@ -157,17 +157,13 @@ pub fn connect_kernel() -> Result<KernelRef, WiringError> {
 /// The backend net-conf.json asks for (and `--datapath-mode`,
 /// `--userspace-busy-poll` adjust), driving `kernel`'s namespace and
 /// remembering an adopted VTEP MAC in `vtep_mac_file`.
-pub fn make_backend_with_mac_file(
+pub async fn make_backend_with_mac_file(
     config: &NetworkConfig,
     kernel: KernelRef,
     node: &backend::NodeOverrides,
+    local: &backend::LocalNode,
     vtep_mac_file: &Path,
 ) -> Result<Box<dyn Backend>, WiringError> {
     let memory = backend::mac_memory::MacMemory::new(vtep_mac_file);
-    Ok(backend::new_with_mac_memory(
-        config,
-        kernel,
-        node,
-        Some(memory),
-    )?)
+    Ok(backend::open(config, kernel, node, local, Some(memory)).await?)
 }

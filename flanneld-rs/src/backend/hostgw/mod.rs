@@ -4,7 +4,8 @@
 //! route that would blackhole.
 
 use async_trait::async_trait;
-use lease_store::{Lease, NetworkConfig};
+use ipnet::Ipv4Net;
+use lease_store::Lease;
 
 use super::converge::{converge, on_same_l2, Desired};
 use super::ownership::Scope;
@@ -16,36 +17,35 @@ use crate::reconcile::State;
 
 pub struct HostGwBackend {
     nl: KernelRef,
-    node: Option<LocalNode>,
+    node: LocalNode,
     /// The cluster network and our subnet: gatewayed routes to peer
     /// subnets inside it are ours whoever made them (Go flanneld).
     scope: Scope,
 }
 
 impl HostGwBackend {
-    pub fn new(nl: impl Into<KernelRef>) -> Self {
+    /// host-gw on `node`, in the cluster network `network` (net-conf's
+    /// `Network`: gatewayed routes to peer subnets in it are ours).
+    pub fn new(nl: impl Into<KernelRef>, node: &LocalNode, network: Option<Ipv4Net>) -> Self {
         HostGwBackend {
             nl: nl.into(),
-            node: None,
-            scope: Scope::default(),
+            node: node.clone(),
+            scope: Scope {
+                network,
+                ..Scope::default()
+            },
         }
     }
 }
 
 #[async_trait]
 impl Backend for HostGwBackend {
-    async fn prepare(
-        &mut self,
-        node: &LocalNode,
-        config: &NetworkConfig,
-    ) -> Result<Prepared, BackendError> {
-        self.node = Some(node.clone());
-        self.scope.network = config.network;
+    async fn prepare(&mut self) -> Result<Prepared, BackendError> {
         Ok(Prepared {
             backend_type: "host-gw".into(),
             backend_data: None,
             // No encapsulation: the underlay MTU, under the same floor.
-            mtu: overlay_mtu(node.iface_mtu, 0)?,
+            mtu: overlay_mtu(self.node.iface_mtu, 0)?,
         })
     }
 
@@ -56,10 +56,7 @@ impl Backend for HostGwBackend {
     }
 
     async fn reconcile(&mut self, peers: &[Peer]) -> Result<ReconcileReport, BackendError> {
-        let node = self
-            .node
-            .as_ref()
-            .ok_or(BackendError::NotPrepared { backend: "host-gw" })?;
+        let node = &self.node;
         let mut desired = Desired::default();
         let mut errors = Vec::new();
         for peer in peers {

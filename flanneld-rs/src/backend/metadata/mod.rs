@@ -11,19 +11,22 @@ pub mod entries;
 
 use async_trait::async_trait;
 use ipnet::Ipv4Net;
-use lease_store::{Lease, NetworkConfig};
+use lease_store::Lease;
 
 use super::devices::{self, OwnedDevice};
 use super::{
-    tunnel, Backend, BackendError, Datapath, Fallback, LocalNode, Peer, Prepared, ReconcileReport,
-    TunnelSpec,
+    tunnel, Backend, BackendError, LocalNode, Peer, Prepared, ReconcileReport, TunnelSpec,
 };
 use crate::netlink::KernelRef;
 pub use device::{DeviceSpec, GENEVE_DEVICE, VXLAN_DEVICE};
 
-/// The metadata-mode backend for `spec` (with its userspace fallback).
-pub fn new(netlink: KernelRef, spec: TunnelSpec) -> Result<Box<dyn Backend>, BackendError> {
-    Ok(Box::new(MetadataBackend::new(netlink, spec)))
+/// The metadata-mode backend for `spec` on `node`.
+pub fn new(
+    netlink: KernelRef,
+    spec: TunnelSpec,
+    node: &LocalNode,
+) -> Result<Box<dyn Backend>, BackendError> {
+    Ok(Box::new(MetadataBackend::new(netlink, spec, node)?))
 }
 
 /// What making sure the device exists came to.
@@ -38,48 +41,48 @@ enum Ensured {
 pub struct MetadataBackend {
     nl: KernelRef,
     spec: TunnelSpec,
-    node: Option<LocalNode>,
-    dev: Option<DeviceSpec>,
+    node: LocalNode,
+    dev: DeviceSpec,
     index: Option<u32>,
     lease: Option<Ipv4Net>,
-    /// The userspace datapath, once the fallback took over.
-    fallback: Option<Box<dyn Backend>>,
-    /// Builds the fallback datapath (the userspace backend; a test puts a
-    /// recording one here, since the real one opens a TUN device).
-    make_fallback: FallbackFactory,
 }
 
-/// Builds the datapath that runs when the kernel lacks the device's module.
-pub type FallbackFactory = fn(KernelRef, TunnelSpec) -> Result<Box<dyn Backend>, BackendError>;
-
 impl MetadataBackend {
-    pub fn new(nl: impl Into<KernelRef>, spec: TunnelSpec) -> Self {
-        MetadataBackend {
+    /// The backend for `spec` on `node`; fails when the node has no
+    /// address of the underlay's family or the MTU rule refuses it.
+    pub fn new(
+        nl: impl Into<KernelRef>,
+        spec: TunnelSpec,
+        node: &LocalNode,
+    ) -> Result<Self, BackendError> {
+        Ok(MetadataBackend {
             nl: nl.into(),
+            dev: DeviceSpec::new(&spec, node)?,
             spec,
-            node: None,
-            dev: None,
+            node: node.clone(),
             index: None,
             lease: None,
-            fallback: None,
-            make_fallback: super::userspace::new,
-        }
+        })
     }
 
-    /// Uses `factory` for the fallback datapath instead of the userspace one.
-    pub fn with_fallback_factory(mut self, factory: FallbackFactory) -> Self {
-        self.make_fallback = factory;
-        self
+    /// The device as wanted.
+    pub fn device(&self) -> &DeviceSpec {
+        &self.dev
     }
 
-    /// The device as wanted (after `prepare`; `None` when the fallback runs).
-    pub fn device(&self) -> Option<&DeviceSpec> {
-        self.dev.as_ref()
-    }
-
-    /// True when the userspace fallback is running instead of the kernel.
-    pub fn fell_back(&self) -> bool {
-        self.fallback.is_some()
+    /// Removes the devices this one displaces and creates or adopts it:
+    /// the errno when the kernel has no module for its kind (the caller
+    /// decides: fail, or run the userspace datapath: `backend::open`).
+    pub async fn probe(&mut self) -> Result<Option<i32>, BackendError> {
+        let me = OwnedDevice::Metadata {
+            encap: self.spec.encap,
+            vni: self.spec.vni,
+        };
+        devices::remove_conflicting(&*self.nl, me).await?;
+        Ok(match self.ensure_device().await? {
+            Ensured::NoModule(errno) => Some(errno),
+            Ensured::Adopted(_) | Ensured::Created(_) => None,
+        })
     }
 
     fn what(&self) -> &'static str {
@@ -87,9 +90,7 @@ impl MetadataBackend {
     }
 
     async fn ensure_device(&mut self) -> Result<Ensured, BackendError> {
-        let dev = self.dev.clone().ok_or(BackendError::NotPrepared {
-            backend: self.what(),
-        })?;
+        let dev = self.dev.clone();
         if let Some(index) =
             tunnel::adopt_or_remove(&*self.nl, dev.name, dev.mtu, |l| dev.check_adoptable(l))
                 .await?
@@ -117,56 +118,25 @@ impl MetadataBackend {
 
     // `&mut self`: the fallback `Box<dyn Backend>` is Send but not Sync.
     async fn ensure_address(&mut self) -> Result<(), BackendError> {
-        let (Some(lease), Some(index), Some(dev)) = (self.lease, self.index, &self.dev) else {
+        let (Some(lease), Some(index)) = (self.lease, self.index) else {
             return Ok(());
         };
-        tunnel::ensure_lease_address(&*self.nl, index, lease, dev.name).await
+        tunnel::ensure_lease_address(&*self.nl, index, lease, self.dev.name).await
     }
 }
 
 #[async_trait]
 impl Backend for MetadataBackend {
-    async fn prepare(
-        &mut self,
-        node: &LocalNode,
-        config: &NetworkConfig,
-    ) -> Result<Prepared, BackendError> {
-        if let Some(fb) = self.fallback.as_mut() {
-            return fb.prepare(node, config).await;
-        }
-        let dev = DeviceSpec::new(&self.spec, node)?;
-        let data = serde_json::json!({ "VNI": self.spec.vni, "VtepMAC": dev.mac.to_string() });
-        let mtu = dev.mtu;
-        let device_name = dev.name;
-        self.dev = Some(dev);
-        self.node = Some(node.clone());
-        let me = OwnedDevice::Metadata {
-            encap: self.spec.encap,
-            vni: self.spec.vni,
-        };
-        devices::remove_conflicting(&*self.nl, me).await?;
-        if let Ensured::NoModule(errno) = self.ensure_device().await? {
-            if self.spec.fallback != Fallback::Userspace {
-                return Err(BackendError::NoModule {
-                    encap: self.spec.encap,
-                    errno,
-                });
-            }
-            tracing::warn!(
-                "the kernel has no {} support (creating {device_name}: {}); \
-                 running the userspace datapath as Backend.Fallback asks",
-                self.what(),
-                super::error::errno_text(errno)
-            );
-            let spec = TunnelSpec {
-                datapath: Datapath::Userspace,
-                ..self.spec
-            };
-            let mut fb = (self.make_fallback)(self.nl.clone(), spec)?;
-            let prepared = fb.prepare(node, config).await;
-            self.fallback = Some(fb);
-            self.dev = None;
-            return prepared;
+    async fn prepare(&mut self) -> Result<Prepared, BackendError> {
+        let data = serde_json::json!({ "VNI": self.spec.vni, "VtepMAC": self.dev.mac.to_string() });
+        let mtu = self.dev.mtu;
+        // A missing module is an error here; the fallback, when the
+        // Backend asks for it, was chosen before this backend was used.
+        if let Some(errno) = self.probe().await? {
+            return Err(BackendError::NoModule {
+                encap: self.spec.encap,
+                errno,
+            });
         }
         Ok(Prepared {
             backend_type: self.what().into(),
@@ -176,9 +146,6 @@ impl Backend for MetadataBackend {
     }
 
     async fn attach(&mut self, lease: &Lease) -> Result<(), BackendError> {
-        if let Some(fb) = self.fallback.as_mut() {
-            return fb.attach(lease).await;
-        }
         let subnet = lease.subnet.ok_or(BackendError::NoIpv4Subnet {
             backend: self.what(),
         })?;
@@ -186,18 +153,8 @@ impl Backend for MetadataBackend {
         self.ensure_address().await
     }
 
-    /// The userspace fallback's packet statistics, so /metrics shows them.
-    fn stats(&self) -> Option<std::sync::Arc<dyn super::DatapathStats>> {
-        self.fallback.as_ref().and_then(|fb| fb.stats())
-    }
-
     async fn reconcile(&mut self, peers: &[Peer]) -> Result<ReconcileReport, BackendError> {
-        if let Some(fb) = self.fallback.as_mut() {
-            return fb.reconcile(peers).await;
-        }
-        let node = self.node.clone().ok_or(BackendError::NotPrepared {
-            backend: self.what(),
-        })?;
+        let node = self.node.clone();
         let (dev, recreated) = match self.ensure_device().await? {
             Ensured::Adopted(index) => (index, false),
             Ensured::Created(index) => (index, true),

@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 use ipnet::Ipv4Net;
-use lease_store::{Lease, NetworkConfig};
+use lease_store::Lease;
 
 use super::devices::{self, OwnedDevice};
 use super::stats::{DatapathStats, StatsSnapshot};
@@ -30,15 +30,19 @@ pub const TUN_NAME: &str = devices::TUN;
 /// Queues (threads) at most; more rarely helps a node's pod traffic.
 pub const MAX_QUEUES: usize = 4;
 
-/// The userspace backend for `spec`.
-pub fn new(netlink: KernelRef, spec: TunnelSpec) -> Result<Box<dyn Backend>, BackendError> {
-    Ok(Box::new(UserspaceBackend::new(netlink, spec)))
+/// The userspace backend for `spec` on `node`.
+pub fn new(
+    netlink: KernelRef,
+    spec: TunnelSpec,
+    node: &LocalNode,
+) -> Result<Box<dyn Backend>, BackendError> {
+    Ok(Box::new(UserspaceBackend::new(netlink, spec, node)?))
 }
 
 pub struct UserspaceBackend {
     nl: KernelRef,
     spec: TunnelSpec,
-    node: Option<LocalNode>,
+    node: LocalNode,
     mtu: u16,
     mac: Mac,
     engine: Option<Engine>,
@@ -51,15 +55,24 @@ pub struct UserspaceBackend {
 }
 
 impl UserspaceBackend {
-    pub fn new(nl: impl Into<KernelRef>, spec: TunnelSpec) -> Self {
+    /// The backend for `spec` on `node`; fails when the node has no
+    /// address of the underlay's family or the MTU rule refuses it.
+    pub fn new(
+        nl: impl Into<KernelRef>,
+        spec: TunnelSpec,
+        node: &LocalNode,
+    ) -> Result<Self, BackendError> {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let queues = spec.queues.unwrap_or(cpus).clamp(1, MAX_QUEUES);
-        UserspaceBackend {
+        let (_, endpoint) = node.tunnel_addrs(spec.underlay)?;
+        let mtu = backend_mtu(spec.mtu, node.iface_mtu, spec.underlay.overhead())?;
+        Ok(UserspaceBackend {
             nl: nl.into(),
+            node: node.clone(),
+            // backend_mtu keeps it within 65535.
+            mtu: u16::try_from(mtu).unwrap_or(u16::MAX),
+            mac: vtep_mac::derive_ip(endpoint, spec.vni),
             spec,
-            node: None,
-            mtu: 0,
-            mac: Mac([0; 6]),
             engine: None,
             index: None,
             lease: None,
@@ -67,7 +80,7 @@ impl UserspaceBackend {
             counters: Arc::new(Counters::default()),
             queues,
             offload: true,
-        }
+        })
     }
 
     /// Number of queues to ask for (tests and benchmarks); call before
@@ -100,12 +113,6 @@ impl UserspaceBackend {
         }
     }
 
-    fn node(&self) -> Result<&LocalNode, BackendError> {
-        self.node.as_ref().ok_or(BackendError::NotPrepared {
-            backend: "userspace",
-        })
-    }
-
     /// Keeps a live engine whose device still exists, or starts a new one
     /// (a TUN device dies with its fds, and vice versa): the device's
     /// index, and true when started.
@@ -135,7 +142,7 @@ impl UserspaceBackend {
                 .del_link(stale.index, &format!("deleting stale {TUN_NAME}"))
                 .await?;
         }
-        let node = self.node()?.clone();
+        let node = self.node.clone();
         // A kernel VXLAN device of ours (FDB or metadata mode) holds the
         // same UDP port.
         let me = OwnedDevice::Tun {
@@ -226,17 +233,7 @@ pub fn peer_table(
 
 #[async_trait]
 impl Backend for UserspaceBackend {
-    async fn prepare(
-        &mut self,
-        node: &LocalNode,
-        _config: &NetworkConfig,
-    ) -> Result<Prepared, BackendError> {
-        let (_, endpoint) = node.tunnel_addrs(self.spec.underlay)?;
-        let mtu = backend_mtu(self.spec.mtu, node.iface_mtu, self.spec.underlay.overhead())?;
-        // backend_mtu keeps it within 65535.
-        self.mtu = u16::try_from(mtu).unwrap_or(u16::MAX);
-        self.mac = vtep_mac::derive_ip(endpoint, self.spec.vni);
-        self.node = Some(node.clone());
+    async fn prepare(&mut self) -> Result<Prepared, BackendError> {
         self.ensure_engine().await?;
         Ok(Prepared {
             backend_type: self.spec.encap.backend_type().into(),
@@ -252,14 +249,13 @@ impl Backend for UserspaceBackend {
             backend: "userspace",
         })?;
         self.lease = Some(subnet);
-        let index = self.index.ok_or(BackendError::NotPrepared {
-            backend: "userspace",
-        })?;
+        // The device exists from `prepare` on (or is started here).
+        let (index, _) = self.ensure_engine().await?;
         tunnel::ensure_lease_address(&*self.nl, index, subnet, TUN_NAME).await
     }
 
     async fn reconcile(&mut self, peers: &[Peer]) -> Result<ReconcileReport, BackendError> {
-        let node = self.node()?.clone();
+        let node = self.node.clone();
         let (dev, recreated) = self.ensure_engine().await?;
         if let Some(lease) = self.lease {
             tunnel::ensure_lease_address(&*self.nl, dev, lease, TUN_NAME).await?;

@@ -163,8 +163,12 @@ pub fn peer_entries(peer: &Peer, dev: u32, direct: Option<u32>) -> Result<State,
 pub struct VxlanBackend {
     nl: KernelRef,
     opts: VxlanOptions,
-    node: Option<LocalNode>,
-    spec: Option<DeviceSpec>,
+    node: LocalNode,
+    /// The device as derived from the options and the node; `spec` starts
+    /// from it on every `prepare`.
+    derived: DeviceSpec,
+    /// The device as wanted now (with an adopted or remembered MAC).
+    spec: DeviceSpec,
     index: Option<u32>,
     lease: Option<Ipv4Net>,
     /// The cluster network (routes to peer subnets in it are ours).
@@ -177,26 +181,42 @@ pub struct VxlanBackend {
 }
 
 impl VxlanBackend {
-    pub fn new(nl: impl Into<KernelRef>, config: &NetworkConfig) -> Result<Self, BackendError> {
-        Ok(Self::with_options(
+    /// The VXLAN backend net-conf.json's `Backend` describes, on `node`.
+    pub fn new(
+        nl: impl Into<KernelRef>,
+        config: &NetworkConfig,
+        node: &LocalNode,
+    ) -> Result<Self, BackendError> {
+        Self::with_options(
             nl,
             VxlanOptions::parse(&config.backend)?,
-        ))
+            node,
+            config.network,
+        )
     }
 
-    /// A backend for options already parsed (by `spec::BackendSpec`).
-    pub fn with_options(nl: impl Into<KernelRef>, opts: VxlanOptions) -> Self {
-        VxlanBackend {
+    /// A backend for options already parsed (by `spec::BackendSpec`), on
+    /// `node`, in the cluster network `network` (routes to peer subnets in
+    /// it are ours).
+    pub fn with_options(
+        nl: impl Into<KernelRef>,
+        opts: VxlanOptions,
+        node: &LocalNode,
+        network: Option<Ipv4Net>,
+    ) -> Result<Self, BackendError> {
+        let spec = DeviceSpec::new(&opts, node)?;
+        Ok(VxlanBackend {
             nl: nl.into(),
             opts,
-            node: None,
-            spec: None,
+            node: node.clone(),
+            derived: spec.clone(),
+            spec,
             index: None,
             lease: None,
-            network: None,
+            network,
             mac_memory: None,
             mac_published: false,
-        }
+        })
     }
 
     /// Remembers an adopted VTEP MAC in this file (see `mac_memory`).
@@ -209,15 +229,9 @@ impl VxlanBackend {
         &self.opts
     }
 
-    /// The device as wanted (after `prepare`).
-    pub fn device(&self) -> Option<&DeviceSpec> {
-        self.spec.as_ref()
-    }
-
-    fn spec(&self) -> Result<&DeviceSpec, BackendError> {
-        self.spec
-            .as_ref()
-            .ok_or(BackendError::NotPrepared { backend: "vxlan" })
+    /// The device as wanted.
+    pub fn device(&self) -> &DeviceSpec {
+        &self.spec
     }
 
     /// Adopts a compatible device or (re)creates it: its index, and true
@@ -226,7 +240,7 @@ impl VxlanBackend {
     /// adopted with its MAC, and a new one gets the remembered MAC (if
     /// any) or the derived one.
     async fn ensure_device(&mut self) -> Result<(u32, bool), BackendError> {
-        let mut spec = self.spec()?.clone();
+        let mut spec = self.spec.clone();
         let published = self.mac_published;
         let adopted = tunnel::adopt_link_or_remove(&*self.nl, &spec.name, spec.mtu, |l| {
             if published {
@@ -243,13 +257,13 @@ impl VxlanBackend {
                     self.keep_mac(&mut spec, found);
                 }
             }
-            self.spec = Some(spec);
+            self.spec = spec;
             return Ok((link.index, false));
         }
         if !published {
             if let Some(mac) = self.recalled_mac(&spec) {
                 spec.mac = mac;
-                self.spec = Some(spec.clone());
+                self.spec = spec.clone();
             }
         }
         let mut b = LinkVxlan::new(&spec.name, spec.vni)
@@ -324,23 +338,17 @@ impl VxlanBackend {
 
 #[async_trait]
 impl Backend for VxlanBackend {
-    async fn prepare(
-        &mut self,
-        node: &LocalNode,
-        config: &NetworkConfig,
-    ) -> Result<Prepared, BackendError> {
-        let spec = DeviceSpec::new(&self.opts, node)?;
-        let mtu = spec.mtu;
-        self.spec = Some(spec);
-        self.node = Some(node.clone());
-        self.network = config.network;
+    async fn prepare(&mut self) -> Result<Prepared, BackendError> {
+        // Start from the derived device: the MAC is settled again below.
+        self.spec = self.derived.clone();
+        let mtu = self.spec.mtu;
         self.mac_published = false;
         let me = OwnedDevice::VxlanFdb { vni: self.opts.vni };
         devices::remove_conflicting(&*self.nl, me).await?;
         self.ensure_device().await?;
         // The MAC the device has now (adopted, remembered or derived) is
         // the one published; later passes keep the device on it.
-        let spec = self.spec()?;
+        let spec = &self.spec;
         let data = serde_json::json!({ "VNI": spec.vni, "VtepMAC": spec.mac.to_string() });
         self.mac_published = true;
         Ok(Prepared {
@@ -359,10 +367,7 @@ impl Backend for VxlanBackend {
     }
 
     async fn reconcile(&mut self, peers: &[Peer]) -> Result<ReconcileReport, BackendError> {
-        let node = self
-            .node
-            .clone()
-            .ok_or(BackendError::NotPrepared { backend: "vxlan" })?;
+        let node = self.node.clone();
         let (dev, recreated) = self.ensure_device().await?;
         self.ensure_address().await?;
 
