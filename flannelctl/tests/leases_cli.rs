@@ -12,11 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lease_store::embedded::EmbeddedStore;
-use lease_store::etcd::testing::EtcdProcess;
 use lease_store::etcd::{EtcdOptions, EtcdStore};
 use lease_store::kube::testing::FakeApi;
 use lease_store::kube::{KubeLeaseOptions, KubeLeaseStore};
 use lease_store::{AcquireRequest, LeaseAttrs, LeaseStore, NetworkConfig};
+use testkit::etcd::EtcdProcess;
 
 /// Three /28 subnets: 10.0.0.16, 10.0.0.32, 10.0.0.48.
 const NET: &str = r#"{"Network":"10.0.0.0/26","Backend":{"Type":"vxlan"}}"#;

@@ -32,9 +32,9 @@ fn init_logging(format: LogFormat, verbosity: Option<u32>) {
 /// Installs the SIGTERM and SIGINT handlers now (so a signal during a slow
 /// start-up is handled, not fatal) and returns a future resolving on the
 /// first of them.
-fn stop_signal() -> Result<impl std::future::Future<Output = ()>, String> {
+fn stop_signal() -> Result<impl std::future::Future<Output = ()>, Fatal> {
     use tokio::signal::unix::{signal, SignalKind};
-    let listen = |kind| signal(kind).map_err(|e| format!("cannot listen for signals: {e}"));
+    let listen = |kind| signal(kind).map_err(Fatal::Signals);
     let mut term = listen(SignalKind::terminate())?;
     let mut int = listen(SignalKind::interrupt())?;
     Ok(async move {
@@ -49,7 +49,40 @@ fn stop_signal() -> Result<impl std::future::Future<Output = ()>, String> {
     })
 }
 
-async fn run(settings: Settings) -> Result<(), String> {
+/// Why the daemon stopped before its time: each part's own error, kept
+/// typed up to here, where it becomes the log line and the exit code.
+#[derive(Debug, thiserror::Error)]
+enum Fatal {
+    #[error("cannot listen for signals: {0}")]
+    Signals(std::io::Error),
+    #[error(transparent)]
+    Http(#[from] flanneld::http::BindError),
+    #[error(transparent)]
+    Wiring(#[from] wiring::WiringError),
+    #[error(transparent)]
+    Detect(#[from] flanneld::node::DetectError),
+    #[error(transparent)]
+    Backend(#[from] flanneld::backend::BackendError),
+    #[error(transparent)]
+    Daemon(#[from] daemon::DaemonError),
+}
+
+impl Fatal {
+    /// Every start-up or run failure exits 1 (flag errors exit 2 before
+    /// this point, like Go flanneld); the message says which part failed.
+    fn exit_code(&self) -> ExitCode {
+        match self {
+            Fatal::Signals(_)
+            | Fatal::Http(_)
+            | Fatal::Wiring(_)
+            | Fatal::Detect(_)
+            | Fatal::Backend(_)
+            | Fatal::Daemon(_) => ExitCode::FAILURE,
+        }
+    }
+}
+
+async fn run(settings: Settings) -> Result<(), Fatal> {
     let metrics = Arc::new(Metrics::new());
     metrics.ops.set_ipam_dir(settings.ipam_dir.clone());
     let readiness = Arc::new(Readiness::default());
@@ -58,46 +91,39 @@ async fn run(settings: Settings) -> Result<(), String> {
 
     let app = flanneld::http::router(readiness.clone(), metrics.clone());
     if let Some(addr) = settings.healthz_addr {
-        let bound = flanneld::http::spawn(addr, app.clone())
-            .await
-            .map_err(|e| e.to_string())?;
+        let bound = flanneld::http::spawn(addr, app.clone()).await?;
         info!(addr = %bound, "serving /healthz, /readyz and /metrics");
     }
     if let Some(addr) = settings.metrics_addr {
-        let bound = flanneld::http::spawn(addr, app)
-            .await
-            .map_err(|e| e.to_string())?;
+        let bound = flanneld::http::spawn(addr, app).await?;
         info!(addr = %bound, "serving /metrics");
     }
 
     let work = async {
         // The interface flags are checked now; the addresses are chosen
         // once the config says which family the tunnels use.
-        let kernel = wiring::connect_kernel().map_err(|e| e.to_string())?;
+        let kernel = wiring::connect_kernel()?;
         flanneld::node::netlink::preflight_any(
             &*kernel,
             &settings.iface,
             &settings.iface_fallbacks,
         )
-        .await
-        .map_err(|e| e.to_string())?;
-        let net_conf = wiring::read_net_conf(settings.net_config_path.as_deref())
-            .map_err(|e| e.to_string())?;
+        .await?;
+        // net-conf.json is read once: the store (Kubernetes mode) and the
+        // config below use the same text.
+        let net_conf = wiring::read_net_conf(settings.net_config_path.as_deref())?;
         let store = wiring::open_store(
             &settings.store,
             settings.lease_ttl,
             net_conf.as_deref(),
             Some(&metrics),
         )
-        .await
-        .map_err(|e| e.to_string())?;
-        let config = daemon::load_config(settings.net_config_path.as_deref(), &store)
-            .await
-            .map_err(|e| e.to_string())?;
+        .await?;
+        let file = settings.net_config_path.as_deref().zip(net_conf.as_deref());
+        let config = daemon::load_config(file, &store).await?;
         // After the config: the Backend's underlay family decides which
         // addresses the node needs.
-        let underlay = flanneld::backend::underlay_of(&config, &settings.datapath)
-            .map_err(|e| e.to_string())?;
+        let underlay = flanneld::backend::underlay_of(&config, &settings.datapath)?;
         let public = flanneld::node::PublicAddrs {
             v4: settings.public_ip,
             v6: settings.public_ipv6,
@@ -109,18 +135,14 @@ async fn run(settings: Settings) -> Result<(), String> {
             public,
             underlay,
         )
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
         let backend = wiring::make_backend_with_mac_file(
             &config,
             kernel.clone(),
             &settings.datapath,
             &settings.vtep_mac_file,
-        )
-        .map_err(|e| e.to_string())?;
-        let masq = wiring::masquerade(settings.ip_masq)
-            .await
-            .map_err(|e| e.to_string())?;
+        )?;
+        let masq = wiring::masquerade(settings.ip_masq).await?;
         let loop_settings = LoopSettings {
             subnet_file: settings.subnet_file.clone(),
             ip_masq: settings.ip_masq,
@@ -142,8 +164,8 @@ async fn run(settings: Settings) -> Result<(), String> {
             .with_kernel(kernel)
             .with_go_chains(go_chains)
             .run(std::future::pending())
-            .await
-            .map_err(|e| e.to_string())
+            .await?;
+        Ok::<(), Fatal>(())
     };
     let result = tokio::select! {
         r = work => r,
@@ -187,7 +209,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e}");
-            ExitCode::FAILURE
+            e.exit_code()
         }
     }
 }

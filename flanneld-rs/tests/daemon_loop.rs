@@ -459,7 +459,7 @@ async fn a_deleted_lease_is_taken_back_at_once_with_the_same_subnet() {
 #[tokio::test]
 async fn a_deleted_lease_is_taken_back_at_once_on_etcd() {
     use lease_store::etcd::{EtcdOptions, EtcdStore};
-    let etcd = tokio::task::spawn_blocking(lease_store::etcd::testing::EtcdProcess::start)
+    let etcd = tokio::task::spawn_blocking(testkit::etcd::EtcdProcess::start)
         .await
         .expect("etcd start task")
         .expect("start etcd");

@@ -48,11 +48,13 @@ async fn hostgw_routes_l2_peers_and_explains_the_others() {
     assert_eq!(change(&r, "route_add"), 1);
     assert_eq!(r.errors.len(), 2, "{:?}", r.errors);
     assert_eq!(
-        r.errors[0],
+        r.errors[0].to_string(),
         "peer 10.244.3.0/24 at 192.0.2.9 is not on the same L2 as eth0: host-gw needs all nodes on one L2 segment; use vxlan"
     );
     assert!(
-        r.errors[1].contains("203.0.113.4 is not on the same L2"),
+        r.errors[1]
+            .to_string()
+            .contains("203.0.113.4 is not on the same L2"),
         "{:?}",
         r.errors
     );

@@ -167,7 +167,11 @@ async fn metadata_vxlan_device_entries_and_reconcile() {
         .unwrap();
     assert_eq!(r.peers, 2, "{r:?}");
     assert_eq!(r.errors.len(), 1, "{r:?}");
-    assert!(r.errors[0].contains("same backend"), "{:?}", r.errors);
+    assert!(
+        r.errors[0].to_string().contains("same backend"),
+        "{:?}",
+        r.errors
+    );
     assert_eq!((change(&r, "neigh_add"), change(&r, "route_add")), (2, 2));
     assert_eq!(change(&r, "fdb_add"), 0, "metadata mode has no FDB entries");
     assert_eq!(
@@ -557,7 +561,7 @@ async fn metadata_vxlan_over_an_ipv6_underlay_carries_pod_traffic() {
     lonely.backend_data = Some(json!({"VNI": 1, "VtepMAC": "0a:00:00:00:00:07"}));
     let r = backends[0].reconcile(&[lonely]).await.unwrap();
     assert_eq!(r.peers, 0, "{r:?}");
-    assert!(r.errors[0].contains("no PublicIPv6"), "{r:?}");
+    assert!(r.errors[0].to_string().contains("no PublicIPv6"), "{r:?}");
 }
 
 #[tokio::test]

@@ -532,7 +532,7 @@ async fn userspace_hostile_input_is_dropped_and_counted() {
         .await
         .unwrap();
     let metrics = Metrics::new();
-    metrics.set_datapath(a.datapath_counters());
+    metrics.set_datapath(a.stats());
 
     let a_mac: Mac = pa.backend_data.as_ref().unwrap()["VtepMAC"]
         .as_str()

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{Client, PutOptions, Txn, TxnOp};
 use futures::StreamExt;
-use lease_store::etcd::testing::EtcdProcess;
 use lease_store::etcd::{EtcdOptions, EtcdStore};
 use lease_store::{AcquireRequest, LeaseAttrs, LeaseEvent, LeaseStore, WatchUpdate};
+use testkit::etcd::EtcdProcess;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lease_store::conformance::{Fixture, Table};
-use lease_store::etcd::testing::EtcdProcess;
 use lease_store::etcd::{EtcdOptions, EtcdStore};
 use lease_store::store::Result;
 use lease_store::{LeaseStore, StoreError};
+use testkit::etcd::EtcdProcess;
 
 struct Etcd;
 

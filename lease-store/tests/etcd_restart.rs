@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use etcd_support::*;
 use lease_store::{LeaseEvent, LeaseStore, StoreError, WatchUpdate};
 
-async fn restart(etcd: &mut lease_store::etcd::testing::EtcdProcess) {
+async fn restart(etcd: &mut testkit::etcd::EtcdProcess) {
     tokio::task::block_in_place(|| etcd.restart())
         .unwrap_or_else(|e| panic!("cannot restart etcd: {e}"));
 }

@@ -6,9 +6,9 @@ mod etcd_support;
 use std::time::Duration;
 
 use etcd_support::*;
-use lease_store::etcd::testing::{EtcdProcess, ServerTls, TestPki};
 use lease_store::etcd::{EtcdOptions, EtcdStore, OptionsError};
 use lease_store::{LeaseStore, StoreError};
+use testkit::etcd::{EtcdProcess, ServerTls, TestPki};
 
 fn pki() -> (tempfile::TempDir, TestPki) {
     let dir = tempfile::Builder::new()

@@ -11,7 +11,7 @@ use etcd_support::*;
 use lease_store::etcd::EtcdOptions;
 use lease_store::{LeaseEvent, LeaseStore, StoreError, WatchUpdate};
 
-async fn raw(etcd: &lease_store::etcd::testing::EtcdProcess) -> Client {
+async fn raw(etcd: &testkit::etcd::EtcdProcess) -> Client {
     Client::connect([etcd.endpoint()], None)
         .await
         .expect("raw etcd client")

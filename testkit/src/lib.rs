@@ -4,13 +4,14 @@
 //!
 //! | module | for |
 //! |---|---|
-//! | [`netns`] | [`Netns`] guard (`fct-...`, deleted on drop, also on panic), [`in_netns`], [`netns::command_in`]: the one `setns` |
+//! | [`netns`] | [`Netns`] guard (`fct-...`, deleted on drop, also on panic), [`in_netns`], [`netns::command_in`]: the one `setns`; [`netns::linked_pair`]: two namespaces on a veth |
 //! | [`root`] | [`require_root`] / [`assert_root`]: kernel tests fail loudly without root, never skip |
 //! | [`names`] | unique names (`fct-<what>-<pid>-<n>`) and interface names that fit IFNAMSIZ |
 //! | [`temp`] | temp dirs `/tmp/fct-<what>-...`, removed on drop |
 //! | [`cmd`] | running `ip`, `nft`, ... with errors that show the command and its output |
-//! | [`wait`] | [`wait_for`] / [`wait::try_wait_for`]: poll with a deadline and a clear timeout |
+//! | [`wait`] | [`wait_for`] / [`wait::try_wait_for`] / [`wait::until`]: poll with a deadline and a clear timeout |
 //! | [`daemon`] | [`Daemon`]: a process with a log file, SIGTERM with a deadline, SIGKILL on drop |
+//! | [`etcd`] | [`etcd::EtcdProcess`]: a real etcd on free loopback ports (restartable, TLS), [`etcd::TestPki`] |
 //! | [`http`] | GET on 127.0.0.1 inside a namespace (health and metrics endpoints) |
 //! | [`cni`] | calling a CNI plugin as a runtime does: typed ([`cni::invoke`]) or raw ([`cni::run_raw`]) |
 //! | [`procs`] | finding and stopping stray processes by command line |
@@ -23,6 +24,7 @@
 pub mod cmd;
 pub mod cni;
 pub mod daemon;
+pub mod etcd;
 pub mod http;
 pub mod names;
 pub mod netns;

@@ -8,6 +8,7 @@ use futures::stream::{self, StreamExt};
 use ipnet::Ipv4Net;
 
 use super::ownership::Scope;
+use super::PeerError;
 use crate::model::{Mac, Route};
 use crate::netlink::{Kernel, NetlinkError, RTPROT_FLANNEL_RS};
 use crate::reconcile::{self, Op, State};
@@ -53,7 +54,7 @@ const IN_FLIGHT: usize = 64;
 #[derive(Debug, Default)]
 pub struct Outcome {
     pub changes: Vec<(&'static str, u64)>,
-    pub errors: Vec<String>,
+    pub errors: Vec<PeerError>,
     pub peers_ok: usize,
 }
 
@@ -119,9 +120,12 @@ pub async fn converge(
                 Err(e) => match desired.owner(&op) {
                     Some(peer) => {
                         failed_peers.push(peer);
-                        out.errors.push(format!("peer {peer}: {e}"));
+                        out.errors.push(PeerError::Kernel {
+                            subnet: peer,
+                            source: e,
+                        });
                     }
-                    None => out.errors.push(e.to_string()),
+                    None => out.errors.push(PeerError::Stale(e)),
                 },
             }
         }

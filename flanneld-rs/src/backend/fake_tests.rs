@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::metadata::MetadataBackend;
 use super::vxlan::VxlanBackend;
-use super::{hostgw::HostGwBackend, Backend, BackendError, LocalNode, Peer, Prepared};
+use super::{hostgw::HostGwBackend, Backend, BackendError, LocalNode, Peer, PeerError, Prepared};
 use super::{BackendSpec, ReconcileReport, TunnelSpec};
 use crate::model::{Fdb, Mac, Neigh, Route, TunnelEncap};
 use crate::netlink::dump::RouteLookup;
@@ -330,10 +330,15 @@ async fn a_refused_route_is_reported_against_its_peer_and_the_others_are_program
         .unwrap();
     assert_eq!(r.peers, 1, "{r:?}");
     assert_eq!(r.errors.len(), 2, "{r:?}");
+    // Typed: the peer, and the kernel's errno with the operation.
     assert!(
-        r.errors
-            .iter()
-            .any(|e| e.to_string().contains("10.244.3.0/24")),
+        r.errors.iter().any(|e| matches!(
+            e,
+            PeerError::Kernel { subnet, source }
+                if subnet.to_string() == "10.244.3.0/24"
+                    && source.errno() == Some(nix::errno::Errno::EINVAL as i32)
+                    && source.to_string().starts_with("setting route 10.244.3.0/24")
+        )),
         "{r:?}"
     );
     assert!(
@@ -562,4 +567,42 @@ async fn host_gw_routes_peers_on_the_l2_and_explains_the_others() {
         onlink: false,
         encap: None,
     }))));
+}
+
+#[tokio::test]
+async fn every_backend_applies_the_checked_mtu_rule() {
+    let (k, mut node) = kernel();
+    node.iface_mtu = 600;
+    let e = VxlanBackend::new(shared(&k), &config(json!({"Type": "vxlan"})))
+        .unwrap()
+        .prepare(&node, &config(json!({"Type": "vxlan"})))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, BackendError::Mtu(_)), "{e}");
+    let e = MetadataBackend::new(shared(&k), tunnel_spec("geneve", json!({})))
+        .prepare(&node, &config(json!({"Type": "geneve"})))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, BackendError::Mtu(_)), "{e}");
+    let e = HostGwBackend::new(shared(&k))
+        .prepare(
+            &LocalNode {
+                iface_mtu: 500,
+                ..node.clone()
+            },
+            &config(json!({"Type": "host-gw"})),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, BackendError::Mtu(_)), "{e}");
+    // Backend.MTU outside the range is refused; inside it, it wins.
+    node.iface_mtu = 1500;
+    let e = VxlanBackend::new(shared(&k), &config(json!({"Type": "vxlan", "MTU": 100})))
+        .unwrap()
+        .prepare(&node, &config(json!({"Type": "vxlan", "MTU": 100})))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("Backend.MTU 100"), "{e}");
+    // Nothing was created for any of them.
+    assert!(k.take_calls().is_empty());
 }

@@ -60,48 +60,44 @@ impl Peer {
 
 impl Peer {
     /// Where tunnels to this peer go for `underlay`, or why nowhere.
-    pub fn endpoint(&self, underlay: Underlay) -> Result<IpAddr, String> {
+    pub fn endpoint(&self, underlay: Underlay) -> Result<IpAddr, PeerError> {
         match underlay {
             Underlay::Ipv4 if !self.public_ip.is_unspecified() => Ok(IpAddr::V4(self.public_ip)),
-            Underlay::Ipv4 => Err(format!(
-                "peer {} published no PublicIP (IPv4): the cluster's Backend.Underlay is ipv4",
-                self.subnet
-            )),
-            Underlay::Ipv6 => self.public_ipv6.map(IpAddr::V6).ok_or_else(|| {
-                format!(
-                    "peer {} at {} published no PublicIPv6: with Backend.Underlay \"ipv6\" every node needs an IPv6 address",
-                    self.subnet, self.public_ip
-                )
+            Underlay::Ipv4 => Err(PeerError::NoPublicIp {
+                subnet: self.subnet,
             }),
+            Underlay::Ipv6 => self
+                .public_ipv6
+                .map(IpAddr::V6)
+                .ok_or(PeerError::NoPublicIpv6 {
+                    subnet: self.subnet,
+                    public_ip: self.public_ip,
+                }),
+        }
+    }
+
+    /// The error for a peer running another backend than `ours`.
+    pub fn other_backend(&self, ours: &'static str) -> PeerError {
+        PeerError::OtherBackend {
+            subnet: self.subnet,
+            public_ip: self.public_ip,
+            theirs: self.backend_type.clone(),
+            ours,
         }
     }
 }
 
 /// What one reconcile pass did: the daemon turns it into metrics and logs.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct ReconcileReport {
     /// Netlink requests that changed something, by kind (e.g. "route_add").
     pub changes: Vec<(&'static str, u64)>,
     /// Peers that could not be programmed, with the reason; the others were.
-    pub errors: Vec<String>,
+    pub errors: Vec<PeerError>,
     /// Peers programmed after this pass.
     pub peers: usize,
     /// True when the device itself had to be (re)created.
     pub device_recreated: bool,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum BackendError {
-    #[error("backend type {0:?} is not supported (supported: vxlan, geneve, userspace, host-gw)")]
-    Unsupported(String),
-    #[error("invalid Backend options in net-conf.json: {0}")]
-    Config(String),
-    #[error(transparent)]
-    Netlink(#[from] crate::netlink::NetlinkError),
-    #[error("invalid Backend options in net-conf.json: {0}")]
-    NoTunnelAddress(#[from] crate::model::NoTunnelAddress),
-    #[error("{0}")]
-    Other(String),
 }
 
 /// A datapath driver.
@@ -122,16 +118,18 @@ pub trait Backend: Send {
     /// excluded). Idempotent; also recreates the device if it vanished.
     async fn reconcile(&mut self, peers: &[Peer]) -> Result<ReconcileReport, BackendError>;
 
-    /// Packet counters of a datapath that moves packets itself (the
+    /// Packet statistics of a datapath that moves packets itself (the
     /// userspace one), read by /metrics at scrape time; `None` for the
     /// kernel datapaths.
-    fn datapath_counters(&self) -> Option<std::sync::Arc<crate::userspace::counters::Counters>> {
+    fn stats(&self) -> Option<std::sync::Arc<dyn DatapathStats>> {
         None
     }
 }
 
 // Implementations (owner: "dp").
 mod converge;
+pub mod devices;
+pub mod error;
 #[cfg(test)]
 mod fake_tests;
 pub mod hostgw;
@@ -140,15 +138,18 @@ pub mod metadata;
 pub mod options;
 pub mod ownership;
 pub mod spec;
+pub mod stats;
 pub mod tunnel;
 pub mod userspace;
 pub mod vtep_mac;
 pub mod vxlan;
 
+pub use error::{BackendError, PeerError};
 pub use spec::{
     BackendSpec, Datapath, DatapathMode, Encap, Fallback, NodeOverrides, TunnelSpec, Underlay,
     DEFAULT_BUSY_POLL,
 };
+pub use stats::{DatapathStats, StatsSnapshot};
 
 /// The underlay family net-conf.json's Backend asks for (host-gw: IPv4),
 /// known before the node is detected: it decides which addresses to look

@@ -1,6 +1,6 @@
 //! Device handling shared by the kernel tunnel backends (FDB-mode VXLAN and
 //! metadata-mode VXLAN/Geneve): adopt-or-recreate, the lease address, the
-//! peer's VTEP MAC, and removing the other mode's device.
+//! peer's VTEP MAC.
 
 use ipnet::Ipv4Net;
 use netlink_packet_route::link::LinkMessage;
@@ -8,7 +8,7 @@ use netlink_packet_route::link::LinkMessage;
 use super::converge::{converge, on_same_l2, Desired};
 use super::options::data_field;
 use super::ownership::Scope;
-use super::{BackendError, LocalNode, Peer, ReconcileReport, Underlay};
+use super::{BackendError, LocalNode, Peer, PeerError, ReconcileReport, Underlay};
 use crate::model::{Mac, Route};
 use crate::netlink::dump::LinkState;
 use crate::netlink::{Kernel, NetlinkError};
@@ -82,34 +82,15 @@ pub async fn add_link(nl: &dyn Kernel, msg: LinkMessage, what: String) -> Result
 
 /// The index of a link just created.
 pub async fn created_index(nl: &dyn Kernel, name: &str) -> Result<u32, BackendError> {
-    let link = nl.link_by_name(name).await?.ok_or_else(|| {
-        BackendError::Other(format!("{name} vanished right after it was created"))
-    })?;
+    let link = nl
+        .link_by_name(name)
+        .await?
+        .ok_or_else(|| BackendError::Vanished { name: name.into() })?;
     Ok(link.index)
 }
 
 async fn delete_link(nl: &dyn Kernel, index: u32, what: &str) -> Result<(), BackendError> {
     Ok(nl.del_link(index, what).await?)
-}
-
-/// Removes our device of the other VXLAN mode (`flannel.<VNI>` vs
-/// `flannel-vxlan`): both want the same UDP port. The kernel drops the
-/// routes through it with it. True when something was removed.
-pub async fn remove_other_mode_device(
-    nl: &dyn Kernel,
-    name: &str,
-    why: &str,
-) -> Result<bool, BackendError> {
-    let Some(link) = nl.link_by_name(name).await? else {
-        return Ok(false);
-    };
-    if link.kind != Some(netlink_packet_route::link::InfoKind::Vxlan) {
-        // Not a device of ours under that name: leave it alone.
-        return Ok(false);
-    }
-    tracing::info!("removing {name} and its routes: {why}");
-    delete_link(nl, link.index, &format!("removing {name} ({why})")).await?;
-    Ok(true)
 }
 
 /// Puts exactly `<lease .0>/32` on device `index` (an address from an
@@ -120,7 +101,7 @@ pub async fn ensure_lease_address(
     lease: Ipv4Net,
     dev: &str,
 ) -> Result<(), BackendError> {
-    let want = Ipv4Net::new(lease.network(), 32).map_err(|e| BackendError::Other(e.to_string()))?;
+    let want = Ipv4Net::from(lease.network());
     let mut present = false;
     for net in nl.ipv4_addrs(index).await? {
         if net == want {
@@ -137,25 +118,23 @@ pub async fn ensure_lease_address(
 
 /// The VTEP MAC a peer of encapsulation `ours` published, or why it
 /// cannot be programmed.
-pub fn peer_vtep_mac(peer: &Peer, ours: &str) -> Result<Mac, String> {
+pub fn peer_vtep_mac(peer: &Peer, ours: &'static str) -> Result<Mac, PeerError> {
     if peer.backend_type != ours {
-        return Err(format!(
-            "peer {} at {} uses backend {:?}, this node {ours}: all nodes must use the same backend",
-            peer.subnet, peer.public_ip, peer.backend_type
-        ));
+        return Err(peer.other_backend(ours));
     }
     let field = peer
         .backend_data
         .as_ref()
         .and_then(|d| data_field(d, "VtepMAC"));
-    let text = field.and_then(|v| v.as_str()).ok_or_else(|| {
-        format!(
-            "peer {} at {} published no VtepMAC in its BackendData",
-            peer.subnet, peer.public_ip
-        )
+    let text = field.and_then(|v| v.as_str()).ok_or(PeerError::NoVtepMac {
+        subnet: peer.subnet,
+        public_ip: peer.public_ip,
     })?;
-    text.parse()
-        .map_err(|e| format!("peer {} at {}: VtepMAC: {e}", peer.subnet, peer.public_ip))
+    text.parse().map_err(|source| PeerError::BadVtepMac {
+        subnet: peer.subnet,
+        public_ip: peer.public_ip,
+        source,
+    })
 }
 
 /// DirectRouting: a peer on the same L2 gets a plain route via its public
@@ -188,9 +167,9 @@ pub async fn converge_peers(
     peers: &[Peer],
     dev: u32,
     direct_routing: bool,
-    (ours, underlay): (&str, Underlay),
+    (ours, underlay): (&'static str, Underlay),
     recreated: bool,
-    entries: impl Fn(&Peer, Option<u32>) -> Result<State, String>,
+    entries: impl Fn(&Peer, Option<u32>) -> Result<State, PeerError>,
 ) -> Result<ReconcileReport, BackendError> {
     let mut desired = Desired::default();
     let mut errors = Vec::new();

@@ -16,11 +16,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::backend::DatapathStats;
 use crate::backend::{BackendError, ReconcileReport};
 use crate::daemon::ops_metrics::{OpsMetrics, ProcessCollector};
 use crate::daemon::peers::Applied;
 use crate::daemon::validate::{Reason, Rejection};
-use crate::userspace::counters::Counters;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TriggerLabel {
@@ -100,7 +100,7 @@ pub struct Metrics {
 /// scrape time (nothing is exported for the kernel datapaths).
 #[derive(Debug, Default)]
 struct DatapathCollector {
-    counters: Mutex<Option<Arc<Counters>>>,
+    counters: Mutex<Option<Arc<dyn DatapathStats>>>,
 }
 
 impl Collector for DatapathCollector {
@@ -120,15 +120,15 @@ impl Collector for DatapathCollector {
                 None,
                 MetricType::Counter,
             )?;
-            for (dir, n, _) in &snap.ok {
-                let labels = [("direction", dir.label()), ("result", "delivered")];
+            for (dir, n, _) in &snap.delivered {
+                let labels = [("direction", *dir), ("result", "delivered")];
                 ConstCounter::new(*n).encode(packets.encode_family(&labels)?)?;
             }
-            for (dir, reason, n) in &snap.drops {
+            for (dir, reason, n) in &snap.dropped {
                 let labels = [
-                    ("direction", dir.label()),
+                    ("direction", *dir),
                     ("result", "dropped"),
-                    ("reason", reason.label()),
+                    ("reason", *reason),
                 ];
                 ConstCounter::new(*n).encode(packets.encode_family(&labels)?)?;
             }
@@ -139,8 +139,8 @@ impl Collector for DatapathCollector {
             None,
             MetricType::Counter,
         )?;
-        for (dir, _, b) in &snap.ok {
-            let labels = [("direction", dir.label())];
+        for (dir, _, b) in &snap.delivered {
+            let labels = [("direction", *dir)];
             ConstCounter::new(*b).encode(bytes.encode_family(&labels)?)?;
         }
         Ok(())
@@ -292,9 +292,9 @@ impl Metrics {
         }
     }
 
-    /// Exports a datapath's counters (`Backend::datapath_counters`) from
-    /// now on; the daemon calls it once after `prepare`.
-    pub fn set_datapath(&self, counters: Option<Arc<Counters>>) {
+    /// Exports a datapath's statistics (`Backend::stats`) from now on; the
+    /// daemon calls it once after `prepare`.
+    pub fn set_datapath(&self, counters: Option<Arc<dyn DatapathStats>>) {
         match self.datapath.counters.lock() {
             Ok(mut c) => *c = counters,
             Err(poisoned) => *poisoned.into_inner() = counters,
@@ -467,7 +467,10 @@ mod tests {
         let m = Metrics::new();
         let report = ReconcileReport {
             changes: vec![("route_add", 3), ("fdb_add", 3)],
-            errors: vec!["10.244.9.0/24: no VtepMAC".into()],
+            errors: vec![crate::backend::PeerError::NoVtepMac {
+                subnet: "10.244.9.0/24".parse().unwrap(),
+                public_ip: std::net::Ipv4Addr::new(198, 51, 100, 9),
+            }],
             peers: 3,
             device_recreated: false,
         };
@@ -475,7 +478,7 @@ mod tests {
         m.record_reconcile(
             "resync",
             Duration::from_millis(1),
-            &Err(BackendError::Other("x".into())),
+            &Err(BackendError::Vanished { name: "x".into() }),
         );
         m.record_events(Applied {
             added: 3,
@@ -559,7 +562,7 @@ mod tests {
         use crate::userspace::counters::Dir;
         use crate::userspace::frame::Drop;
         let m = Metrics::new();
-        let c = Arc::new(Counters::default());
+        let c = Arc::new(crate::userspace::counters::Counters::default());
         m.set_datapath(Some(c.clone()));
         c.ok(Dir::Rx, 5, 500);
         c.count_drop(Dir::Rx, Drop::WrongVni, 2);

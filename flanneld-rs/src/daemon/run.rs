@@ -45,11 +45,6 @@ pub struct LoopSettings {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    #[error("cannot read the network config {path}: {source}")]
-    ConfigFile {
-        path: String,
-        source: std::io::Error,
-    },
     #[error("network config {path}: {source}")]
     ConfigParse {
         path: String,
@@ -429,7 +424,7 @@ impl LeaseLoop {
             })?;
         self.prepared = Some(prepared);
         // The userspace datapath counts its packets; /metrics reads them.
-        self.metrics.set_datapath(self.backend.datapath_counters());
+        self.metrics.set_datapath(self.backend.stats());
         // Deletions by hand are repaired on notice, not at the next resync.
         if self.settings.kernel_events {
             let subscribed = match &self.kernel {
@@ -460,23 +455,18 @@ impl LeaseLoop {
     }
 }
 
-/// Reads net-conf.json from `path` when given, else from the store
-/// (waiting for it to appear, like flannel).
+/// Parses net-conf.json as read once at start-up from `file` (its path
+/// and text: `wiring::read_net_conf`) when given, else reads it from the
+/// store (waiting for it to appear, like flannel).
 pub async fn load_config(
-    path: Option<&std::path::Path>,
+    file: Option<(&std::path::Path, &str)>,
     store: &Arc<dyn LeaseStore>,
 ) -> Result<NetworkConfig, DaemonError> {
     {
-        match path {
-            Some(path) => {
-                let shown = path.display().to_string();
-                let text =
-                    std::fs::read_to_string(path).map_err(|source| DaemonError::ConfigFile {
-                        path: shown.clone(),
-                        source,
-                    })?;
-                NetworkConfig::parse(&text).map_err(|source| DaemonError::ConfigParse {
-                    path: shown,
+        match file {
+            Some((path, text)) => {
+                NetworkConfig::parse(text).map_err(|source| DaemonError::ConfigParse {
+                    path: path.display().to_string(),
                     source,
                 })
             }

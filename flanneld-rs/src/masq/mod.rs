@@ -1,12 +1,11 @@
 //! Masquerade drivers: pod traffic leaving the cluster network is SNATed to
 //! the node, with Go flannel's rule semantics. `nft` keeps its rules in a
-//! table of its own; `none` does nothing (for hosts where something else,
-//! e.g. a cloud NAT or kube-proxy, already handles egress).
+//! table of its own. Without `--ip-masq` the daemon holds no driver at all
+//! (`Parts::masq` is `None`) and removes rules an earlier run left.
 
 pub mod forward;
 pub mod go_chains;
 pub mod nft;
-pub mod none;
 pub mod rules;
 
 use ipnet::Ipv4Net;

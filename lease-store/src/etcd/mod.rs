@@ -4,8 +4,6 @@
 pub mod codec;
 pub mod options;
 mod store;
-#[cfg(feature = "testing")]
-pub mod testing;
 mod watch;
 
 pub use codec::DEFAULT_PREFIX;

@@ -7,9 +7,9 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use futures::StreamExt;
-use lease_store::etcd::testing::EtcdProcess;
 use lease_store::etcd::{EtcdOptions, EtcdStore};
 use lease_store::{AcquireRequest, LeaseAttrs, LeaseWatch, WatchUpdate};
+use testkit::etcd::EtcdProcess;
 
 pub const NET_CONF: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#;
 

@@ -8,12 +8,10 @@ use rtnetlink::{LinkGeneve, LinkVxlan};
 
 use super::super::{tunnel, vtep_mac, BackendError, Encap, LocalNode, TunnelSpec};
 use crate::netlink::dump::LinkState;
+use crate::node::mtu::backend_mtu;
 use crate::reconcile::Mac;
 
-/// The VXLAN metadata device (not `flannel.<VNI>`: that is FDB mode's).
-pub const VXLAN_DEVICE: &str = "flannel-vxlan";
-/// The Geneve metadata device.
-pub const GENEVE_DEVICE: &str = "flannel-geneve";
+pub use super::super::devices::{GENEVE_METADATA as GENEVE_DEVICE, VXLAN_METADATA as VXLAN_DEVICE};
 
 /// The device name for an encapsulation.
 pub fn device_name(encap: Encap) -> &'static str {
@@ -57,9 +55,7 @@ impl DeviceSpec {
             mac: vtep_mac::derive_ip(endpoint, spec.vni),
             // Geneve without options has VXLAN's 8-byte header: same
             // overhead; an IPv6 outer header costs 20 bytes more.
-            mtu: spec
-                .mtu
-                .unwrap_or(node.iface_mtu.saturating_sub(spec.underlay.overhead())),
+            mtu: backend_mtu(spec.mtu, node.iface_mtu, spec.underlay.overhead())?,
         })
     }
 
@@ -138,27 +134,7 @@ impl DeviceSpec {
     }
 }
 
-/// The one line an operator sees when the kernel cannot create the device
-/// because the module is missing.
-pub fn no_module_message(encap: Encap, cause: &str) -> String {
-    let kind = encap.backend_type();
-    format!(
-        "the kernel has no {kind} support (creating {}: {cause}); load the {kind} module, \
-         set \"Fallback\": \"userspace\" in net-conf.json's Backend, or run this node with \
-         --datapath-mode userspace",
-        device_name(encap)
-    )
-}
-
-/// The C library's text for `errno` ("Operation not supported"), without
-/// std's " (os error N)" suffix.
-pub fn errno_text(errno: i32) -> String {
-    let full = std::io::Error::from_raw_os_error(errno).to_string();
-    match full.rfind(" (os error ") {
-        Some(at) => full[..at].to_string(),
-        None => full,
-    }
-}
+pub use super::super::error::{errno_text, no_module_message};
 
 /// Whether a failed RTM_NEWLINK means "no such link kind in this kernel":
 /// rtnetlink answers EOPNOTSUPP when no module registers the kind.
@@ -417,7 +393,7 @@ mod tests {
 
     #[test]
     fn no_module_line_names_the_fixes() {
-        let line = no_module_message(Encap::Geneve, "Operation not supported");
+        let line = no_module_message(Encap::Geneve, 95);
         assert_eq!(
             line,
             "the kernel has no geneve support (creating flannel-geneve: Operation not supported); \

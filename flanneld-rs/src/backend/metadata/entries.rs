@@ -1,6 +1,6 @@
 //! A peer's entries in metadata mode. Pure: the L2 check is the caller's.
 
-use super::super::{tunnel, Encap, Peer, Underlay};
+use super::super::{tunnel, Encap, Peer, PeerError, Underlay};
 use crate::reconcile::{Neigh, Route, State, TunnelEncap};
 
 /// The permanent neighbour `peer .0 -> peer VtepMAC` (the inner frame's
@@ -15,7 +15,7 @@ pub fn peer_entries(
     underlay: Underlay,
     dev: u32,
     direct: Option<u32>,
-) -> Result<State, String> {
+) -> Result<State, PeerError> {
     if let Some(underlay) = direct {
         return Ok(tunnel::direct_route(peer, underlay));
     }
@@ -96,7 +96,7 @@ mod tests {
         );
         p.public_ipv6 = None;
         let e = peer_entries(&p, Encap::Geneve, 3, Underlay::Ipv6, 11, None).unwrap_err();
-        assert!(e.contains("no PublicIPv6"), "{e}");
+        assert!(matches!(e, PeerError::NoPublicIpv6 { .. }), "{e}");
     }
 
     #[test]
@@ -114,12 +114,14 @@ mod tests {
         assert!(
             peer_entries(&vx, Encap::Geneve, 1, Underlay::Ipv4, 11, None)
                 .unwrap_err()
+                .to_string()
                 .contains("same backend")
         );
         let bad = peer("geneve", json!({"VNI": 1}));
         assert!(
             peer_entries(&bad, Encap::Geneve, 1, Underlay::Ipv4, 11, None)
                 .unwrap_err()
+                .to_string()
                 .contains("VtepMAC")
         );
     }

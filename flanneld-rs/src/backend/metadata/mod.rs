@@ -13,9 +13,10 @@ use async_trait::async_trait;
 use ipnet::Ipv4Net;
 use lease_store::{Lease, NetworkConfig};
 
+use super::devices::{self, OwnedDevice};
 use super::{
-    tunnel, vxlan, Backend, BackendError, Datapath, Encap, Fallback, LocalNode, Peer, Prepared,
-    ReconcileReport, TunnelSpec,
+    tunnel, Backend, BackendError, Datapath, Fallback, LocalNode, Peer, Prepared, ReconcileReport,
+    TunnelSpec,
 };
 use crate::netlink::KernelRef;
 pub use device::{DeviceSpec, GENEVE_DEVICE, VXLAN_DEVICE};
@@ -27,10 +28,11 @@ pub fn new(netlink: KernelRef, spec: TunnelSpec) -> Result<Box<dyn Backend>, Bac
 
 /// What making sure the device exists came to.
 enum Ensured {
-    Adopted,
-    Created,
-    /// The kernel cannot create this kind of link; the errno's text.
-    NoModule(String),
+    /// The device's index.
+    Adopted(u32),
+    Created(u32),
+    /// The kernel cannot create this kind of link (the errno).
+    NoModule(i32),
 }
 
 pub struct MetadataBackend {
@@ -85,16 +87,15 @@ impl MetadataBackend {
     }
 
     async fn ensure_device(&mut self) -> Result<Ensured, BackendError> {
-        let dev = self
-            .dev
-            .clone()
-            .ok_or_else(|| BackendError::Other(format!("{}: used before prepare", self.what())))?;
+        let dev = self.dev.clone().ok_or(BackendError::NotPrepared {
+            backend: self.what(),
+        })?;
         if let Some(index) =
             tunnel::adopt_or_remove(&*self.nl, dev.name, dev.mtu, |l| dev.check_adoptable(l))
                 .await?
         {
             self.index = Some(index);
-            return Ok(Ensured::Adopted);
+            return Ok(Ensured::Adopted(index));
         }
         let what = format!(
             "creating {} ({} external, port {})",
@@ -105,16 +106,13 @@ impl MetadataBackend {
         match tunnel::add_link(&*self.nl, dev.link_message(), what).await {
             Ok(()) => {}
             Err(e) if device::is_missing_kind(e.errno()) => {
-                let cause = e
-                    .errno()
-                    .map(device::errno_text)
-                    .unwrap_or_else(|| e.to_string());
-                return Ok(Ensured::NoModule(cause));
+                return Ok(Ensured::NoModule(e.errno().unwrap_or_default()));
             }
             Err(e) => return Err(e.into()),
         }
-        self.index = Some(tunnel::created_index(&*self.nl, dev.name).await?);
-        Ok(Ensured::Created)
+        let index = tunnel::created_index(&*self.nl, dev.name).await?;
+        self.index = Some(index);
+        Ok(Ensured::Created(index))
     }
 
     // `&mut self`: the fallback `Box<dyn Backend>` is Send but not Sync.
@@ -142,23 +140,23 @@ impl Backend for MetadataBackend {
         let device_name = dev.name;
         self.dev = Some(dev);
         self.node = Some(node.clone());
-        if self.spec.encap == Encap::Vxlan {
-            tunnel::remove_other_mode_device(
-                &*self.nl,
-                &vxlan::device_name(self.spec.vni),
-                "this node now runs VXLAN in metadata mode, which needs the UDP port it holds",
-            )
-            .await?;
-        }
-        if let Ensured::NoModule(cause) = self.ensure_device().await? {
-            let line = device::no_module_message(self.spec.encap, &cause);
+        let me = OwnedDevice::Metadata {
+            encap: self.spec.encap,
+            vni: self.spec.vni,
+        };
+        devices::remove_conflicting(&*self.nl, me).await?;
+        if let Ensured::NoModule(errno) = self.ensure_device().await? {
             if self.spec.fallback != Fallback::Userspace {
-                return Err(BackendError::Other(line));
+                return Err(BackendError::NoModule {
+                    encap: self.spec.encap,
+                    errno,
+                });
             }
             tracing::warn!(
-                "the kernel has no {} support (creating {device_name}: {cause}); \
+                "the kernel has no {} support (creating {device_name}: {}); \
                  running the userspace datapath as Backend.Fallback asks",
-                self.what()
+                self.what(),
+                super::error::errno_text(errno)
             );
             let spec = TunnelSpec {
                 datapath: Datapath::Userspace,
@@ -181,39 +179,36 @@ impl Backend for MetadataBackend {
         if let Some(fb) = self.fallback.as_mut() {
             return fb.attach(lease).await;
         }
-        let subnet = lease.subnet.ok_or_else(|| {
-            BackendError::Other(format!("{}: the lease has no IPv4 subnet", self.what()))
+        let subnet = lease.subnet.ok_or(BackendError::NoIpv4Subnet {
+            backend: self.what(),
         })?;
         self.lease = Some(subnet);
         self.ensure_address().await
     }
 
-    /// The userspace fallback's packet counters, so /metrics shows them.
-    fn datapath_counters(&self) -> Option<std::sync::Arc<crate::userspace::counters::Counters>> {
-        self.fallback.as_ref().and_then(|fb| fb.datapath_counters())
+    /// The userspace fallback's packet statistics, so /metrics shows them.
+    fn stats(&self) -> Option<std::sync::Arc<dyn super::DatapathStats>> {
+        self.fallback.as_ref().and_then(|fb| fb.stats())
     }
 
     async fn reconcile(&mut self, peers: &[Peer]) -> Result<ReconcileReport, BackendError> {
         if let Some(fb) = self.fallback.as_mut() {
             return fb.reconcile(peers).await;
         }
-        let node = self.node.clone().ok_or_else(|| {
-            BackendError::Other(format!("{}: reconcile called before prepare", self.what()))
+        let node = self.node.clone().ok_or(BackendError::NotPrepared {
+            backend: self.what(),
         })?;
-        let recreated = match self.ensure_device().await? {
-            Ensured::Adopted => false,
-            Ensured::Created => true,
-            Ensured::NoModule(cause) => {
-                return Err(BackendError::Other(device::no_module_message(
-                    self.spec.encap,
-                    &cause,
-                )))
+        let (dev, recreated) = match self.ensure_device().await? {
+            Ensured::Adopted(index) => (index, false),
+            Ensured::Created(index) => (index, true),
+            Ensured::NoModule(errno) => {
+                return Err(BackendError::NoModule {
+                    encap: self.spec.encap,
+                    errno,
+                })
             }
         };
         self.ensure_address().await?;
-        let dev = self
-            .index
-            .ok_or_else(|| BackendError::Other(format!("{}: no device index", self.what())))?;
 
         let (encap, vni, underlay) = (self.spec.encap, self.spec.vni, self.spec.underlay);
         tunnel::converge_peers(

@@ -8,9 +8,10 @@ use lease_store::{Lease, NetworkConfig};
 
 use super::converge::{converge, on_same_l2, Desired};
 use super::ownership::Scope;
-use super::{Backend, BackendError, LocalNode, Peer, Prepared, ReconcileReport};
+use super::{Backend, BackendError, LocalNode, Peer, PeerError, Prepared, ReconcileReport};
 use crate::model::Route;
 use crate::netlink::KernelRef;
+use crate::node::mtu::overlay_mtu;
 use crate::reconcile::State;
 
 pub struct HostGwBackend {
@@ -43,7 +44,8 @@ impl Backend for HostGwBackend {
         Ok(Prepared {
             backend_type: "host-gw".into(),
             backend_data: None,
-            mtu: node.iface_mtu,
+            // No encapsulation: the underlay MTU, under the same floor.
+            mtu: overlay_mtu(node.iface_mtu, 0)?,
         })
     }
 
@@ -54,9 +56,10 @@ impl Backend for HostGwBackend {
     }
 
     async fn reconcile(&mut self, peers: &[Peer]) -> Result<ReconcileReport, BackendError> {
-        let node = self.node.as_ref().ok_or_else(|| {
-            BackendError::Other("host-gw: reconcile called before prepare".into())
-        })?;
+        let node = self
+            .node
+            .as_ref()
+            .ok_or(BackendError::NotPrepared { backend: "host-gw" })?;
         let mut desired = Desired::default();
         let mut errors = Vec::new();
         for peer in peers {
@@ -64,17 +67,15 @@ impl Backend for HostGwBackend {
                 continue;
             }
             if peer.backend_type != "host-gw" {
-                errors.push(format!(
-                    "peer {} at {} uses backend {:?}, this node host-gw: all nodes must use the same backend",
-                    peer.subnet, peer.public_ip, peer.backend_type
-                ));
+                errors.push(peer.other_backend("host-gw"));
                 continue;
             }
             if !on_same_l2(&*self.nl, peer.public_ip, node.iface_index).await? {
-                errors.push(format!(
-                    "peer {} at {} is not on the same L2 as {}: host-gw needs all nodes on one L2 segment; use vxlan",
-                    peer.subnet, peer.public_ip, node.iface_name
-                ));
+                errors.push(PeerError::NotOnSameL2 {
+                    subnet: peer.subnet,
+                    public_ip: peer.public_ip,
+                    iface: node.iface_name.clone(),
+                });
                 continue;
             }
             let route = Route {

@@ -10,12 +10,15 @@ use async_trait::async_trait;
 use ipnet::Ipv4Net;
 use lease_store::{Lease, NetworkConfig};
 
+use super::devices::{self, OwnedDevice};
+use super::stats::{DatapathStats, StatsSnapshot};
 use super::{
     tunnel, vtep_mac, Backend, BackendError, Encap, LocalNode, Peer, Prepared, ReconcileReport,
     TunnelSpec, Underlay,
 };
 use crate::model::{Mac, Route};
 use crate::netlink::KernelRef;
+use crate::node::mtu::backend_mtu;
 use crate::reconcile::State;
 use crate::userspace::counters::Counters;
 use crate::userspace::engine::{Engine, EngineConfig, EngineInfo, PeerSlot};
@@ -23,7 +26,7 @@ use crate::userspace::frame::Framer;
 use crate::userspace::peers::{PeerEntry, PeerTable};
 
 /// The device name (one per node, whatever the encapsulation).
-pub const TUN_NAME: &str = "flannel-tun";
+pub const TUN_NAME: &str = devices::TUN;
 /// Queues (threads) at most; more rarely helps a node's pod traffic.
 pub const MAX_QUEUES: usize = 4;
 
@@ -78,6 +81,12 @@ impl UserspaceBackend {
         self.offload = offload;
     }
 
+    /// The engine's own counters (typed: direction and drop reason), for
+    /// tests and benchmarks; the daemon reads them as `Backend::stats`.
+    pub fn datapath_counters(&self) -> Option<Arc<Counters>> {
+        Some(self.counters.clone())
+    }
+
     /// What the running engine negotiated with the kernel.
     pub fn engine_info(&self) -> Option<EngineInfo> {
         self.engine.as_ref().map(Engine::info)
@@ -92,14 +101,15 @@ impl UserspaceBackend {
     }
 
     fn node(&self) -> Result<&LocalNode, BackendError> {
-        self.node
-            .as_ref()
-            .ok_or_else(|| BackendError::Other("userspace: used before prepare".into()))
+        self.node.as_ref().ok_or(BackendError::NotPrepared {
+            backend: "userspace",
+        })
     }
 
     /// Keeps a live engine whose device still exists, or starts a new one
-    /// (a TUN device dies with its fds, and vice versa); true when started.
-    async fn ensure_engine(&mut self) -> Result<bool, BackendError> {
+    /// (a TUN device dies with its fds, and vice versa): the device's
+    /// index, and true when started.
+    async fn ensure_engine(&mut self) -> Result<(u32, bool), BackendError> {
         let link = self.nl.link_by_name(TUN_NAME).await?;
         if let (Some(engine), Some(link)) = (&self.engine, &link) {
             if engine.is_alive() && Some(link.index) == self.index {
@@ -112,7 +122,7 @@ impl UserspaceBackend {
                         )
                         .await?;
                 }
-                return Ok(false);
+                return Ok((link.index, false));
             }
         }
         if self.engine.take().is_some() {
@@ -126,23 +136,13 @@ impl UserspaceBackend {
                 .await?;
         }
         let node = self.node()?.clone();
-        if self.spec.encap == Encap::Vxlan {
-            // A kernel VXLAN device of ours (FDB or metadata mode) holds
-            // the same UDP port.
-            let why = "the userspace datapath needs its UDP port";
-            tunnel::remove_other_mode_device(
-                &*self.nl,
-                &super::vxlan::device_name(self.spec.vni),
-                why,
-            )
-            .await?;
-            tunnel::remove_other_mode_device(
-                &*self.nl,
-                super::metadata::device::device_name(Encap::Vxlan),
-                why,
-            )
-            .await?;
-        }
+        // A kernel VXLAN device of ours (FDB or metadata mode) holds the
+        // same UDP port.
+        let me = OwnedDevice::Tun {
+            encap: self.spec.encap,
+            vni: self.spec.vni,
+        };
+        devices::remove_conflicting(&*self.nl, me).await?;
         let cfg = EngineConfig {
             tun_name: TUN_NAME.into(),
             mtu: self.mtu,
@@ -160,8 +160,7 @@ impl UserspaceBackend {
             busy_poll: self.spec.busy_poll,
             netns: self.nl.netns_path().map(|p| p.to_path_buf()),
         };
-        let engine = Engine::start(cfg, self.peers.clone(), self.counters.clone())
-            .map_err(|e| BackendError::Other(format!("userspace datapath: {e}")))?;
+        let engine = Engine::start(cfg, self.peers.clone(), self.counters.clone())?;
         let info = engine.info();
         tracing::info!(
             "{TUN_NAME} up: {} {} queue(s), TUN offload {}, UDP GSO {} segments, UDP GRO {}",
@@ -176,8 +175,9 @@ impl UserspaceBackend {
             },
         );
         self.engine = Some(engine);
-        self.index = Some(tunnel::created_index(&*self.nl, TUN_NAME).await?);
-        Ok(true)
+        let index = tunnel::created_index(&*self.nl, TUN_NAME).await?;
+        self.index = Some(index);
+        Ok((index, true))
     }
 }
 
@@ -232,18 +232,9 @@ impl Backend for UserspaceBackend {
         _config: &NetworkConfig,
     ) -> Result<Prepared, BackendError> {
         let (_, endpoint) = node.tunnel_addrs(self.spec.underlay)?;
-        let mtu = self
-            .spec
-            .mtu
-            .unwrap_or(node.iface_mtu.saturating_sub(self.spec.underlay.overhead()));
-        self.mtu = u16::try_from(mtu)
-            .ok()
-            .filter(|m| *m >= 576)
-            .ok_or_else(|| {
-                BackendError::Config(format!(
-                    "overlay MTU {mtu} is outside 576..=65535; set Backend.MTU or check the underlay MTU"
-                ))
-            })?;
+        let mtu = backend_mtu(self.spec.mtu, node.iface_mtu, self.spec.underlay.overhead())?;
+        // backend_mtu keeps it within 65535.
+        self.mtu = u16::try_from(mtu).unwrap_or(u16::MAX);
         self.mac = vtep_mac::derive_ip(endpoint, self.spec.vni);
         self.node = Some(node.clone());
         self.ensure_engine().await?;
@@ -257,22 +248,19 @@ impl Backend for UserspaceBackend {
     }
 
     async fn attach(&mut self, lease: &Lease) -> Result<(), BackendError> {
-        let subnet = lease
-            .subnet
-            .ok_or_else(|| BackendError::Other("userspace: the lease has no IPv4 subnet".into()))?;
+        let subnet = lease.subnet.ok_or(BackendError::NoIpv4Subnet {
+            backend: "userspace",
+        })?;
         self.lease = Some(subnet);
-        let index = self
-            .index
-            .ok_or_else(|| BackendError::Other("userspace: attach called before prepare".into()))?;
+        let index = self.index.ok_or(BackendError::NotPrepared {
+            backend: "userspace",
+        })?;
         tunnel::ensure_lease_address(&*self.nl, index, subnet, TUN_NAME).await
     }
 
     async fn reconcile(&mut self, peers: &[Peer]) -> Result<ReconcileReport, BackendError> {
         let node = self.node()?.clone();
-        let recreated = self.ensure_engine().await?;
-        let dev = self
-            .index
-            .ok_or_else(|| BackendError::Other("userspace: no device index".into()))?;
+        let (dev, recreated) = self.ensure_engine().await?;
         if let Some(lease) = self.lease {
             tunnel::ensure_lease_address(&*self.nl, dev, lease, TUN_NAME).await?;
         }
@@ -308,8 +296,22 @@ impl Backend for UserspaceBackend {
         .await
     }
 
-    fn datapath_counters(&self) -> Option<Arc<Counters>> {
+    fn stats(&self) -> Option<Arc<dyn DatapathStats>> {
         Some(self.counters.clone())
+    }
+}
+
+impl DatapathStats for Counters {
+    fn snapshot(&self) -> StatsSnapshot {
+        let s = Counters::snapshot(self);
+        StatsSnapshot {
+            delivered: s.ok.iter().map(|(d, p, b)| (d.label(), *p, *b)).collect(),
+            dropped: s
+                .drops
+                .iter()
+                .map(|(d, r, n)| (d.label(), r.label(), *n))
+                .collect(),
+        }
     }
 }
 

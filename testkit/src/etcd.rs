@@ -1,7 +1,7 @@
-//! Test support (feature `testing`): a real etcd (Debian's `/usr/bin/etcd`)
-//! on free loopback ports with a throwaway data dir, killed on Drop, and a
-//! throwaway PKI made with the `openssl` CLI for TLS tests. Used by this
-//! crate's tests, the daemon's and the lab's.
+//! A real etcd (Debian's `/usr/bin/etcd`) on free loopback ports with a
+//! throwaway data dir, killed on Drop (also when the test panics), and a
+//! throwaway PKI made with the `openssl` CLI for TLS tests. Used by the
+//! lease store's etcd tests and the daemon's.
 
 use std::fs::File;
 use std::net::TcpListener;
@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
-pub enum TestingError {
+pub enum EtcdError {
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -32,9 +32,9 @@ pub enum TestingError {
     Openssl { step: String, stderr: String },
 }
 
-fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> TestingError {
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> EtcdError {
     let what = what.into();
-    move |source| TestingError::Io { what, source }
+    move |source| EtcdError::Io { what, source }
 }
 
 /// Server-side TLS for the test etcd.
@@ -60,7 +60,7 @@ const ETCD: &str = "/usr/bin/etcd";
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Two free loopback ports (held until both are chosen, so they differ).
-fn free_ports() -> Result<(u16, u16), TestingError> {
+fn free_ports() -> Result<(u16, u16), EtcdError> {
     let a = TcpListener::bind("127.0.0.1:0").map_err(io("bind a free port"))?;
     let b = TcpListener::bind("127.0.0.1:0").map_err(io("bind a free port"))?;
     let pa = a.local_addr().map_err(io("read port"))?.port();
@@ -70,22 +70,22 @@ fn free_ports() -> Result<(u16, u16), TestingError> {
 
 impl EtcdProcess {
     /// A plain-HTTP etcd on loopback.
-    pub fn start() -> Result<Self, TestingError> {
+    pub fn start() -> Result<Self, EtcdError> {
         Self::start_with(None)
     }
 
     /// An etcd serving clients over TLS (and mutual TLS with `client_ca`).
-    pub fn start_with(tls: Option<ServerTls>) -> Result<Self, TestingError> {
+    pub fn start_with(tls: Option<ServerTls>) -> Result<Self, EtcdError> {
         if !Path::new(ETCD).exists() {
-            return Err(TestingError::Io {
+            return Err(EtcdError::Io {
                 what: format!("{ETCD} is missing: apt-get install etcd-server"),
                 source: std::io::ErrorKind::NotFound.into(),
             });
         }
-        let dir = tempfile::Builder::new()
-            .prefix("fct-etcd-")
-            .tempdir()
-            .map_err(io("create etcd temp dir"))?;
+        let dir = crate::temp::temp_dir("etcd").map_err(|e| EtcdError::Io {
+            what: e.to_string(),
+            source: e.source,
+        })?;
         let (client_port, peer_port) = free_ports()?;
         let mut p = Self {
             child: None,
@@ -120,7 +120,7 @@ impl EtcdProcess {
         self.dir.path().join(format!("etcd-{}.log", self.starts))
     }
 
-    fn spawn(&mut self) -> Result<(), TestingError> {
+    fn spawn(&mut self) -> Result<(), EtcdError> {
         self.starts += 1;
         let log_path = self.log_path();
         let log = File::create(&log_path).map_err(io(format!("create {}", log_path.display())))?;
@@ -164,13 +164,13 @@ impl EtcdProcess {
     /// etcd 3.4 logs "serving client traffic (in)securely" once its client
     /// listener serves requests (older loggers: "ready to serve client
     /// requests").
-    fn wait_ready(&mut self) -> Result<(), TestingError> {
+    fn wait_ready(&mut self) -> Result<(), EtcdError> {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             if let Some(child) = &mut self.child {
                 if let Ok(Some(status)) = child.try_wait() {
                     self.child = None;
-                    return Err(TestingError::Exited {
+                    return Err(EtcdError::Exited {
                         status: status.to_string(),
                         log: self.log_path(),
                         tail: self.tail(),
@@ -184,7 +184,7 @@ impl EtcdProcess {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                return Err(TestingError::NotReady {
+                return Err(EtcdError::NotReady {
                     secs: READY_TIMEOUT.as_secs(),
                     log: self.log_path(),
                     tail: self.tail(),
@@ -204,7 +204,7 @@ impl EtcdProcess {
     }
 
     /// Starts etcd again on the same ports and data.
-    pub fn restart(&mut self) -> Result<(), TestingError> {
+    pub fn restart(&mut self) -> Result<(), EtcdError> {
         self.stop();
         self.spawn()
     }
@@ -232,14 +232,14 @@ pub struct TestPki {
     pub client_key: PathBuf,
 }
 
-fn openssl(step: &str, args: &[&str], cwd: &Path) -> Result<(), TestingError> {
+fn openssl(step: &str, args: &[&str], cwd: &Path) -> Result<(), EtcdError> {
     let out = Command::new("openssl")
         .args(args)
         .current_dir(cwd)
         .output()
         .map_err(io("run openssl (apt-get install openssl)"))?;
     if !out.status.success() {
-        return Err(TestingError::Openssl {
+        return Err(EtcdError::Openssl {
             step: step.to_string(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         });
@@ -249,7 +249,7 @@ fn openssl(step: &str, args: &[&str], cwd: &Path) -> Result<(), TestingError> {
 
 impl TestPki {
     /// Generates the PKI into `dir` (P-256 keys, valid for a day).
-    pub fn generate(dir: &Path) -> Result<Self, TestingError> {
+    pub fn generate(dir: &Path) -> Result<Self, EtcdError> {
         let ec = [
             "-newkey",
             "ec",

@@ -13,14 +13,17 @@ use lease_store::{Lease, NetworkConfig};
 use netlink_packet_route::link::InfoKind;
 use rtnetlink::LinkVxlan;
 
+use super::devices::{self, OwnedDevice};
 use super::mac_memory::{DeviceKey, MacMemory};
 use super::options::VxlanOptions;
 use super::{
-    tunnel, vtep_mac, Backend, BackendError, LocalNode, Peer, Prepared, ReconcileReport, Underlay,
+    tunnel, vtep_mac, Backend, BackendError, LocalNode, Peer, PeerError, Prepared, ReconcileReport,
+    Underlay,
 };
 use crate::model::{Fdb, Mac, Neigh, Route};
 use crate::netlink::dump::LinkState;
 use crate::netlink::KernelRef;
+use crate::node::mtu::backend_mtu;
 use crate::reconcile::State;
 
 /// What the device must look like; anything else is recreated.
@@ -56,9 +59,7 @@ impl DeviceSpec {
             gbp: opts.gbp,
             learning: opts.learning,
             mac: vtep_mac::derive(node.public_ip, opts.vni),
-            mtu: opts
-                .mtu
-                .unwrap_or(node.iface_mtu.saturating_sub(Underlay::Ipv4.overhead())),
+            mtu: backend_mtu(opts.mtu, node.iface_mtu, Underlay::Ipv4.overhead())?,
         })
     }
 
@@ -132,12 +133,12 @@ impl DeviceSpec {
 }
 
 pub fn device_name(vni: u32) -> String {
-    format!("flannel.{vni}")
+    OwnedDevice::VxlanFdb { vni }.name()
 }
 
 /// A peer's three entries (or its direct route), or why it cannot be
 /// programmed. Pure: the L2 check is done by the caller.
-pub fn peer_entries(peer: &Peer, dev: u32, direct: Option<u32>) -> Result<State, String> {
+pub fn peer_entries(peer: &Peer, dev: u32, direct: Option<u32>) -> Result<State, PeerError> {
     if let Some(underlay) = direct {
         return Ok(tunnel::direct_route(peer, underlay));
     }
@@ -216,14 +217,15 @@ impl VxlanBackend {
     fn spec(&self) -> Result<&DeviceSpec, BackendError> {
         self.spec
             .as_ref()
-            .ok_or_else(|| BackendError::Other("vxlan: used before prepare".into()))
+            .ok_or(BackendError::NotPrepared { backend: "vxlan" })
     }
 
-    /// Adopts a compatible device or (re)creates it; true when created.
+    /// Adopts a compatible device or (re)creates it: its index, and true
+    /// when created.
     /// Before the MAC is published, a device with the right identity is
     /// adopted with its MAC, and a new one gets the remembered MAC (if
     /// any) or the derived one.
-    async fn ensure_device(&mut self) -> Result<bool, BackendError> {
+    async fn ensure_device(&mut self) -> Result<(u32, bool), BackendError> {
         let mut spec = self.spec()?.clone();
         let published = self.mac_published;
         let adopted = tunnel::adopt_link_or_remove(&*self.nl, &spec.name, spec.mtu, |l| {
@@ -242,7 +244,7 @@ impl VxlanBackend {
                 }
             }
             self.spec = Some(spec);
-            return Ok(false);
+            return Ok((link.index, false));
         }
         if !published {
             if let Some(mac) = self.recalled_mac(&spec) {
@@ -264,8 +266,9 @@ impl VxlanBackend {
             spec.name, spec.vni, spec.local, spec.port
         );
         tunnel::add_link(&*self.nl, msg, what).await?;
-        self.index = Some(tunnel::created_index(&*self.nl, &spec.name).await?);
-        Ok(true)
+        let index = tunnel::created_index(&*self.nl, &spec.name).await?;
+        self.index = Some(index);
+        Ok((index, true))
     }
 
     /// Keeps the MAC of the device found at start-up: peers (Go ones too)
@@ -332,12 +335,8 @@ impl Backend for VxlanBackend {
         self.node = Some(node.clone());
         self.network = config.network;
         self.mac_published = false;
-        tunnel::remove_other_mode_device(
-            &*self.nl,
-            super::metadata::VXLAN_DEVICE,
-            "this node now runs VXLAN in FDB mode, which needs the UDP port it holds",
-        )
-        .await?;
+        let me = OwnedDevice::VxlanFdb { vni: self.opts.vni };
+        devices::remove_conflicting(&*self.nl, me).await?;
         self.ensure_device().await?;
         // The MAC the device has now (adopted, remembered or derived) is
         // the one published; later passes keep the device on it.
@@ -354,7 +353,7 @@ impl Backend for VxlanBackend {
     async fn attach(&mut self, lease: &Lease) -> Result<(), BackendError> {
         let subnet = lease
             .subnet
-            .ok_or_else(|| BackendError::Other("vxlan: the lease has no IPv4 subnet".into()))?;
+            .ok_or(BackendError::NoIpv4Subnet { backend: "vxlan" })?;
         self.lease = Some(subnet);
         self.ensure_address().await
     }
@@ -363,12 +362,9 @@ impl Backend for VxlanBackend {
         let node = self
             .node
             .clone()
-            .ok_or_else(|| BackendError::Other("vxlan: reconcile called before prepare".into()))?;
-        let recreated = self.ensure_device().await?;
+            .ok_or(BackendError::NotPrepared { backend: "vxlan" })?;
+        let (dev, recreated) = self.ensure_device().await?;
         self.ensure_address().await?;
-        let dev = self
-            .index
-            .ok_or_else(|| BackendError::Other("vxlan: no device index".into()))?;
 
         tunnel::converge_peers(
             &*self.nl,
@@ -454,19 +450,35 @@ mod tests {
         assert_eq!(s.check_adoptable(&link_like(&s)), Ok(()));
         let mut other_vni = link_like(&s);
         other_vni.vxlan.as_mut().unwrap().vni = Some(5);
-        assert!(s.check_adoptable(&other_vni).unwrap_err().contains("VNI"));
+        assert!(s
+            .check_adoptable(&other_vni)
+            .unwrap_err()
+            .to_string()
+            .contains("VNI"));
         let mut other_mac = link_like(&s);
         other_mac.mac = Some(Mac([2, 0, 0, 0, 0, 1]));
-        assert!(s.check_adoptable(&other_mac).unwrap_err().contains("MAC"));
+        assert!(s
+            .check_adoptable(&other_mac)
+            .unwrap_err()
+            .to_string()
+            .contains("MAC"));
         // Go flanneld's device: right identity, random MAC; adoptable at
         // start-up, and the MAC is kept.
         assert_eq!(s.check_identity(&other_mac), Ok(()));
         let mut other_vni = other_mac.clone();
         other_vni.vxlan.as_mut().unwrap().vni = Some(5);
-        assert!(s.check_identity(&other_vni).unwrap_err().contains("VNI"));
+        assert!(s
+            .check_identity(&other_vni)
+            .unwrap_err()
+            .to_string()
+            .contains("VNI"));
         let mut gbp = link_like(&s);
         gbp.vxlan.as_mut().unwrap().gbp = true;
-        assert!(s.check_adoptable(&gbp).unwrap_err().contains("GBP"));
+        assert!(s
+            .check_adoptable(&gbp)
+            .unwrap_err()
+            .to_string()
+            .contains("GBP"));
         let mut bridge = link_like(&s);
         bridge.kind = Some(InfoKind::Bridge);
         assert!(s.check_adoptable(&bridge).is_err());
@@ -524,14 +536,17 @@ mod tests {
     fn bad_peers_are_explained() {
         assert!(peer_entries(&peer(json!({})), 11, None)
             .unwrap_err()
+            .to_string()
             .contains("VtepMAC"));
         assert!(peer_entries(&peer(json!({"vtepmac": "zz"})), 11, None)
             .unwrap_err()
+            .to_string()
             .contains("VtepMAC"));
         let mut hg = peer(json!({}));
         hg.backend_type = "host-gw".into();
         assert!(peer_entries(&hg, 11, None)
             .unwrap_err()
+            .to_string()
             .contains("same backend"));
     }
 }
