@@ -353,3 +353,67 @@ async fn public_ip_overwrite_is_honoured() {
         "198.51.100.10"
     );
 }
+
+/// A restarted daemon (subnet.env read back) finds its own Lease by its
+/// address label and renews it in place with its new attributes: one small
+/// list, not a list of the whole table. A new node, a restart whose Lease
+/// is gone, and a node with a reservation waiting go the full way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_reuses_its_lease_without_listing_the_table() {
+    const ALL: &str = "flannel.alpha.coreos.com/subnet-lease=true";
+    let fake = FakeApi::start(Duration::from_secs(60)).await;
+    fake.put_node(node_json("n1", &[], &[]));
+    fake.put_node(node_json("n2", &[], &[]));
+    let l1 = node_store(&fake, "n1").acquire(&req(1)).await.unwrap();
+    assert_eq!(fake.lease_lists(), [ALL], "a new node lists the table");
+    node_store(&fake, "n2").acquire(&req(2)).await.unwrap();
+    let name = lease_map::object_name(l1.subnet, None);
+    let first = fake.lease(NS, &name).unwrap();
+    assert_eq!(
+        first["metadata"]["labels"]["flannel.alpha.coreos.com/subnet-lease-address"],
+        "192.0.2.1"
+    );
+
+    let seen = fake.lease_lists().len();
+    let mut restart = req(1);
+    restart.attrs.backend_data = Some(json!({"VNI": 1, "VtepMAC": "0a:58:00:00:01:99"}));
+    restart.previous_subnet = l1.subnet;
+    let again = node_store(&fake, "n1").acquire(&restart).await.unwrap();
+    assert_eq!(again.subnet, l1.subnet);
+    assert_eq!(again.attrs, restart.attrs);
+    assert!(!again.is_reservation());
+    let lists = fake.lease_lists()[seen..].to_vec();
+    assert_eq!(
+        lists,
+        [format!(
+            "{ALL},flannel.alpha.coreos.com/subnet-lease-address=192.0.2.1"
+        )],
+        "one label-selected list, no list of the table"
+    );
+    let obj = fake.lease(NS, &name).unwrap();
+    assert_eq!(obj["spec"]["acquireTime"], first["spec"]["acquireTime"]);
+    assert_eq!(obj["metadata"]["ownerReferences"][0]["uid"], "uid-n1");
+    assert_eq!(fake.leases(NS).len(), 2);
+
+    // Its Lease gone (released by hand): the full way, same subnet back.
+    node_store(&fake, "n1").release(&again).await.unwrap();
+    let seen = fake.lease_lists().len();
+    let back = node_store(&fake, "n1").acquire(&restart).await.unwrap();
+    assert_eq!(back.subnet, l1.subnet);
+    assert!(fake.lease_lists()[seen..].iter().any(|s| s == ALL));
+
+    // A reservation for its address wins over its lease, as flannel's
+    // policy says: the full way finds it.
+    let reserved: ipnet::Ipv4Net = "10.244.77.0/24".parse().unwrap();
+    node_store(&fake, "n2")
+        .reserve(Some(reserved), None, &node_attrs(1))
+        .await
+        .unwrap();
+    let moved = node_store(&fake, "n1").acquire(&restart).await.unwrap();
+    assert_eq!(moved.subnet, Some(reserved));
+    assert!(moved.is_reservation());
+    assert!(
+        fake.lease(NS, &name).is_none(),
+        "the node's old lease is given back"
+    );
+}

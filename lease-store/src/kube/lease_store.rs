@@ -461,8 +461,12 @@ impl KubeLeaseStore {
         let req = &req;
         let holder = self.holder(&req.attrs);
         let owner = self.opts.node_name.as_deref().zip(uid.as_deref());
-        if let Some(l) = self.reuse_own(req, &holder, owner).await? {
-            return Ok(Some(l));
+        // A restart (subnet.env read back) most likely finds its own Lease
+        // by label; a new node (none) would only pay one more read.
+        if req.previous_subnet.is_some() || req.previous_ipv6_subnet.is_some() {
+            if let Some(l) = self.reuse_own(req, &holder, owner).await? {
+                return Ok(Some(l));
+            }
         }
         let table = self.read_table().await?;
         let now = SystemTime::now();

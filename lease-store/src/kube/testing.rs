@@ -64,6 +64,8 @@ struct Inner {
     list_requests: Vec<ListRequest>,
     pagings: BTreeMap<u64, Paging>,
     next_paging: u64,
+    /// The label selector of every Lease list (not watch), in order.
+    lease_lists: Vec<String>,
     /// `coordination.k8s.io/v1` Leases by "namespace/name".
     leases: BTreeMap<String, Arc<Value>>,
     /// Their (resourceVersion, type, object) after `oldest`.
@@ -236,6 +238,7 @@ impl FakeApi {
                 epoch: 0,
                 watch_requests: Vec::new(),
                 list_requests: Vec::new(),
+                lease_lists: Vec::new(),
                 pagings: BTreeMap::new(),
                 next_paging: 0,
                 leases: BTreeMap::new(),
@@ -507,6 +510,11 @@ impl FakeApi {
     /// Every list request (pages included), in order.
     pub fn list_requests(&self) -> Vec<ListRequest> {
         self.shared.lock().list_requests.clone()
+    }
+
+    /// The label selector of every Lease list so far (watches left out).
+    pub fn lease_lists(&self) -> Vec<String> {
+        self.shared.lock().lease_lists.clone()
     }
 }
 
@@ -903,7 +911,9 @@ async fn lease_list_or_watch(
     if !watch {
         // Unpaginated: a server may answer a `limit` with everything and no
         // continue token, and clients must take that.
-        let g = s.lock();
+        let mut g = s.lock();
+        g.lease_lists
+            .push(q.get("labelSelector").cloned().unwrap_or_default());
         let items: Vec<&Value> = g
             .leases
             .values()
