@@ -22,12 +22,12 @@ use crate::reconcile::Op;
 
 const UNDERLAY: &str = "eth0";
 
-fn ip(last: u8) -> Ipv4Addr {
+pub(super) fn ip(last: u8) -> Ipv4Addr {
     Ipv4Addr::new(198, 51, 100, last)
 }
 
 /// A fake kernel with the underlay link, and the node on it.
-fn kernel() -> (Arc<FakeKernel>, LocalNode) {
+pub(super) fn kernel() -> (Arc<FakeKernel>, LocalNode) {
     let k = Arc::new(FakeKernel::new());
     let index = k.add_plain_link(UNDERLAY, 1500);
     let node = LocalNode {
@@ -42,7 +42,7 @@ fn kernel() -> (Arc<FakeKernel>, LocalNode) {
     (k, node)
 }
 
-fn shared(k: &Arc<FakeKernel>) -> KernelRef {
+pub(super) fn shared(k: &Arc<FakeKernel>) -> KernelRef {
     k.clone()
 }
 
@@ -54,7 +54,7 @@ fn config(backend: Value) -> NetworkConfig {
     NetworkConfig::parse(&text.to_string()).unwrap()
 }
 
-fn lease(subnet: &str, p: &Prepared) -> Lease {
+pub(super) fn lease(subnet: &str, p: &Prepared) -> Lease {
     Lease {
         subnet: Some(subnet.parse().unwrap()),
         ipv6_subnet: None,
@@ -70,7 +70,7 @@ fn lease(subnet: &str, p: &Prepared) -> Lease {
     }
 }
 
-fn peer(kind: &str, subnet: &str, last: u8, mac: &str) -> Peer {
+pub(super) fn peer(kind: &str, subnet: &str, last: u8, mac: &str) -> Peer {
     Peer {
         subnet: subnet.parse().unwrap(),
         public_ip: ip(last),
@@ -80,7 +80,7 @@ fn peer(kind: &str, subnet: &str, last: u8, mac: &str) -> Peer {
     }
 }
 
-fn link_calls(calls: &[Call]) -> Vec<Call> {
+pub(super) fn link_calls(calls: &[Call]) -> Vec<Call> {
     calls
         .iter()
         .filter(|c| !matches!(c, Call::Apply(_)))
@@ -88,7 +88,7 @@ fn link_calls(calls: &[Call]) -> Vec<Call> {
         .collect()
 }
 
-fn applied(calls: &[Call]) -> Vec<&'static str> {
+pub(super) fn applied(calls: &[Call]) -> Vec<&'static str> {
     calls
         .iter()
         .filter_map(|c| match c {
@@ -98,7 +98,7 @@ fn applied(calls: &[Call]) -> Vec<&'static str> {
         .collect()
 }
 
-fn vxlan(k: &Arc<FakeKernel>, node: &LocalNode) -> VxlanBackend {
+pub(super) fn vxlan(k: &Arc<FakeKernel>, node: &LocalNode) -> VxlanBackend {
     VxlanBackend::new(shared(k), &config(json!({"Type": "vxlan"})), node).unwrap()
 }
 
@@ -382,7 +382,7 @@ async fn vxlan_direct_routing_uses_the_underlay_for_peers_on_the_same_l2() {
     assert!(tunneled.onlink);
 }
 
-fn tunnel_spec(kind: &str, backend: Value) -> TunnelSpec {
+pub(super) fn tunnel_spec(kind: &str, backend: Value) -> TunnelSpec {
     match BackendSpec::parse(kind, &backend, None).unwrap() {
         BackendSpec::Tunnel(s) => s,
         other => panic!("{other:?}"),

@@ -64,6 +64,16 @@ pub struct FakeLink {
     pub state: LinkState,
 }
 
+/// Called with every route the fake is asked to add or replace, before it
+/// is applied: a test checks there what must already hold by then.
+pub struct RouteHook(pub Box<dyn Fn(&Route) + Send>);
+
+impl std::fmt::Debug for RouteHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RouteHook")
+    }
+}
+
 /// Everything the fake kernel holds; tests set it up and inspect it.
 #[derive(Debug, Default)]
 pub struct FakeState {
@@ -85,6 +95,7 @@ pub struct FakeState {
     pub refused_routes: BTreeMap<Ipv4Net, i32>,
     /// Changes, in order.
     pub calls: Vec<Call>,
+    pub route_hook: Option<RouteHook>,
     next_index: u32,
     wakers: Vec<mpsc::Sender<()>>,
 }
@@ -126,6 +137,45 @@ impl FakeKernel {
             },
         });
         index
+    }
+
+    /// Creates TUN device `name`, up with `mtu`, as opening it on
+    /// `/dev/net/tun` would (recorded as an `AddLink` of kind `Tun`); a
+    /// taken name is refused. Returns its index.
+    pub fn open_tun(&self, name: &str, mtu: u32) -> Result<u32, NetlinkError> {
+        let mut s = self.state();
+        s.calls.push(Call::AddLink {
+            name: name.into(),
+            kind: Some(InfoKind::Tun),
+        });
+        if s.links.iter().any(|l| l.name == name) {
+            return Err(NetlinkError::refused(
+                format!("creating TUN device {name}"),
+                Errno::EEXIST as i32,
+            ));
+        }
+        let index = s.alloc_index();
+        s.links.push(FakeLink {
+            name: name.into(),
+            state: LinkState {
+                index,
+                mac: None,
+                mtu: Some(mtu),
+                up: true,
+                kind: Some(InfoKind::Tun),
+                vxlan: None,
+                geneve: None,
+            },
+        });
+        Ok(index)
+    }
+
+    /// The TUN device `index` goes with its last fd (no netlink call: not
+    /// recorded); nothing happens when it is gone already.
+    pub fn close_tun(&self, index: u32) {
+        let mut s = self.state();
+        s.remove_link(index);
+        s.wake();
     }
 
     /// Takes the recorded changes.
@@ -188,6 +238,9 @@ impl FakeState {
     fn apply(&mut self, op: &Op, dev: u32, proto: u8) -> Result<(), NetlinkError> {
         match op {
             Op::RouteAdd(r) | Op::RouteReplace(r) => {
+                if let Some(hook) = &self.route_hook {
+                    (hook.0)(r);
+                }
                 if let Some(errno) = self.refused_routes.get(&r.dst) {
                     return Err(NetlinkError::refused(
                         format!("setting route {} via {}", r.dst, r.gateway),

@@ -21,7 +21,7 @@ use crate::netlink::KernelRef;
 use crate::node::mtu::backend_mtu;
 use crate::reconcile::State;
 use crate::userspace::counters::Counters;
-use crate::userspace::engine::{Engine, EngineConfig, EngineInfo, PeerSlot};
+use crate::userspace::engine::{Engine, EngineConfig, EngineError, EngineInfo, PeerSlot};
 use crate::userspace::frame::Framer;
 use crate::userspace::peers::{PeerEntry, PeerTable};
 
@@ -29,6 +29,41 @@ use crate::userspace::peers::{PeerEntry, PeerTable};
 pub const TUN_NAME: &str = devices::TUN;
 /// Queues (threads) at most; more rarely helps a node's pod traffic.
 pub const MAX_QUEUES: usize = 4;
+
+/// What the backend needs of a running engine. The daemon's is `Engine`;
+/// unit tests hand in one whose liveness they control, as opening a TUN
+/// device needs root.
+pub trait EngineHandle: Send + Sync {
+    /// False once the engine lost its device: the backend starts another.
+    fn is_alive(&self) -> bool;
+    fn info(&self) -> EngineInfo;
+}
+
+impl EngineHandle for Engine {
+    fn is_alive(&self) -> bool {
+        Engine::is_alive(self)
+    }
+
+    fn info(&self) -> EngineInfo {
+        Engine::info(self)
+    }
+}
+
+/// Starts an engine on the device `EngineConfig::tun_name` (the device
+/// goes when the handle is dropped, like a TUN device with its fds).
+pub type StartEngine = Box<
+    dyn Fn(EngineConfig, Arc<PeerSlot>, Arc<Counters>) -> Result<Box<dyn EngineHandle>, EngineError>
+        + Send
+        + Sync,
+>;
+
+/// The real engine: TUN + UDP sockets in the handle's namespace.
+pub fn start_engine() -> StartEngine {
+    Box::new(|cfg, peers, counters| {
+        let engine: Box<dyn EngineHandle> = Box::new(Engine::start(cfg, peers, counters)?);
+        Ok(engine)
+    })
+}
 
 /// The userspace backend for `spec` on `node`.
 pub fn new(
@@ -45,7 +80,8 @@ pub struct UserspaceBackend {
     node: LocalNode,
     mtu: u16,
     mac: Mac,
-    engine: Option<Engine>,
+    start: StartEngine,
+    engine: Option<Box<dyn EngineHandle>>,
     index: Option<u32>,
     lease: Option<Ipv4Net>,
     peers: Arc<PeerSlot>,
@@ -62,6 +98,17 @@ impl UserspaceBackend {
         spec: TunnelSpec,
         node: &LocalNode,
     ) -> Result<Self, BackendError> {
+        Self::with_engine(nl, spec, node, start_engine())
+    }
+
+    /// The backend starting its engine through `start` (tests: a stand-in
+    /// that needs no root).
+    pub fn with_engine(
+        nl: impl Into<KernelRef>,
+        spec: TunnelSpec,
+        node: &LocalNode,
+        start: StartEngine,
+    ) -> Result<Self, BackendError> {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let queues = spec.queues.unwrap_or(cpus).clamp(1, MAX_QUEUES);
         let (_, endpoint) = node.tunnel_addrs(spec.underlay)?;
@@ -73,6 +120,7 @@ impl UserspaceBackend {
             mtu: u16::try_from(mtu).unwrap_or(u16::MAX),
             mac: vtep_mac::derive_ip(endpoint, spec.vni),
             spec,
+            start,
             engine: None,
             index: None,
             lease: None,
@@ -102,7 +150,7 @@ impl UserspaceBackend {
 
     /// What the running engine negotiated with the kernel.
     pub fn engine_info(&self) -> Option<EngineInfo> {
-        self.engine.as_ref().map(Engine::info)
+        self.engine.as_ref().map(|e| e.info())
     }
 
     /// The peer table the engine currently uses.
@@ -132,9 +180,14 @@ impl UserspaceBackend {
                 return Ok((link.index, false));
             }
         }
-        if self.engine.take().is_some() {
+        let link = if self.engine.take().is_some() {
             tracing::warn!("{TUN_NAME} vanished or its queues stopped: recreating it");
-        }
+            // Dropping the engine closed its fds, which took its device
+            // with it: what is left under the name is someone else's.
+            self.nl.link_by_name(TUN_NAME).await?
+        } else {
+            link
+        };
         if let Some(stale) = link {
             // Left by someone else (a persistent TUN, a crashed run's
             // namesake): ours must be created by this process.
@@ -167,7 +220,7 @@ impl UserspaceBackend {
             busy_poll: self.spec.busy_poll,
             netns: self.nl.netns_path().map(|p| p.to_path_buf()),
         };
-        let engine = Engine::start(cfg, self.peers.clone(), self.counters.clone())?;
+        let engine = (self.start)(cfg, self.peers.clone(), self.counters.clone())?;
         let info = engine.info();
         tracing::info!(
             "{TUN_NAME} up: {} {} queue(s), TUN offload {}, UDP GSO {} segments, UDP GRO {}",
@@ -310,6 +363,9 @@ impl DatapathStats for Counters {
         }
     }
 }
+
+#[cfg(test)]
+mod fake_tests;
 
 #[cfg(test)]
 mod tests {
