@@ -21,18 +21,32 @@ use crate::netlink::{KernelRef, Netlink};
 pub enum WiringError {
     #[error("etcd: {0}")]
     Etcd(#[from] lease_store::etcd::OptionsError),
-    #[error("embedded store {path}: {reason}")]
-    Embedded { path: String, reason: String },
+    #[error("embedded store {path}: {source}")]
+    Embedded {
+        path: String,
+        #[source]
+        source: StoreError,
+    },
     #[error("datapath: {0}")]
     Backend(#[from] crate::backend::BackendError),
     #[error("netlink: {0}")]
     Netlink(#[from] crate::netlink::NetlinkError),
-    #[error("masquerade: {0}")]
-    Masquerade(String),
+    /// The blocking task that removes an earlier run's masquerade rules
+    /// did not finish (it panicked or the runtime is shutting down).
+    #[error("masquerade: removing earlier rules did not finish: {0}")]
+    MasqueradeTask(#[source] tokio::task::JoinError),
+    #[error("Kubernetes mode: no net-conf.json: Kubernetes mode reads it from --net-config-path")]
+    KubeNoNetConf,
+    #[error("Kubernetes mode: net-conf.json: {0}")]
+    KubeNetConf(#[source] lease_store::config::ConfigError),
     #[error("Kubernetes mode: {0}")]
-    Kube(String),
-    #[error("cannot read --net-config-path {path}: {reason}")]
-    NetConf { path: String, reason: String },
+    KubeClient(#[source] StoreError),
+    #[error("cannot read --net-config-path {path}: {source}")]
+    NetConf {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Opens the store the flags name.
@@ -58,20 +72,15 @@ pub async fn open_store(
             Ok(Arc::new(EtcdStore::connect(opts).await?))
         }
         StoreSettings::Kube(k) => {
-            let text = net_conf.ok_or_else(|| {
-                WiringError::Kube(
-                    "no net-conf.json: Kubernetes mode reads it from --net-config-path".into(),
-                )
-            })?;
-            let config = NetworkConfig::parse(text)
-                .map_err(|e| WiringError::Kube(format!("net-conf.json: {e}")))?;
+            let text = net_conf.ok_or(WiringError::KubeNoNetConf)?;
+            let config = NetworkConfig::parse(text).map_err(WiringError::KubeNetConf)?;
             let source = ClientSource {
                 kubeconfig: k.kubeconfig.clone(),
                 api_url: k.api_url.clone(),
             };
             let client = lease_store::kube::client(&source)
                 .await
-                .map_err(|e| WiringError::Kube(e.to_string()))?;
+                .map_err(WiringError::KubeClient)?;
             if let (KubeSubnetSource::Lease, Some(ns)) = (k.subnet_source, &k.namespace) {
                 let mut opts = KubeLeaseOptions::new(ns.clone(), config);
                 opts.node_name = Some(k.node_name.clone());
@@ -90,9 +99,9 @@ pub async fn open_store(
             Ok(Arc::new(KubeStore::new(client, opts)))
         }
         StoreSettings::Embedded { path } => {
-            let err = |e: StoreError| WiringError::Embedded {
+            let err = |source: StoreError| WiringError::Embedded {
                 path: path.display().to_string(),
-                reason: e.to_string(),
+                source,
             };
             let mut waited = false;
             loop {
@@ -123,9 +132,9 @@ pub async fn open_store(
 /// The text of `--net-config-path`, if given.
 pub fn read_net_conf(path: Option<&Path>) -> Result<Option<String>, WiringError> {
     path.map(|p| {
-        std::fs::read_to_string(p).map_err(|e| WiringError::NetConf {
+        std::fs::read_to_string(p).map_err(|source| WiringError::NetConf {
             path: p.display().to_string(),
-            reason: e.to_string(),
+            source,
         })
     })
     .transpose()
@@ -143,7 +152,7 @@ pub async fn masquerade(ip_masq: bool) -> Result<Option<Arc<dyn Masquerade>>, Wi
         Ok(Ok(())) => {}
         // Without the nft binary there cannot be rules of ours to remove.
         Ok(Err(e)) => tracing::debug!(error = %e, "no masquerade rules removed"),
-        Err(e) => return Err(WiringError::Masquerade(e.to_string())),
+        Err(e) => return Err(WiringError::MasqueradeTask(e)),
     }
     Ok(None)
 }
@@ -166,4 +175,63 @@ pub async fn make_backend_with_mac_file(
 ) -> Result<Box<dyn Backend>, WiringError> {
     let memory = backend::mac_memory::MacMemory::new(vtep_mac_file);
     Ok(backend::open(config, kernel, node, local, Some(memory)).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{KubeSettings, KubeSubnetSource};
+    use std::error::Error as _;
+
+    fn kube() -> StoreSettings {
+        StoreSettings::Kube(KubeSettings {
+            kubeconfig: None,
+            api_url: Some("https://127.0.0.1:1".into()),
+            node_name: "node1".into(),
+            annotation_prefix: "flannel.alpha.coreos.com/".into(),
+            subnet_source: KubeSubnetSource::Node,
+            namespace: None,
+        })
+    }
+
+    fn open(net_conf: Option<&str>) -> WiringError {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        match rt.block_on(open_store(&kube(), Duration::from_secs(60), net_conf, None)) {
+            Ok(_) => panic!("a Kubernetes store opened without a usable net-conf.json"),
+            Err(e) => e,
+        }
+    }
+
+    // The errors stay typed up to main: the cause is a source, not a
+    // string copied into the message.
+    #[test]
+    fn kube_mode_net_conf_errors_are_typed_with_their_cause() {
+        assert!(matches!(open(None), WiringError::KubeNoNetConf));
+        let e = open(Some(r#"{"Network":"10.244.0.0/33"}"#));
+        assert!(matches!(e, WiringError::KubeNetConf(_)), "{e}");
+        assert!(e.source().is_some(), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("Kubernetes mode: net-conf.json: "),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_net_conf_keeps_the_io_error() {
+        // A directory that does not exist: nothing is created.
+        let missing = std::env::temp_dir()
+            .join(format!("fct-wiring-absent-{}", std::process::id()))
+            .join("net-conf.json");
+        let e = read_net_conf(Some(&missing)).expect_err("missing file");
+        let WiringError::NetConf { path, source } = &e else {
+            panic!("{e}");
+        };
+        assert_eq!(path, &missing.display().to_string());
+        assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+        assert!(read_net_conf(None).expect("no path").is_none());
+    }
 }
