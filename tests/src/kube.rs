@@ -182,6 +182,12 @@ impl KubeLab {
         format!("fct-lab-{}-node{k}", self.name)
     }
 
+    /// The flannelctl binary the lab runs (for operator commands a test
+    /// runs from the infra namespace, e.g. `flannelctl leases`).
+    pub fn flannelctl(&self) -> &Path {
+        &self.flannelctl
+    }
+
     pub fn infra_ns(&self) -> String {
         format!("fct-lab-{}-infra", self.name)
     }

@@ -299,6 +299,64 @@ fn kubernetes_lab_end_to_end() -> Result<()> {
         );
     }
 
+    // 2b. The operator's view of the table: `flannelctl leases list` on the
+    //     node store (run where the API server listens, the infra
+    //     namespace) shows each node's podCIDR held by its address, and
+    //     `reserve` says that node mode has no reservations and what to use.
+    let leases_ctl = |args: &[&str]| -> Result<(bool, String)> {
+        let out =
+            testkit::netns::command_in(testkit::netns::path_of(&lab.infra_ns()), lab.flannelctl())?
+                .arg("leases")
+                .args(args)
+                .args(["--store", "kube-node", "--kubeconfig", kubeconfig])
+                .output()?;
+        let text = if out.status.success() {
+            &out.stdout
+        } else {
+            &out.stderr
+        };
+        Ok((
+            out.status.success(),
+            String::from_utf8_lossy(text).into_owned(),
+        ))
+    };
+    let (ok, out) = leases_ctl(&["list", "--json"])?;
+    ensure!(ok, "flannelctl leases list --store kube-node: {out}");
+    let mut listed = BTreeMap::new();
+    for line in out.lines().filter(|l| !l.trim().is_empty()) {
+        let v: Value =
+            serde_json::from_str(line).with_context(|| format!("leases list line {line:?}"))?;
+        ensure!(
+            v["reservation"] == false,
+            "node mode lists no reservations: {line}"
+        );
+        listed.insert(
+            v["attrs"]["PublicIP"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            v["subnet"].as_str().unwrap_or_default().to_string(),
+        );
+    }
+    for k in 1..=3 {
+        ensure!(
+            listed.get(&format!("198.51.100.{k}")) == cidrs.get(&format!("node{k}")),
+            "leases list {listed:?} against podCIDRs {cidrs:?}"
+        );
+    }
+    ensure!(listed.len() == 3, "leases list: {listed:?}");
+    let (ok, out) = leases_ctl(&[
+        "reserve",
+        "--subnet",
+        "10.244.200.0/24",
+        "--public-ip",
+        "198.51.100.9",
+    ])?;
+    ensure!(
+        !ok && out.contains("--store kube-lease"),
+        "reserve on node mode must be refused, naming the lease store: {out}"
+    );
+
     // 3. The daemon is the DaemonSet's pod on every node, with its own
     //    service account and no other credentials.
     let ds_pods = daemon_pods(&lab)?;
