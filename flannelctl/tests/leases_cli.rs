@@ -257,6 +257,17 @@ fn list_reserve_release_on_kube_leases_fake_api() {
     args.push("--net-config-path".into());
     args.push(net_conf.display().to_string());
     session(&rt, store.as_ref(), &args);
+    // Listing needs no net-conf.json, in either Kubernetes mode.
+    let bare: Vec<String> = args[..args.len() - 2].to_vec();
+    for kind in ["kube-lease", "kube-node"] {
+        let mut a = bare.clone();
+        a[1] = kind.into();
+        let (ok, out, err) = ctl(&a, &["list"]);
+        assert!(
+            ok,
+            "list --store {kind} without --net-config-path: {err}{out}"
+        );
+    }
     // Node mode has nothing to release or reserve, and says where the
     // subnet comes from.
     let mut node_args = args.clone();

@@ -130,18 +130,19 @@ fn read(path: &PathBuf) -> Result<String, LeasesError> {
     })
 }
 
-/// The Kubernetes stores take their config from a file; listing needs
-/// none, so a permissive one stands in when none is given.
+/// The Kubernetes stores take their config from a file. Listing and
+/// releasing never consult it (the stores list every object whatever its
+/// subnet), so a valid stand-in is used when none is given; it must pass
+/// the same validation as an operator's file.
+const STAND_IN_NET_CONF: &str = r#"{"Network":"10.0.0.0/8","SubnetLen":24}"#;
+
 fn kube_net_conf(a: &StoreArgs, needed_for: Option<&str>) -> Result<NetworkConfig, LeasesError> {
     match (&a.net_config_path, needed_for) {
         (Some(p), _) => Ok(NetworkConfig::parse(&read(p)?).map_err(StoreError::from)?),
         (None, Some(what)) => Err(LeasesError::Usage(format!(
             "{what} with a Kubernetes store needs --net-config-path (the net-conf.json of the kube-flannel-rs ConfigMap)"
         ))),
-        (None, None) => Ok(
-            NetworkConfig::parse(r#"{"Network":"10.0.0.0/8","SubnetLen":32}"#)
-                .map_err(StoreError::from)?,
-        ),
+        (None, None) => Ok(NetworkConfig::parse(STAND_IN_NET_CONF).map_err(StoreError::from)?),
     }
 }
 
@@ -385,6 +386,11 @@ pub fn run(a: &LeasesArgs) -> Result<ExitCode, LeasesError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_stand_in_net_conf_is_valid() {
+        NetworkConfig::parse(STAND_IN_NET_CONF).expect("stand-in net-conf must parse");
+    }
 
     fn lease(sn: &str, ip: u8, exp: Option<u64>) -> Lease {
         Lease {
