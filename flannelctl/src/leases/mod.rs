@@ -204,8 +204,31 @@ fn backend_detail(a: &LeaseAttrs) -> String {
     }
 }
 
+/// What a lease without an expiry is. In the node store every entry is a
+/// Node's podCIDR, held for as long as the Node exists: no TTL, yet not an
+/// operator's reservation (none can be made or removed there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoExpiry {
+    Reservation,
+    PodCidr,
+}
+
+impl NoExpiry {
+    fn of(store: StoreKind) -> Self {
+        if store == StoreKind::KubeNode {
+            NoExpiry::PodCidr
+        } else {
+            NoExpiry::Reservation
+        }
+    }
+
+    fn is_reservation(self, l: &Lease) -> bool {
+        self == NoExpiry::Reservation && l.is_reservation()
+    }
+}
+
 /// The table, sorted by subnet; `now` for the time left.
-pub fn table(leases: &[Lease], now: SystemTime) -> String {
+pub fn table(leases: &[Lease], now: SystemTime, no_expiry: NoExpiry) -> String {
     let mut rows: Vec<&Lease> = leases.iter().collect();
     rows.sort_by_key(|l| (l.subnet, l.ipv6_subnet));
     let mut out = format!(
@@ -214,6 +237,7 @@ pub fn table(leases: &[Lease], now: SystemTime) -> String {
     );
     for l in rows {
         let expires = match l.expiration {
+            None if no_expiry == NoExpiry::PodCidr => "podCIDR".to_string(),
             None => "reserved".to_string(),
             Some(e) => match e.duration_since(now) {
                 Ok(d) => format!("{}s", d.as_secs()),
@@ -239,7 +263,7 @@ pub fn table(leases: &[Lease], now: SystemTime) -> String {
 
 /// One JSON object per lease (its flannel attributes, the subnets and the
 /// expiry in unix seconds, null for a reservation).
-pub fn json_lines(leases: &[Lease]) -> String {
+pub fn json_lines(leases: &[Lease], no_expiry: NoExpiry) -> String {
     leases
         .iter()
         .map(|l| {
@@ -253,7 +277,7 @@ pub fn json_lines(leases: &[Lease]) -> String {
                 "ipv6_subnet": l.ipv6_subnet.map(|s| s.to_string()),
                 "attrs": serde_json::from_str::<serde_json::Value>(&l.attrs.to_json()).unwrap_or_default(),
                 "expires": exp,
-                "reservation": l.is_reservation(),
+                "reservation": no_expiry.is_reservation(l),
             })
             .to_string()
                 + "\n"
@@ -304,10 +328,11 @@ async fn run_async(a: &LeasesArgs) -> Result<ExitCode, LeasesError> {
         LeasesCommand::List { store, json } => {
             let s = open(store, None).await?;
             let (leases, _) = s.list().await?;
+            let no_expiry = NoExpiry::of(store.store);
             if *json {
-                print!("{}", json_lines(&leases));
+                print!("{}", json_lines(&leases, no_expiry));
             } else {
-                print!("{}", table(&leases, SystemTime::now()));
+                print!("{}", table(&leases, SystemTime::now(), no_expiry));
             }
         }
         LeasesCommand::Reserve {
@@ -418,17 +443,37 @@ mod tests {
                 lease("10.244.3.0/24", 3, Some(900)),
             ],
             now,
+            NoExpiry::Reservation,
         );
         let lines: Vec<&str> = t.lines().collect();
         assert!(lines[0].starts_with("SUBNET"));
         assert!(lines[1].starts_with("10.244.2.0/24") && lines[1].contains("reserved"));
         assert!(lines[2].contains("expired"), "{t}");
         assert!(lines[3].contains("600s") && lines[3].contains("vtep=0a:58:00:00:00:01"));
-        let j = json_lines(&[lease("10.244.2.0/24", 2, None)]);
+        let j = json_lines(&[lease("10.244.2.0/24", 2, None)], NoExpiry::Reservation);
         assert!(j.ends_with('\n'));
         let v: serde_json::Value = serde_json::from_str(j.trim()).unwrap();
         assert_eq!(v["reservation"], true);
         assert_eq!(v["attrs"]["PublicIP"], "192.0.2.2");
+    }
+
+    // A Node's podCIDR has no expiry either, but it is no reservation:
+    // node mode says where the subnet comes from instead.
+    #[test]
+    fn node_mode_shows_pod_cidrs_not_reservations() {
+        let now = SystemTime::UNIX_EPOCH;
+        let podcidr = [lease("10.244.2.0/24", 2, None)];
+        let t = table(&podcidr, now, NoExpiry::of(StoreKind::KubeNode));
+        assert!(
+            t.lines()
+                .nth(1)
+                .is_some_and(|l| l.contains("podCIDR") && !l.contains("reserved")),
+            "{t}"
+        );
+        let j = json_lines(&podcidr, NoExpiry::of(StoreKind::KubeNode));
+        let v: serde_json::Value = serde_json::from_str(j.trim()).unwrap();
+        assert_eq!(v["reservation"], false);
+        assert_eq!(NoExpiry::of(StoreKind::KubeLease), NoExpiry::Reservation);
     }
 
     #[test]
