@@ -283,14 +283,7 @@ async fn startup_order_burst_coalescing_and_peer_removal() {
 /// the node is ready again.
 #[tokio::test(flavor = "current_thread")]
 async fn an_overwritten_lease_keeps_its_subnet_not_ready_until_it_is_free() {
-    let sink = LogSink::default();
-    let writer = sink.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (sink, _guard) = capture_logs();
 
     let dir = testkit::temp_dir("dmn-loop").expect("temp dir");
     let store_path = dir.path().join("leases.json");
@@ -596,6 +589,19 @@ fn hostile_put(store_path: &Path, key: &str, attrs: &LeaseAttrs) {
 #[derive(Clone, Default)]
 struct LogSink(Arc<Mutex<Vec<u8>>>);
 
+/// INFO and above of this thread's tracing, plain text, into a sink the
+/// test reads; the guard restores the previous subscriber.
+fn capture_logs() -> (LogSink, tracing::subscriber::DefaultGuard) {
+    let sink = LogSink::default();
+    let writer = sink.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(move || writer.clone())
+        .finish();
+    (sink, tracing::subscriber::set_default(subscriber))
+}
+
 impl std::io::Write for LogSink {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.0.lock().unwrap().extend_from_slice(buf);
@@ -618,14 +624,7 @@ impl LogSink {
 /// text and counted by reason, and the good peers still are programmed.
 #[tokio::test(flavor = "current_thread")]
 async fn hostile_peer_leases_are_rejected_logged_once_and_counted() {
-    let sink = LogSink::default();
-    let writer = sink.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (sink, _guard) = capture_logs();
 
     let dir = testkit::temp_dir("dmn-loop").expect("temp dir");
     let store_path = dir.path().join("leases.json");
