@@ -441,6 +441,19 @@ impl KubeLeaseStore {
         }
     }
 
+    /// The Lease `name` and what it says, for the calls that act on one
+    /// existing object: `NotFound` when absent, `Decode` when garbled.
+    async fn get_decoded(&self, name: &str) -> Result<(KLease, lease_map::Decoded)> {
+        let Some(obj) = self.get(name).await? else {
+            return Err(StoreError::NotFound(name.to_string()));
+        };
+        let d = lease_map::decode(&obj, &self.opts.prefix).map_err(|e| StoreError::Decode {
+            key: name.to_string(),
+            reason: e.to_string(),
+        })?;
+        Ok((obj, d))
+    }
+
     /// One allocation attempt; `Ok(None)`: lost a race, choose again.
     async fn acquire_once(&self, req: &AcquireRequest) -> Result<Option<Lease>> {
         let node = self.own_node().await?;
@@ -664,13 +677,7 @@ impl LeaseStore for KubeLeaseStore {
 
     async fn release(&self, lease: &Lease) -> Result<()> {
         let name = lease_map::object_name(lease.subnet, lease.ipv6_subnet);
-        let Some(obj) = self.get(&name).await? else {
-            return Err(StoreError::NotFound(name));
-        };
-        let d = lease_map::decode(&obj, &self.opts.prefix).map_err(|e| StoreError::Decode {
-            key: name.clone(),
-            reason: e.to_string(),
-        })?;
+        let (obj, d) = self.get_decoded(&name).await?;
         if !crate::alloc::same_node(&d.lease.attrs, &lease.attrs) {
             return Err(self.lost(&name, &d));
         }
@@ -757,13 +764,7 @@ impl LeaseStore for KubeLeaseStore {
         ipv6_subnet: Option<Ipv6Net>,
     ) -> Result<Lease> {
         let name = lease_map::object_name(subnet, ipv6_subnet);
-        let Some(obj) = self.get(&name).await? else {
-            return Err(StoreError::NotFound(name));
-        };
-        let d = lease_map::decode(&obj, &self.opts.prefix).map_err(|e| StoreError::Decode {
-            key: name.clone(),
-            reason: e.to_string(),
-        })?;
+        let (obj, d) = self.get_decoded(&name).await?;
         // An expired lease is no reservation either: it is free already.
         if !d.lease.is_reservation() {
             return Err(StoreError::NotReserved {
