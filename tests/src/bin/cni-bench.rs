@@ -27,6 +27,12 @@
 //! (same configuration, its own node namespace and store): an A/B of two
 //! builds, to tell whether a change to the plugin helps.
 //!
+//! `--floor` runs, in flannel-rs's place, `tests/bench/cni-floor.c`: only
+//! the kernel work of the attachment (veth pair, bridge port, pod address
+//! and routes, reservation file), compiled here. Its ratio is the lowest
+//! any plugin building this datapath can reach on the machine; there is
+//! no target for it.
+//!
 //! Run as root: `cargo run --release -p e2e --bin cni-bench -- --pods 50`.
 //! See docs/PERFORMANCE.md.
 
@@ -253,7 +259,7 @@ impl Side {
     }
 }
 
-const USAGE: &str = "usage: cni-bench [--pods N] [--against FLANNEL_RS] [--gap-ms MS]   (default 50 pods, no gap, run as root)";
+const USAGE: &str = "usage: cni-bench [--pods N] [--against FLANNEL_RS | --floor] [--gap-ms MS]   (default 50 pods, no gap, run as root)";
 
 /// What to run: pods per plugin, and instead of the reference plugins a
 /// second flannel-rs build to compare with (an A/B of two builds).
@@ -265,6 +271,8 @@ struct Opts {
     /// batches some deferred link work (linkwatch) over a second, so the
     /// cadence changes what an ADD runs into.
     gap: Duration,
+    /// The kernel floor program in flannel-rs's place (`e2e::floor`).
+    floor: bool,
 }
 
 fn parse_args(args: &[String]) -> Result<Opts, Error> {
@@ -272,9 +280,14 @@ fn parse_args(args: &[String]) -> Result<Opts, Error> {
         pods: 50,
         against: None,
         gap: Duration::ZERO,
+        floor: false,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
+        if flag == "--floor" {
+            opts.floor = true;
+            continue;
+        }
         let value = it
             .next()
             .ok_or_else(|| format!("{flag} wants a value; {USAGE}"))?;
@@ -308,6 +321,9 @@ fn parse_args(args: &[String]) -> Result<Opts, Error> {
             }
             _ => return Err(USAGE.into()),
         }
+    }
+    if opts.floor && opts.against.is_some() {
+        return Err(format!("--floor and --against both replace a side: pick one; {USAGE}").into());
     }
     Ok(opts)
 }
@@ -405,8 +421,13 @@ fn run(opts: Opts) -> Result<bool, Error> {
         &subnet_file,
         cni::subnet_env_text("10.244.0.0/16", &format!("{GATEWAY}/24"), 1450, true),
     )?;
-    eprintln!("cni-bench: building/locating flannel-rs (cargo build -p cni-plugin; may take minutes when stale)");
-    let ours_plugin = e2e::bins::flannel_rs()?;
+    let (ours_label, ours_plugin) = if opts.floor {
+        eprintln!("cni-bench: compiling the kernel floor program (tests/bench/cni-floor.c)");
+        ("kernel floor", e2e::floor::build(state.path())?)
+    } else {
+        eprintln!("cni-bench: building/locating flannel-rs (cargo build -p cni-plugin; may take minutes when stale)");
+        ("flannel-rs", e2e::bins::flannel_rs()?)
+    };
     let ref_plugin = match &opts.against {
         Some(b) => b.clone(),
         None => Path::new(e2e::bins::REFERENCE_PLUGIN_DIR).join("bridge"),
@@ -418,7 +439,7 @@ fn run(opts: Opts) -> Result<bool, Error> {
         2 * (pods + 2)
     );
     let mut ours = side(
-        "flannel-rs",
+        ours_label,
         ours_plugin,
         serde_json::json!({
             "cniVersion": "1.0.0", "name": NETWORK, "type": "flannel-rs",
@@ -517,25 +538,33 @@ fn run(opts: Opts) -> Result<bool, Error> {
     }
     let add = ratio(&ours.add, &reference.add);
     let del = ratio(&ours.del, &reference.del);
-    let target = if ab {
+    let floor = opts.floor;
+    let target = if ab || floor {
         String::new()
     } else {
         format!("  (target ADD <= {TARGET_ADD}, DEL <= {TARGET_DEL})")
     };
-    println!("ratio flannel-rs/reference (median wall): ADD {add:.3}  DEL {del:.3}{target}");
+    println!("ratio {ours_label}/reference (median wall): ADD {add:.3}  DEL {del:.3}{target}");
     println!(
-        "ratio flannel-rs/reference (median cpu):  ADD {:.3}  DEL {:.3}",
+        "ratio {ours_label}/reference (median cpu):  ADD {:.3}  DEL {:.3}",
         ratio(&ours.add_cpu, &reference.add_cpu),
         ratio(&ours.del_cpu, &reference.del_cpu)
     );
     println!(
-        "ratio flannel-rs/reference (median from DEL start): unlisted {:.3}  done {:.3}",
+        "ratio {ours_label}/reference (median from DEL start): unlisted {:.3}  done {:.3}",
         ratio(&ours.del_unlisted, &reference.del_unlisted),
         ratio(&ours.del_done, &reference.del_done)
     );
     if ab {
         // Two builds of ours: the ratios are the result, there is no target.
         println!("A/B of two flannel-rs builds: no target");
+        return Ok(true);
+    }
+    if floor {
+        // A measuring stick: no plugin doing this kernel work can beat it.
+        println!(
+            "kernel floor: no target; flannel-rs's (ADD <= {TARGET_ADD}) is reachable here only if this ratio is well under it"
+        );
         return Ok(true);
     }
     let met = add <= TARGET_ADD && del <= TARGET_DEL;
@@ -578,7 +607,18 @@ mod tests {
         // Any existing file is accepted as the second build.
         let exe = std::env::current_exe().unwrap();
         let o = parse_args(&args(&["--against", exe.to_str().unwrap(), "--pods", "3"])).unwrap();
-        assert_eq!((o.pods, o.against), (3, Some(exe)));
+        assert!(!o.floor);
+        assert_eq!((o.pods, o.against), (3, Some(exe.clone())));
+        // --floor takes no value and may come anywhere.
+        let o = parse_args(&args(&["--floor", "--pods", "4"])).unwrap();
+        assert_eq!((o.floor, o.pods), (true, 4));
+        assert!(
+            parse_args(&args(&["--pods", "4", "--floor"]))
+                .unwrap()
+                .floor
+        );
+        let both = parse_args(&args(&["--floor", "--against", exe.to_str().unwrap()]));
+        assert!(both.err().unwrap().to_string().contains("pick one"));
         for bad in [
             &["--pods"][..],
             &["--pods", "0"],
