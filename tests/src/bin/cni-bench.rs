@@ -438,26 +438,21 @@ fn run(opts: Opts) -> Result<bool, Error> {
         ref_plugin.display(),
         2 * (pods + 2)
     );
-    let mut ours = side(
-        ours_label,
-        ours_plugin,
+    // flannel-rs's configuration; each side gets its own IPAM store.
+    let flannel_conf = |store: &str| {
         serde_json::json!({
             "cniVersion": "1.0.0", "name": NETWORK, "type": "flannel-rs",
             "bridge": "cni0", "subnetFile": subnet_file,
-            "dataDir": state.path().join("ipam-ours"), "isDefaultGateway": true,
-        }),
-        pods,
-    )?;
+            "dataDir": state.path().join(store), "isDefaultGateway": true,
+        })
+    };
+    let mut ours = side(ours_label, ours_plugin, flannel_conf("ipam-ours"), pods)?;
     let mut reference = match opts.against {
         // The same configuration as ours, its own store: only the build differs.
         Some(_) => side(
             "flannel-rs --against",
             ref_plugin,
-            serde_json::json!({
-                "cniVersion": "1.0.0", "name": NETWORK, "type": "flannel-rs",
-                "bridge": "cni0", "subnetFile": subnet_file,
-                "dataDir": state.path().join("ipam-against"), "isDefaultGateway": true,
-            }),
+            flannel_conf("ipam-against"),
             pods,
         )?,
         None => side(
